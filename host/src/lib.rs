@@ -1,0 +1,17 @@
+//! `ecs-exec`: run one-off and interactive commands inside AWS ECS containers.
+//!
+//! The crate is layered the way data flows (see `DESIGN.md`):
+//! - [`cli`] parses and validates the command line (pure), then resolves it;
+//! - [`adapter`] runs sandboxed WebAssembly adapters that turn a pipe and its input into a plan;
+//! - [`ecs`] is the control plane: find the task and container, call ExecuteCommand;
+//! - [`channel`] is the SSM data channel: a sans-IO frame codec and session core, and the
+//!   websocket driver around them;
+//! - [`terminal`] owns the local tty (raw mode, resize, signals);
+//! - [`run`] wires one-off and interactive runs together.
+
+pub mod adapter;
+pub mod channel;
+pub mod cli;
+pub mod ecs;
+pub mod run;
+pub mod terminal;
