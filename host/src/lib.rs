@@ -13,5 +13,6 @@ pub mod adapter;
 pub mod channel;
 pub mod cli;
 pub mod ecs;
+pub mod exit;
 pub mod run;
 pub mod terminal;
