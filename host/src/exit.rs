@@ -59,19 +59,17 @@ impl Exit {
         match self {
             Exit::Usage => "usage error: unknown flag, missing or invalid value",
             Exit::Unavailable => {
-                "target unavailable: no running task, no running ExecuteCommand agent, \
-                 task not found, target not connected"
+                "target unavailable: no running task or agent, task gone, not connected"
             }
             Exit::Software => "internal error in ecs-exec",
             Exit::TempFail => {
-                "temporary failure: throttled after retries, timeout, endpoint unreachable, \
-                 AWS server error"
+                "temporary failure: throttled, timeout, endpoint unreachable, AWS 5xx"
             }
-            Exit::Protocol => "protocol error: malformed response from the ECS API or data channel",
+            Exit::Protocol => {
+                "protocol error: malformed response from the ECS API or the data channel"
+            }
             Exit::NoPerm => "no permission: no or invalid credentials, AccessDenied",
-            Exit::Config => {
-                "configuration error: cluster, service or container not found, no region"
-            }
+            Exit::Config => "configuration: cluster, service or container not found, no region",
         }
     }
 

@@ -238,28 +238,36 @@ pub fn command() -> clap::Command {
 }
 
 fn after_help() -> String {
+    // Lines stay under 100 columns so clap's wrapping leaves the layout alone.
     format!(
-        "As a Hoop connection command:\n  \
-         ecs-exec --interactive --cluster=$CLUSTER_NAME --service-name=$SERVICE_NAME   (hoop connect c -- --pipe /bin/bash)\n  \
-         ecs-exec --cluster=$CLUSTER_NAME --service-name=$SERVICE_NAME                 (hoop exec c -i 'echo hi')\n\
-         \n\
-         Flags may come in any order, also after `--`, as `--flag value` or `--flag=value`; the last of\n\
-         a repeated flag wins; an empty value counts as not given. Other words go to the adapter.\n\
-         \n\
-         Environment:\n  \
-         CLUSTER_NAME, SERVICE_NAME, CONTAINER   used when --cluster, --service-name, --container are not given\n  \
-         ECS_EXEC_ADAPTER_DIR                    directory of third-party .wasm adapters\n  \
-         CONNECTION_DEBUG=1                      same as -v\n  \
-         AWS_REGION, AWS_DEFAULT_REGION          region (or --region, or the profile)\n  \
-         AWS_PROFILE                             profile (or --profile)\n  \
-         AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN   static credentials\n  \
-         AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, AWS_CONTAINER_CREDENTIALS_FULL_URI   container credentials endpoint\n  \
-         AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN   web identity; also SSO profiles and EC2 instance metadata\n  \
-         AWS_ENDPOINT_URL_ECS, AWS_ENDPOINT_URL  ECS endpoint (or --endpoint-url, which wins)\n\
-         \n\
-         IAM permissions: ecs:ListTasks (with --service-name), ecs:DescribeTasks, ecs:ExecuteCommand.\n\
-         \n\
-         Exit codes:\n{}",
+        "As a Hoop connection command:
+  interactive: ecs-exec --interactive --cluster=$CLUSTER_NAME --service-name=$SERVICE_NAME
+               then: hoop connect NAME -- --pipe /bin/bash
+  one-off:     ecs-exec --cluster=$CLUSTER_NAME --service-name=$SERVICE_NAME
+               then: hoop exec NAME -i 'echo hi'   or   hoop exec NAME -- --pipe python3 <<EOF
+
+Flags may come in any order, also after `--`, as `--flag value` or `--flag=value`. The last of a
+repeated flag wins; an empty value counts as not given. Other words go to the adapter, and so
+does everything after a second `--`.
+
+Environment:
+  CLUSTER_NAME, SERVICE_NAME, CONTAINER    when --cluster, --service-name, --container are absent
+  ECS_EXEC_ADAPTER_DIR                     directory of third-party .wasm adapters
+  CONNECTION_DEBUG=1                       same as -v
+  AWS_REGION, AWS_DEFAULT_REGION           region (--region wins; else the profile)
+  AWS_PROFILE                              profile (--profile wins)
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
+                                           static credentials
+  AWS_CONTAINER_CREDENTIALS_FULL_URI, AWS_CONTAINER_CREDENTIALS_RELATIVE_URI
+                                           container credentials endpoint (assume-role setups)
+  AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN
+                                           web identity; SSO profiles and EC2 metadata work too
+  AWS_ENDPOINT_URL_ECS, AWS_ENDPOINT_URL   ECS endpoint (--endpoint-url wins)
+
+IAM permissions: ecs:ListTasks (with --service-name), ecs:DescribeTasks, ecs:ExecuteCommand.
+
+Exit codes:
+{}",
         exit::help_table()
     )
 }
@@ -299,8 +307,10 @@ fn one_line_clap_error(err: &clap::Error) -> String {
         .filter(|line| !line.is_empty());
     let first = lines.next().unwrap_or("invalid arguments");
     let mut message = first.strip_prefix("error: ").unwrap_or(first).to_owned();
-    if let Some(tip) = lines.find_map(|line| line.strip_prefix("tip: ")) {
-        message.push_str(" (");
+    // Only "a similar argument exists" helps here; clap's "use '-- --x'" tip would hand a typo
+    // to the adapter.
+    if let Some(tip) = lines.find_map(|line| line.strip_prefix("tip: a similar")) {
+        message.push_str(" (a similar");
         message.push_str(tip);
         message.push(')');
     }
@@ -478,7 +488,11 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     let request = match step {
         Ok(Step::Run(request)) => *request,
         Ok(Step::Print(text)) => {
-            print!("{text}");
+            if text.ends_with('\n') {
+                print!("{text}");
+            } else {
+                println!("{text}");
+            }
             return ExitCode::SUCCESS;
         }
         Err(usage) => {

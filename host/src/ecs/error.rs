@@ -9,7 +9,7 @@ use std::error::Error as StdError;
 use std::fmt;
 
 use aws_credential_types::provider::error::CredentialsError;
-use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::operation::RequestId;
 
 use crate::exit::Exit;
@@ -378,7 +378,7 @@ where
             detail: "no response within the operation timeout".to_owned(),
         },
         SdkError::DispatchFailure(dispatch) => {
-            let detail = one_line(&DisplayErrorContext(&err).to_string());
+            let detail = display_chain(&err);
             if dispatch.is_timeout() {
                 EcsError::Timeout { operation, detail }
             } else {
@@ -387,11 +387,11 @@ where
         }
         SdkError::ResponseError(_) => EcsError::MalformedResponse {
             operation,
-            detail: one_line(&DisplayErrorContext(&err).to_string()),
+            detail: display_chain(&err),
         },
         _ => EcsError::Internal {
             operation,
-            detail: one_line(&DisplayErrorContext(&err).to_string()),
+            detail: display_chain(&err),
         },
     }
 }
@@ -457,11 +457,27 @@ fn credentials_failure(err: &(dyn StdError + 'static)) -> Option<String> {
     let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(current) = cause {
         if let Some(credentials) = current.downcast_ref::<CredentialsError>() {
-            return Some(one_line(&DisplayErrorContext(credentials).to_string()));
+            return Some(display_chain(credentials));
         }
         cause = current.source();
     }
     None
+}
+
+/// An error and its sources joined with `: ` on one line (what `DisplayErrorContext` does,
+/// without the `Debug` dump it appends). A source already quoted by its parent is skipped.
+pub(crate) fn display_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(current) = cause {
+        let part = current.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = current.source();
+    }
+    one_line(&text)
 }
 
 /// Collapses line breaks so that every message stays on one line.
@@ -606,6 +622,17 @@ mod tests {
             ),
         );
         assert_eq!(creds.exit(), Exit::NoPerm);
+    }
+
+    #[test]
+    fn display_chain_joins_sources_once_without_debug() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("inner\nfailure")]
+        struct Inner;
+        assert_eq!(display_chain(&Outer(Inner)), "outer: inner failure");
     }
 
     #[test]
