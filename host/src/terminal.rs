@@ -464,11 +464,21 @@ mod tests {
         assert_eq!(local_flags(slave), cooked);
         assert!(!restore(), "restore is idempotent");
 
-        let _guard = RawModeGuard::enter_on(slave)
+        let guard = RawModeGuard::enter_on(slave)
             .unwrap()
             .expect("raw mode for the panic path");
-        restore_from_panic();
-        assert_eq!(local_flags(slave), cooked, "the panic hook's restore works");
+        let panicked = std::panic::catch_unwind(|| {
+            assert_eq!(local_flags(slave) & libc::ICANON, 0);
+            panic!("deliberate panic to exercise the hook");
+        });
+        assert!(panicked.is_err());
+        assert_eq!(
+            local_flags(slave),
+            cooked,
+            "the panic hook restored the terminal"
+        );
+        assert!(!restore(), "nothing left for the guard");
+        drop(guard);
         // SAFETY: closing the fds openpty gave us.
         unsafe {
             libc::close(slave);
@@ -482,6 +492,17 @@ mod tests {
         if !stdin_is_tty() {
             assert!(RawModeGuard::enter().unwrap().is_none());
         }
+    }
+
+    #[tokio::test]
+    async fn termination_signals_are_reported_instead_of_killing() {
+        let mut signals = TerminationSignals::new().unwrap();
+        // SAFETY: raising a signal whose handler tokio has just installed.
+        assert_eq!(unsafe { libc::raise(libc::SIGHUP) }, 0);
+        assert_eq!(signals.recv().await, Termination::Hangup);
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0);
+        assert_eq!(signals.recv().await, Termination::Terminate);
     }
 
     #[test]
