@@ -512,7 +512,14 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
         }
     };
     match runtime.block_on(resolve_and_run(request)) {
-        Ok(status) => ExitCode::from(u8::try_from(status.clamp(0, 255)).unwrap_or(u8::MAX)),
+        // A status outside 0..=255 cannot come from a process; never turn it into success.
+        Ok(status) => u8::try_from(status).map_or_else(
+            |_| {
+                eprintln!("ecs-exec: error: the remote exit status {status} is out of range");
+                Exit::Software.to_exit_code()
+            },
+            ExitCode::from,
+        ),
         Err(err) => {
             let message = one_line(&format!("{err:#}"));
             eprintln!("ecs-exec: error: {message}");
