@@ -13,6 +13,7 @@ pub mod adapter;
 pub mod channel;
 pub mod cli;
 pub mod ecs;
+pub mod exit;
 pub mod plan_io;
 pub mod run;
 pub mod terminal;

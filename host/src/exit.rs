@@ -1,0 +1,118 @@
+//! The process exit codes `ecs-exec` itself chooses, in one table (sysexits style).
+//!
+//! When the remote program ran and its status is known, that status is the exit code and this
+//! table does not apply. Otherwise every failure maps to one of these codes; `--help` prints the
+//! table from [`Exit::ALL`], so the documentation and the behaviour cannot drift apart.
+//! This module only names codes; it must not print or decide policy.
+
+use std::fmt;
+
+/// An exit code of `ecs-exec`'s own (not the remote program's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Exit {
+    /// 64: the command line is wrong (unknown flag, missing `--cluster`, bad value).
+    Usage,
+    /// 69: the target is not available: no running task, no running ExecuteCommand agent,
+    /// task not found, or the agent is not connected.
+    Unavailable,
+    /// 70: a bug or an unexpected internal failure in `ecs-exec`.
+    Software,
+    /// 75: a temporary failure: throttled after retries, timeout, endpoint unreachable, AWS
+    /// server error. Trying again later may work.
+    TempFail,
+    /// 76: the remote side broke the protocol (malformed API response or data channel).
+    Protocol,
+    /// 77: no permission: no credentials, invalid credentials, or AccessDenied.
+    NoPerm,
+    /// 78: configuration: cluster, service or container that does not exist, no region.
+    Config,
+}
+
+impl Exit {
+    /// Every code, in numeric order, for `--help` and the README.
+    pub const ALL: [Exit; 7] = [
+        Exit::Usage,
+        Exit::Unavailable,
+        Exit::Software,
+        Exit::TempFail,
+        Exit::Protocol,
+        Exit::NoPerm,
+        Exit::Config,
+    ];
+
+    /// The numeric process exit code.
+    pub const fn code(self) -> u8 {
+        match self {
+            Exit::Usage => 64,
+            Exit::Unavailable => 69,
+            Exit::Software => 70,
+            Exit::TempFail => 75,
+            Exit::Protocol => 76,
+            Exit::NoPerm => 77,
+            Exit::Config => 78,
+        }
+    }
+
+    /// One line saying when the code is used.
+    pub const fn meaning(self) -> &'static str {
+        match self {
+            Exit::Usage => "usage error: unknown flag, missing or invalid value",
+            Exit::Unavailable => {
+                "target unavailable: no running task or agent, task gone, not connected"
+            }
+            Exit::Software => "internal error in ecs-exec",
+            Exit::TempFail => {
+                "temporary failure: throttled, timeout, endpoint unreachable, AWS 5xx"
+            }
+            Exit::Protocol => {
+                "protocol error: malformed response from the ECS API or the data channel"
+            }
+            Exit::NoPerm => "no permission: no or invalid credentials, AccessDenied",
+            Exit::Config => "configuration: cluster, service or container not found, no region",
+        }
+    }
+
+    /// The exit code as the process return value.
+    pub fn to_exit_code(self) -> std::process::ExitCode {
+        std::process::ExitCode::from(self.code())
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code())
+    }
+}
+
+/// The `--help` section listing every exit code, one per line.
+pub fn help_table() -> String {
+    let mut table =
+        String::from("  0-255  the remote program's exit status, when it ran and is known\n");
+    for exit in Exit::ALL {
+        table.push_str(&format!("  {:<5}  {}\n", exit.code(), exit.meaning()));
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_the_sysexits_values() {
+        let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
+        assert_eq!(codes, [64, 69, 70, 75, 76, 77, 78]);
+    }
+
+    #[test]
+    fn help_table_lists_every_code() {
+        let table = help_table();
+        for exit in Exit::ALL {
+            assert!(
+                table.contains(&format!("  {} ", exit.code())),
+                "{exit} missing in {table}"
+            );
+        }
+    }
+}
