@@ -280,8 +280,11 @@ impl Drop for ProcessGroup {
         self.signal(Signal::SIGKILL);
         if !self.exited {
             let _ = self.child.start_kill();
-            // Reap it so it does not stay a zombie (it was just sent SIGKILL).
-            let _ = self.child.try_wait();
+            // Reap the leader: SIGKILL cannot be caught, so this returns as soon as the kernel
+            // has torn it down, and nobody sees a command outlive its session.
+            if let Some(pid) = self.pgid {
+                let _ = nix::sys::wait::waitpid(pid, None);
+            }
             Counters::drop_one(&self.counters.processes_running);
             self.counters.notify();
         }
