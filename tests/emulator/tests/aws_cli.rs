@@ -192,3 +192,107 @@ fn aws_cli_execute_command_through_the_plugin() {
     handle.wait_until_blocking(|c| c.sessions_finished == 1);
     assert_eq!(handle.counters().processes_running, 0);
 }
+
+/// Drives `aws ecs execute-command --command sh` under a real pseudo-terminal, as a person
+/// would: type a command at the remote prompt, read the answer, type `exit`.
+#[test]
+fn aws_cli_interactive_shell_through_the_plugin() {
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    if !aws_available() {
+        return;
+    }
+    if !plugin_available() {
+        eprintln!(
+            "NOTICE: session-manager-plugin is not installed; the interactive CLI session cannot run here"
+        );
+        return;
+    }
+    let handle = EmulatorHandle::spawn_in_thread(Config::default()).unwrap();
+    let demo = handle.world().cluster(Some("demo")).unwrap();
+    let task = demo
+        .tasks
+        .iter()
+        .find(|t| t.service == "web")
+        .unwrap()
+        .id
+        .clone();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut command = Command::new("aws");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AWS_") {
+            command.env_remove(key);
+        }
+    }
+    let slave = std::fs::File::from(pty.slave);
+    let mut child = command
+        .args([
+            "ecs",
+            "execute-command",
+            "--cluster",
+            "demo",
+            "--task",
+            &task,
+            "--container",
+            "app",
+            "--command",
+            "sh",
+            "--interactive",
+            "--endpoint-url",
+            &handle.endpoint(),
+        ])
+        .env("AWS_ACCESS_KEY_ID", handle.access_key_id())
+        .env("AWS_SECRET_ACCESS_KEY", handle.secret_access_key())
+        .env("AWS_DEFAULT_REGION", handle.region())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let mut writer = master.try_clone().unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut screen = Vec::new();
+    let wait_for = |needle: &str, screen: &mut Vec<u8>| {
+        // The prompt is `# ` for root and `$ ` otherwise.
+        let alternatives: Vec<&str> = needle.split('|').collect();
+        while !alternatives
+            .iter()
+            .any(|n| String::from_utf8_lossy(screen).contains(n))
+        {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(bytes) => screen.extend_from_slice(&bytes),
+                Err(_) => panic!(
+                    "{needle:?} never appeared in {:?}",
+                    String::from_utf8_lossy(screen)
+                ),
+            }
+        }
+    };
+    wait_for("Starting session with SessionId", &mut screen);
+    wait_for("\n# |\n$ ", &mut screen);
+    writer.write_all(b"echo $((6*7))\r").unwrap();
+    wait_for("42", &mut screen);
+    writer.write_all(b"exit\r").unwrap();
+    wait_for("Exiting session with sessionId", &mut screen);
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let counters = handle.wait_until_blocking(|c| c.sessions_finished == 1);
+    assert_eq!(
+        counters.sessions_closed_cleanly, 1,
+        "ended by channel_closed after all output was acked"
+    );
+    assert_eq!(counters.processes_running, 0);
+}
