@@ -1,1 +1,32 @@
+//! `ecs-exec-emulator`: a local stand-in for AWS ECS and the SSM data channel, so every test,
+//! benchmark and first run works without an AWS account.
+//!
+//! One HTTP port serves the ECS JSON 1.1 API (ListTasks, DescribeTasks, ExecuteCommand, and
+//! SSM ResumeSession/TerminateSession), every request SigV4-verified, and the data channel
+//! websockets, whose agent side runs real commands under a PTY the way the SSM agent does.
+//! Start one in-process with [`Emulator::start`] (async) or [`EmulatorHandle::spawn_in_thread`],
+//! or run the `ecs-exec-emulator` binary. Faults (drop, duplicate, reorder, delay, disconnect)
+//! and the real agent's timings are opt-in through [`Config`].
+//!
+//! Layout: [`config`] and [`world`] describe what exists; [`sigv4`] and [`api`] answer API
+//! calls; [`sessions`] holds channel tokens; [`agent`] runs sessions; [`faults`] injects
+//! faults; [`server`] wires them to sockets.
 
+pub mod agent;
+pub mod api;
+pub mod config;
+pub mod counters;
+pub mod faults;
+pub mod server;
+pub mod sessions;
+pub mod sigv4;
+pub mod world;
+
+pub use config::{
+    AgentConfig, ClusterConfig, Config, ConfigError, ContainerConfig, CredentialsConfig,
+    DEFAULT_ACCESS_KEY_ID, DEFAULT_REGION, DEFAULT_SECRET_ACCESS_KEY, Direction, FaultAction,
+    FaultConfig, FaultRates, FaultRule, ServiceConfig,
+};
+pub use counters::CountersSnapshot;
+pub use server::{Emulator, EmulatorError, EmulatorHandle};
+pub use world::World;

@@ -1,1 +1,88 @@
-fn main() {}
+//! The `ecs-exec-emulator` binary: serve the emulator on a loopback port until SIGINT or
+//! SIGTERM. Prints exactly one line on stdout, `listening on http://ADDR`, once it accepts
+//! connections; everything else (request log, errors) goes to stderr. Never prints a secret.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use ecs_exec_emulator::{Config, Emulator};
+
+/// A local ECS API and SSM data channel that run real commands under a PTY.
+#[derive(Debug, Parser)]
+#[command(name = "ecs-exec-emulator", version)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// TOML file describing clusters, credentials, agent behaviour and faults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Behave like the real agent's timing (1 s before output, 1 KiB reads).
+    #[arg(long)]
+    realistic: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EMULATOR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ecs-exec-emulator: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    config.listen = args.listen;
+    if args.realistic {
+        config.agent.realistic = true;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let handle = Emulator::start(config).await?;
+        if !handle.local_addr().ip().is_loopback() {
+            tracing::warn!(addr = %handle.local_addr(), "listening beyond loopback: anyone who can reach this address and knows the credentials can run commands here");
+        }
+        tracing::info!(access_key_id = handle.access_key_id(), region = handle.region(), "ready");
+        println!("listening on {}", handle.endpoint());
+        use std::io::Write;
+        std::io::stdout().flush().context("cannot write to stdout")?;
+        wait_for_signal().await?;
+        tracing::info!("stopping");
+        handle.shutdown();
+        drop(handle);
+        anyhow::Ok(())
+    })?;
+    // Dropping the runtime drops every session, which kills every command's process group.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}

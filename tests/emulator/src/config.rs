@@ -1,0 +1,547 @@
+//! The emulator's configuration: the world it pretends to be (clusters, services, tasks,
+//! containers), the credentials it accepts, how its agent behaves and which faults it injects.
+//!
+//! Everything has a default, so `Config::default()` is the documented default world (cluster
+//! `demo`, services `web` and `no-agent`). A TOML file overrides any part of it; see
+//! `docs-emulator.md` for the format. This module only parses and validates: it starts nothing
+//! and touches no file other than the one it is asked to load.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Access key accepted by the default world.
+pub const DEFAULT_ACCESS_KEY_ID: &str = "AKIAEMULATOREXAMPLE1";
+/// Secret key accepted by the default world (a public, well-known test value).
+pub const DEFAULT_SECRET_ACCESS_KEY: &str = "emulator-secret-key";
+/// Region of the default world.
+pub const DEFAULT_REGION: &str = "us-east-1";
+/// Account id used in every ARN of the default world.
+pub const DEFAULT_ACCOUNT_ID: &str = "123456789012";
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// The underlying IO error.
+        source: std::io::Error,
+    },
+    /// The TOML text is malformed or has unknown fields.
+    #[error("invalid config: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// The values parse but contradict each other or are out of range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole emulator configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port. Loopback unless told otherwise.
+    pub listen: SocketAddr,
+    /// The only region requests may be signed for.
+    pub region: String,
+    /// Account id used in ARNs.
+    pub account_id: String,
+    /// Credentials whose SigV4 signatures are accepted.
+    pub credentials: Vec<CredentialsConfig>,
+    /// How the data channel agent behaves.
+    pub agent: AgentConfig,
+    /// Faults injected on the data channel.
+    pub faults: FaultConfig,
+    /// The clusters of the world.
+    pub clusters: Vec<ClusterConfig>,
+}
+
+/// One accepted identity.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    /// Access key id (`AKIA…` or `ASIA…`).
+    pub access_key_id: String,
+    /// Secret key; never logged.
+    pub secret_access_key: String,
+    /// When set, requests must carry exactly this `X-Amz-Security-Token`; never logged.
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// ECS actions this identity is denied (`ecs:ListTasks`, `ecs:DescribeTasks`,
+    /// `ecs:ExecuteCommand`): they fail with AccessDeniedException.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+impl std::fmt::Debug for CredentialsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialsConfig")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("deny", &self.deny)
+            .finish()
+    }
+}
+
+/// Data channel agent behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Run the handshake (HandshakeRequest/Response/Complete) even though the real agent skips
+    /// it for InteractiveCommands sessions.
+    pub handshake: bool,
+    /// Behave like the real agent's timing: 1 s before the first output read, 1 KiB reads with
+    /// a 1 ms sleep after each, retransmit only the oldest unacked message per 100 ms tick.
+    pub realistic: bool,
+    /// Largest payload of one output frame in fast mode (realistic mode always uses 1024).
+    pub read_chunk_bytes: usize,
+    /// Stop reading the PTY while this many output bytes are unacknowledged.
+    pub max_unacked_bytes: usize,
+    /// Stop taking input frames while this many input bytes wait to be written to the PTY.
+    pub max_pending_input_bytes: usize,
+    /// Largest number of out-of-order input frames kept for later.
+    pub reorder_capacity: usize,
+    /// Seconds a channel token stays valid after ExecuteCommand/ResumeSession returned it.
+    pub token_ttl_secs: u64,
+    /// Seconds a session waits for a reconnect (ResumeSession) after its websocket dropped
+    /// before it kills the command; 0 ends the session at once, as when MGS gives up.
+    pub reconnect_grace_secs: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            handshake: false,
+            realistic: false,
+            read_chunk_bytes: 32 * 1024,
+            max_unacked_bytes: 4 * 1024 * 1024,
+            max_pending_input_bytes: 1024 * 1024,
+            reorder_capacity: 10_000,
+            token_ttl_secs: 300,
+            reconnect_grace_secs: 0,
+        }
+    }
+}
+
+/// Fault injection on the data channel. All randomness comes from one PRNG seeded with `seed`,
+/// so the same seed and the same traffic give the same faults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultConfig {
+    /// Seed of the deterministic schedule.
+    pub seed: u64,
+    /// Faults applied to frames the agent sends (output, acks).
+    pub outbound: FaultRates,
+    /// Faults applied to frames the client sends (input, acks), before the agent sees them.
+    pub inbound: FaultRates,
+    /// Drop the websocket (no close frame) once this many binary frames have crossed it,
+    /// counting both directions; applies to the first connection of each session only.
+    pub disconnect_after_frames: Option<u64>,
+    /// Targeted faults, for tests that need one particular frame lost or repeated.
+    pub rules: Vec<FaultRule>,
+}
+
+/// Random faults in one direction. Channel-level messages (`channel_closed`) are never touched.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultRates {
+    /// Probability in [0, 1] that a frame is dropped.
+    pub drop: f64,
+    /// Probability in [0, 1] that a frame is delivered twice.
+    pub duplicate: f64,
+    /// Frames are collected in groups of this many (or for at most 5 ms) and shuffled.
+    pub reorder_window: usize,
+    /// Fixed delay added to every frame, in milliseconds.
+    pub delay_ms: u64,
+}
+
+/// Which way a frame travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// From the agent to the client.
+    Outbound,
+    /// From the client to the agent.
+    Inbound,
+}
+
+/// What a targeted rule does to the frames it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultAction {
+    /// The frame is lost.
+    Drop,
+    /// The frame is delivered twice.
+    Duplicate,
+}
+
+/// Drop or duplicate the frames matching a direction, a message type and optionally a sequence
+/// number, at most `times` times in each session.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRule {
+    /// Which way the frame travels.
+    pub direction: Direction,
+    /// Message type, e.g. `input_stream_data`, `output_stream_data`, `acknowledge`.
+    pub message_type: String,
+    /// Sequence number to match; any when absent.
+    #[serde(default)]
+    pub sequence_number: Option<i64>,
+    /// What to do.
+    pub action: FaultAction,
+    /// How many matching frames are affected (per session).
+    #[serde(default = "one")]
+    pub times: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Cluster name.
+    pub name: String,
+    /// Its services.
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// A service: a group of tasks running the same containers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Service name.
+    pub name: String,
+    /// Number of RUNNING tasks (ignored when `task_ids` is given).
+    #[serde(default = "one_usize")]
+    pub running_tasks: usize,
+    /// Number of STOPPED tasks.
+    #[serde(default)]
+    pub stopped_tasks: usize,
+    /// Explicit ids of the RUNNING tasks (32 lowercase hex characters each).
+    #[serde(default)]
+    pub task_ids: Vec<String>,
+    /// Whether the tasks were started with `enableExecuteCommand`.
+    #[serde(default = "yes")]
+    pub enable_execute_command: bool,
+    /// The containers of every task of this service.
+    #[serde(default = "default_containers")]
+    pub containers: Vec<ContainerConfig>,
+}
+
+fn one_usize() -> usize {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_containers() -> Vec<ContainerConfig> {
+    vec![ContainerConfig::named("app")]
+}
+
+/// A container, and how a command "inside" it runs on this machine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerConfig {
+    /// Container name.
+    pub name: String,
+    /// Directory commands start in; the emulator's own working directory when absent.
+    #[serde(default)]
+    pub working_directory: Option<PathBuf>,
+    /// Environment variables set for commands (over the inherited ones).
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// Directories put in front of PATH, so a container can have its own programs.
+    #[serde(default)]
+    pub path_prepend: Vec<PathBuf>,
+    /// Inherit the emulator's environment (minus every `AWS_*` variable) under `environment`.
+    #[serde(default = "yes")]
+    pub inherit_environment: bool,
+    /// `lastStatus` of the container's ExecuteCommandAgent: `RUNNING` allows ExecuteCommand.
+    #[serde(default = "running")]
+    pub agent_status: String,
+    /// Image name shown by DescribeTasks.
+    #[serde(default = "default_image")]
+    pub image: String,
+}
+
+fn running() -> String {
+    "RUNNING".to_string()
+}
+
+fn default_image() -> String {
+    "public.ecr.aws/docker/library/debian:stable".to_string()
+}
+
+impl ContainerConfig {
+    /// A container with every field at its default.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            working_directory: None,
+            environment: BTreeMap::new(),
+            path_prepend: Vec::new(),
+            inherit_environment: true,
+            agent_status: running(),
+            image: default_image(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut no_agent = ContainerConfig::named("app");
+        no_agent.agent_status = "STOPPED".to_string();
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            region: DEFAULT_REGION.to_string(),
+            account_id: DEFAULT_ACCOUNT_ID.to_string(),
+            credentials: vec![CredentialsConfig {
+                access_key_id: DEFAULT_ACCESS_KEY_ID.to_string(),
+                secret_access_key: DEFAULT_SECRET_ACCESS_KEY.to_string(),
+                session_token: None,
+                deny: Vec::new(),
+            }],
+            agent: AgentConfig::default(),
+            faults: FaultConfig::default(),
+            clusters: vec![ClusterConfig {
+                name: "demo".to_string(),
+                services: vec![
+                    ServiceConfig {
+                        name: "web".to_string(),
+                        running_tasks: 2,
+                        stopped_tasks: 1,
+                        task_ids: Vec::new(),
+                        enable_execute_command: true,
+                        containers: default_containers(),
+                    },
+                    ServiceConfig {
+                        name: "no-agent".to_string(),
+                        running_tasks: 1,
+                        stopped_tasks: 0,
+                        task_ids: Vec::new(),
+                        enable_execute_command: true,
+                        containers: vec![no_agent],
+                    },
+                ],
+            }],
+        }
+    }
+}
+
+impl Config {
+    /// Parses a TOML document; fields it leaves out keep their defaults (so a file that only
+    /// sets `[faults]` still has the default world).
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text)
+    }
+
+    /// The first configured credentials (what tests and the binary's banner use).
+    pub fn primary_credentials(&self) -> Option<&CredentialsConfig> {
+        self.credentials.first()
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        if self.credentials.is_empty() {
+            return invalid("at least one [[credentials]] entry is needed".into());
+        }
+        for rates in [&self.faults.outbound, &self.faults.inbound] {
+            for (name, p) in [("drop", rates.drop), ("duplicate", rates.duplicate)] {
+                if !(0.0..=1.0).contains(&p) {
+                    return invalid(format!("faults {name} must be within 0..=1, got {p}"));
+                }
+            }
+        }
+        if self.agent.read_chunk_bytes == 0 || self.agent.read_chunk_bytes > 1024 * 1024 {
+            return invalid("agent.read_chunk_bytes must be within 1..=1048576".into());
+        }
+        if self.agent.max_unacked_bytes < self.agent.read_chunk_bytes {
+            return invalid("agent.max_unacked_bytes must be at least read_chunk_bytes".into());
+        }
+        let mut cluster_names = std::collections::BTreeSet::new();
+        for cluster in &self.clusters {
+            if !valid_name(&cluster.name) {
+                return invalid(format!("cluster name {:?} is not valid", cluster.name));
+            }
+            if !cluster_names.insert(&cluster.name) {
+                return invalid(format!("cluster {:?} is defined twice", cluster.name));
+            }
+            let mut service_names = std::collections::BTreeSet::new();
+            for service in &cluster.services {
+                if !valid_name(&service.name) || !service_names.insert(&service.name) {
+                    return invalid(format!(
+                        "service {:?} in cluster {:?} is invalid or defined twice",
+                        service.name, cluster.name
+                    ));
+                }
+                if service.containers.is_empty() {
+                    return invalid(format!("service {:?} has no containers", service.name));
+                }
+                for id in &service.task_ids {
+                    if !is_task_id(id) {
+                        return invalid(format!(
+                            "task id {id:?} must be 32 lowercase hexadecimal characters"
+                        ));
+                    }
+                }
+                for container in &service.containers {
+                    if !valid_name(&container.name) {
+                        return invalid(format!(
+                            "container name {:?} is not valid",
+                            container.name
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names of clusters, services and containers: 1-255 letters, digits, `-` and `_`.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Whether `id` looks like an ECS task id (32 lowercase hex characters).
+pub fn is_task_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_world_is_the_documented_one() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.clusters.len(), 1);
+        let demo = &config.clusters[0];
+        assert_eq!(demo.name, "demo");
+        let web = &demo.services[0];
+        assert_eq!(
+            (web.name.as_str(), web.running_tasks, web.stopped_tasks),
+            ("web", 2, 1)
+        );
+        assert_eq!(demo.services[1].containers[0].agent_status, "STOPPED");
+        let creds = config.primary_credentials().unwrap();
+        assert_eq!(creds.access_key_id, DEFAULT_ACCESS_KEY_ID);
+        assert!(config.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn toml_overrides_only_what_it_names() {
+        let config = Config::from_toml_str(
+            r#"
+            [agent]
+            handshake = true
+            [faults]
+            seed = 7
+            [faults.inbound]
+            drop = 0.5
+            "#,
+        )
+        .unwrap();
+        assert!(config.agent.handshake);
+        assert_eq!(
+            config.agent.read_chunk_bytes,
+            AgentConfig::default().read_chunk_bytes
+        );
+        assert_eq!(config.faults.seed, 7);
+        assert_eq!(config.faults.inbound.drop, 0.5);
+        assert_eq!(config.clusters[0].name, "demo");
+    }
+
+    #[test]
+    fn full_world_parses() {
+        let config = Config::from_toml_str(
+            r#"
+            region = "eu-west-1"
+            [[credentials]]
+            access_key_id = "ASIAEXAMPLE"
+            secret_access_key = "s"
+            session_token = "t"
+            deny = ["ecs:ExecuteCommand"]
+            [[clusters]]
+            name = "prod"
+            [[clusters.services]]
+            name = "api"
+            task_ids = ["0123456789abcdef0123456789abcdef"]
+            [[clusters.services.containers]]
+            name = "rails"
+            working_directory = "/tmp"
+            path_prepend = ["/opt/shims"]
+            environment = { RAILS_ENV = "production" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.region, "eu-west-1");
+        let container = &config.clusters[0].services[0].containers[0];
+        assert_eq!(container.environment["RAILS_ENV"], "production");
+        assert_eq!(container.path_prepend, vec![PathBuf::from("/opt/shims")]);
+        assert_eq!(config.credentials[0].deny, vec!["ecs:ExecuteCommand"]);
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(matches!(
+            Config::from_toml_str("[faults.outbound]\ndrop = 1.5"),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::from_toml_str("credentials = []"),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::from_toml_str(
+                "[[clusters]]\nname = \"c\"\n[[clusters.services]]\nname = \"s\"\ntask_ids = [\"xyz\"]"
+            ),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::from_toml_str("nonsense = 1"),
+            Err(ConfigError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn secrets_are_not_in_debug_output() {
+        let text = format!("{:?}", Config::default());
+        assert!(!text.contains(DEFAULT_SECRET_ACCESS_KEY));
+    }
+}

@@ -1,0 +1,601 @@
+//! The emulator's HTTP server: one port for both the ECS/SSM JSON API (`POST /`, SigV4
+//! verified, dispatched on `X-Amz-Target`) and the data channel websockets
+//! (`GET /v1/data-channel/<sessionId>`), plus the [`Emulator`] / [`EmulatorHandle`] API that
+//! tests and the binary use to start and stop it.
+//!
+//! It logs one line per request to stderr through `tracing`, never a body, key, token or
+//! signature. Stopping the handle stops accepting, ends every session and kills every
+//! process group the emulator started.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+
+use crate::agent::{self, AgentShared, Connection};
+use crate::api::{self, ApiContext, ApiError, Operation};
+use crate::config::Config;
+use crate::counters::{Counters, CountersSnapshot};
+use crate::sessions::{Redeemed, SessionRegistry};
+use crate::sigv4::{self, RequestToVerify};
+use crate::world::World;
+use ecs_exec::channel::payload::OpenDataChannel;
+
+/// Largest API request body accepted.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long a new websocket may take to send its OpenDataChannel frame.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Path prefix of data channel websockets.
+const DATA_CHANNEL_PREFIX: &str = "/v1/data-channel/";
+
+/// Why the emulator could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmulatorError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The background thread or its runtime could not start.
+    #[error("cannot start the emulator thread: {0}")]
+    Thread(std::io::Error),
+}
+
+struct State {
+    config: Arc<Config>,
+    world: Arc<World>,
+    sessions: SessionRegistry,
+    counters: Arc<Counters>,
+    local_addr: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Entry point: starts an emulator on the current tokio runtime.
+#[derive(Debug)]
+pub struct Emulator;
+
+impl Emulator {
+    /// Binds `config.listen`, starts serving in the background and returns at once.
+    pub async fn start(config: Config) -> Result<EmulatorHandle, EmulatorError> {
+        config.validate()?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| EmulatorError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| EmulatorError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let config = Arc::new(config);
+        let world = Arc::new(World::from_config(&config));
+        let counters = Arc::new(Counters::default());
+        let state = Arc::new(State {
+            sessions: SessionRegistry::new(Duration::from_secs(config.agent.token_ttl_secs)),
+            config: Arc::clone(&config),
+            world: Arc::clone(&world),
+            counters: Arc::clone(&counters),
+            local_addr,
+            shutdown: shutdown_rx,
+        });
+        tokio::spawn(accept_loop(listener, state));
+        Ok(EmulatorHandle {
+            local_addr,
+            config,
+            world,
+            counters,
+            shutdown: shutdown_tx,
+            thread: None,
+        })
+    }
+}
+
+/// A running emulator. Dropping it stops the emulator (and, for one started with
+/// [`EmulatorHandle::spawn_in_thread`], waits for its thread, so every command is dead after).
+#[derive(Debug)]
+pub struct EmulatorHandle {
+    local_addr: SocketAddr,
+    config: Arc<Config>,
+    world: Arc<World>,
+    counters: Arc<Counters>,
+    shutdown: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EmulatorHandle {
+    /// Starts an emulator on a thread of its own with its own runtime, for tests that are not
+    /// async (or that want the emulator off their runtime).
+    pub fn spawn_in_thread(config: Config) -> Result<EmulatorHandle, EmulatorError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ecs-exec-emulator")
+            .enable_all()
+            .build()
+            .map_err(EmulatorError::Thread)?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("ecs-exec-emulator".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match Emulator::start(config).await {
+                        Ok(handle) => {
+                            let mut stopped = handle.shutdown.subscribe();
+                            let _ = ready_tx.send(Ok(handle.detached()));
+                            // Serve until the caller's handle says stop.
+                            while !*stopped.borrow_and_update() {
+                                if stopped.changed().await.is_err() {
+                                    break;
+                                }
+                            }
+                            drop(handle);
+                        }
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(error));
+                        }
+                    }
+                });
+                // Dropping the runtime drops every session task, which kills their commands.
+                runtime.shutdown_timeout(Duration::from_secs(5));
+            })
+            .map_err(EmulatorError::Thread)?;
+        match ready_rx.recv() {
+            Ok(Ok(mut handle)) => {
+                handle.thread = Some(thread);
+                Ok(handle)
+            }
+            Ok(Err(error)) => {
+                let _ = thread.join();
+                Err(error)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(EmulatorError::Thread(std::io::Error::other(
+                    "emulator thread ended before it was ready",
+                )))
+            }
+        }
+    }
+
+    /// A second handle sharing the same shutdown switch (used to hand one out of a thread).
+    fn detached(&self) -> EmulatorHandle {
+        EmulatorHandle {
+            local_addr: self.local_addr,
+            config: Arc::clone(&self.config),
+            world: Arc::clone(&self.world),
+            counters: Arc::clone(&self.counters),
+            shutdown: self.shutdown.clone(),
+            thread: None,
+        }
+    }
+
+    /// `http://ADDR`, for `--endpoint-url` or `AWS_ENDPOINT_URL_ECS`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The access key id of the first configured credentials.
+    pub fn access_key_id(&self) -> &str {
+        self.config
+            .primary_credentials()
+            .map_or("", |c| c.access_key_id.as_str())
+    }
+
+    /// The secret key of the first configured credentials (for the test's own signing; never
+    /// print it).
+    pub fn secret_access_key(&self) -> &str {
+        self.config
+            .primary_credentials()
+            .map_or("", |c| c.secret_access_key.as_str())
+    }
+
+    /// The session token of the first configured credentials, if it has one.
+    pub fn session_token(&self) -> Option<&str> {
+        self.config
+            .primary_credentials()
+            .and_then(|c| c.session_token.as_deref())
+    }
+
+    /// The region requests must be signed for.
+    pub fn region(&self) -> &str {
+        &self.config.region
+    }
+
+    /// Environment variables that point an AWS SDK or CLI at this emulator.
+    pub fn aws_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            (
+                "AWS_ACCESS_KEY_ID".to_string(),
+                self.access_key_id().to_string(),
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                self.secret_access_key().to_string(),
+            ),
+            ("AWS_REGION".to_string(), self.region().to_string()),
+            ("AWS_DEFAULT_REGION".to_string(), self.region().to_string()),
+            ("AWS_ENDPOINT_URL_ECS".to_string(), self.endpoint()),
+        ];
+        if let Some(token) = self.session_token() {
+            env.push(("AWS_SESSION_TOKEN".to_string(), token.to_string()));
+        }
+        env
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The world it describes (task ids, ARNs…).
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+
+    /// The counters right now.
+    pub fn counters(&self) -> CountersSnapshot {
+        self.counters.snapshot()
+    }
+
+    /// Waits (without polling) until the counters satisfy `condition`.
+    pub async fn wait_until(
+        &self,
+        condition: impl Fn(&CountersSnapshot) -> bool,
+    ) -> CountersSnapshot {
+        self.counters.wait_until(condition).await
+    }
+
+    /// Blocking form of [`EmulatorHandle::wait_until`], for tests that are not async. Must
+    /// not be called from inside a tokio runtime.
+    pub fn wait_until_blocking(
+        &self,
+        condition: impl Fn(&CountersSnapshot) -> bool,
+    ) -> CountersSnapshot {
+        match tokio::runtime::Builder::new_current_thread().build() {
+            Ok(runtime) => runtime.block_on(self.counters.wait_until(condition)),
+            Err(_) => self.counters.snapshot(),
+        }
+    }
+
+    /// Asks the emulator to stop: no new connections, every session ends, every command is
+    /// killed. Dropping the handle does the same.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl Drop for EmulatorHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let mut shutdown = state.shutdown.clone();
+                    let service_state = Arc::clone(&state);
+                    let service = service_fn(move |request| {
+                        let state = Arc::clone(&service_state);
+                        async move { Ok::<_, Infallible>(route(state, peer, request).await) }
+                    });
+                    let connection = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    tokio::select! {
+                        result = connection => {
+                            if let Err(error) = result {
+                                tracing::debug!(%error, "connection ended with an error");
+                            }
+                        }
+                        _ = shutdown.wait_for(|stop| *stop) => {}
+                    }
+                });
+            }
+            _ = shutdown.wait_for(|stop| *stop) => {
+                tracing::info!("emulator stopping");
+                return;
+            }
+        }
+    }
+}
+
+async fn route(
+    state: Arc<State>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_string();
+    if let Some(session_id) = path.strip_prefix(DATA_CHANNEL_PREFIX) {
+        let session_id = session_id.to_string();
+        return upgrade_data_channel(state, peer, session_id, request);
+    }
+    if request.method() == hyper::Method::POST && path == "/" {
+        return api_request(state, peer, request).await;
+    }
+    tracing::info!(%peer, method = %request.method(), %path, status = 404, "request");
+    plain(StatusCode::NOT_FOUND, "not found\n")
+}
+
+async fn api_request(
+    state: Arc<State>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    Counters::bump(&state.counters.api_requests);
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return error_response(
+                &state,
+                peer,
+                "?",
+                &ApiError::client(
+                    "SerializationException",
+                    "Request body too large or unreadable.",
+                ),
+            );
+        }
+    };
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let operation = Operation::from_target(&target);
+    let service = operation.map_or("ecs", Operation::signing_service);
+    let to_verify = RequestToVerify {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        body: &body,
+    };
+    let identity = match sigv4::verify(
+        &to_verify,
+        &state.config.credentials,
+        &state.config.region,
+        service,
+        SystemTime::now(),
+    ) {
+        Ok(identity) => identity,
+        Err(error) => {
+            Counters::bump(&state.counters.signature_failures);
+            let api_error = ApiError {
+                status: 400,
+                code: error.aws_code(),
+                message: error.to_string(),
+            };
+            return error_response(&state, peer, &target, &api_error);
+        }
+    };
+    let Some(operation) = operation else {
+        let error = ApiError::client(
+            "UnknownOperationException",
+            format!("Unknown operation {target}"),
+        );
+        return error_response(&state, peer, &target, &error);
+    };
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| state.local_addr.to_string());
+    let context = ApiContext {
+        world: Arc::clone(&state.world),
+        sessions: state.sessions.clone(),
+        stream_base: format!("ws://{host}"),
+    };
+    match api::handle(&context, operation, identity, &body, Instant::now()) {
+        Ok(value) => {
+            if operation == Operation::ExecuteCommand {
+                Counters::bump(&state.counters.sessions_created);
+            }
+            tracing::info!(%peer, operation = ?operation, status = 200, "request");
+            json_response(StatusCode::OK, &value, None)
+        }
+        Err(error) => error_response(&state, peer, &target, &error),
+    }
+}
+
+fn error_response(
+    state: &State,
+    peer: SocketAddr,
+    target: &str,
+    error: &ApiError,
+) -> Response<Full<Bytes>> {
+    Counters::bump(&state.counters.api_errors);
+    tracing::info!(%peer, %target, status = error.status, code = error.code, "request failed");
+    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
+    json_response(status, &error.body(), Some(error.code))
+}
+
+fn json_response(
+    status: StatusCode,
+    value: &serde_json::Value,
+    error_type: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut builder = Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amzn-requestid", uuid::Uuid::new_v4().to_string());
+    if let Some(code) = error_type {
+        builder = builder.header("x-amzn-errortype", code);
+    }
+    builder
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+fn upgrade_data_channel(
+    state: Arc<State>,
+    peer: SocketAddr,
+    session_id: String,
+    mut request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let headers = request.headers();
+    let is_upgrade = request.method() == hyper::Method::GET
+        && header_has_token(headers, http::header::UPGRADE, "websocket")
+        && header_has_token(headers, http::header::CONNECTION, "upgrade")
+        && headers
+            .get(http::header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v.as_bytes() == b"13");
+    let key = headers.get(http::header::SEC_WEBSOCKET_KEY).cloned();
+    let (true, Some(key)) = (is_upgrade, key) else {
+        tracing::info!(%peer, status = 400, "data channel request without a websocket upgrade");
+        return plain(StatusCode::BAD_REQUEST, "websocket upgrade required\n");
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tracing::info!(%peer, session = %session_id, status = 101, "data channel");
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
+                open_data_channel(state, session_id, socket).await;
+            }
+            Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(
+        http::header::UPGRADE,
+        http::HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
+    if let Ok(value) = http::HeaderValue::from_str(&accept) {
+        h.insert(http::header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    response
+}
+
+fn header_has_token(
+    headers: &http::HeaderMap,
+    name: http::header::HeaderName,
+    token: &str,
+) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// Reads OpenDataChannel, checks its token and hands the socket to a new or running session.
+async fn open_data_channel(state: Arc<State>, session_id: String, mut socket: Connection) {
+    use futures_util::{SinkExt, StreamExt};
+    let first = tokio::time::timeout(OPEN_TIMEOUT, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(text))) => return Some(text),
+                // The plugin may ping before it opens; tungstenite answers pings itself.
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    let token = first
+        .as_deref()
+        .and_then(|text| OpenDataChannel::from_json(text).ok())
+        .map(|open| open.token_value);
+    let redeemed = match token {
+        Some(token) => state
+            .sessions
+            .redeem(&session_id, &token, Instant::now())
+            .map_err(|e| e.to_string()),
+        None => Err("no OpenDataChannel frame".to_string()),
+    };
+    match redeemed {
+        Ok(Redeemed::Start(spec)) => {
+            let shared = AgentShared {
+                agent: state.config.agent.clone(),
+                faults: state.config.faults.clone(),
+                counters: Arc::clone(&state.counters),
+                sessions: state.sessions.clone(),
+                shutdown: state.shutdown.clone(),
+            };
+            agent::run_session(shared, spec, socket).await;
+        }
+        Ok(Redeemed::Resume(sender)) => {
+            if sender.send(socket).await.is_err() {
+                tracing::info!(session = %session_id, "session ended before the reconnect");
+            }
+        }
+        Err(reason) => {
+            Counters::bump(&state.counters.tokens_rejected);
+            tracing::info!(session = %session_id, %reason, "data channel refused");
+            let close = CloseFrame {
+                code: CloseCode::Policy,
+                reason: "invalid token".into(),
+            };
+            let _ = socket.send(Message::Close(Some(close))).await;
+            let _ = socket.close(None).await;
+        }
+    }
+}

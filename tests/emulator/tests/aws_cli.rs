@@ -1,0 +1,298 @@
+//! The real AWS CLI against the emulator: `aws ecs list-tasks`, `describe-tasks` (SigV4 from
+//! botocore, JSON 1.1 parsing by botocore) and, when session-manager-plugin is installed,
+//! `execute-command`. Each test prints a notice and passes when `aws` is not on PATH.
+
+use std::process::{Command, Output};
+
+use ecs_exec_emulator::{Config, EmulatorHandle};
+
+fn aws_available() -> bool {
+    let found = Command::new("aws")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("NOTICE: `aws` is not on PATH; skipping the AWS CLI test (pip install awscli)");
+    }
+    found
+}
+
+fn plugin_available() -> bool {
+    Command::new("session-manager-plugin")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs `aws <args>` against the emulator with its credentials and nothing from the user's
+/// own AWS configuration.
+fn aws(handle: &EmulatorHandle, secret: &str, args: &[&str]) -> Output {
+    let mut command = Command::new("aws");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AWS_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .args(args)
+        .args(["--endpoint-url", &handle.endpoint(), "--output", "json"])
+        .env("AWS_ACCESS_KEY_ID", handle.access_key_id())
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_DEFAULT_REGION", handle.region())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_PAGER", "")
+        .output()
+        .expect("aws runs")
+}
+
+fn json_of(output: &Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "aws failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("aws prints JSON")
+}
+
+#[test]
+fn aws_cli_lists_and_describes_tasks() {
+    if !aws_available() {
+        return;
+    }
+    let handle = EmulatorHandle::spawn_in_thread(Config::default()).unwrap();
+    let secret = handle.secret_access_key().to_string();
+
+    // --page-size 1 makes the CLI follow nextToken through the emulator's paging.
+    let listed = json_of(&aws(
+        &handle,
+        &secret,
+        &[
+            "ecs",
+            "list-tasks",
+            "--cluster",
+            "demo",
+            "--service-name",
+            "web",
+            "--page-size",
+            "1",
+        ],
+    ));
+    let arns = listed["taskArns"].as_array().unwrap();
+    assert_eq!(arns.len(), 2);
+    assert!(handle.counters().api_requests >= 2, "paged in two calls");
+    let task_id = arns[0]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let described = json_of(&aws(
+        &handle,
+        &secret,
+        &[
+            "ecs",
+            "describe-tasks",
+            "--cluster",
+            "demo",
+            "--tasks",
+            &task_id,
+        ],
+    ));
+    let task = &described["tasks"][0];
+    assert_eq!(task["lastStatus"], "RUNNING");
+    assert_eq!(
+        task["containers"][0]["managedAgents"][0]["name"],
+        "ExecuteCommandAgent"
+    );
+    assert_eq!(
+        task["containers"][0]["managedAgents"][0]["lastStatus"],
+        "RUNNING"
+    );
+    assert_eq!(handle.counters().signature_failures, 0);
+}
+
+#[test]
+fn aws_cli_sees_aws_errors() {
+    if !aws_available() {
+        return;
+    }
+    let handle = EmulatorHandle::spawn_in_thread(Config::default()).unwrap();
+    let wrong = aws(
+        &handle,
+        "not-the-secret",
+        &["ecs", "list-tasks", "--cluster", "demo"],
+    );
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("InvalidSignatureException"), "{stderr}");
+
+    let secret = handle.secret_access_key().to_string();
+    let missing = aws(
+        &handle,
+        &secret,
+        &["ecs", "list-tasks", "--cluster", "nope"],
+    );
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("ClusterNotFoundException"), "{stderr}");
+    assert!(stderr.contains("Cluster not found."), "{stderr}");
+}
+
+#[test]
+fn aws_cli_execute_command_through_the_plugin() {
+    if !aws_available() {
+        return;
+    }
+    if !plugin_available() {
+        eprintln!(
+            "NOTICE: session-manager-plugin is not installed; `aws ecs execute-command` cannot run here"
+        );
+        return;
+    }
+    let handle = EmulatorHandle::spawn_in_thread(Config::default()).unwrap();
+    let secret = handle.secret_access_key().to_string();
+    let demo = handle.world().cluster(Some("demo")).unwrap();
+    let task = demo
+        .tasks
+        .iter()
+        .find(|t| t.service == "web")
+        .unwrap()
+        .id
+        .clone();
+    let output = aws(
+        &handle,
+        &secret,
+        &[
+            "ecs",
+            "execute-command",
+            "--cluster",
+            "demo",
+            "--task",
+            &task,
+            "--container",
+            "app",
+            "--command",
+            "echo hello-from-the-emulator",
+            "--interactive",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("Starting session with SessionId"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("hello-from-the-emulator"), "{stdout}");
+    handle.wait_until_blocking(|c| c.sessions_finished == 1);
+    assert_eq!(handle.counters().processes_running, 0);
+}
+
+/// Drives `aws ecs execute-command --command sh` under a real pseudo-terminal, as a person
+/// would: type a command at the remote prompt, read the answer, type `exit`.
+#[test]
+fn aws_cli_interactive_shell_through_the_plugin() {
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    if !aws_available() {
+        return;
+    }
+    if !plugin_available() {
+        eprintln!(
+            "NOTICE: session-manager-plugin is not installed; the interactive CLI session cannot run here"
+        );
+        return;
+    }
+    let handle = EmulatorHandle::spawn_in_thread(Config::default()).unwrap();
+    let demo = handle.world().cluster(Some("demo")).unwrap();
+    let task = demo
+        .tasks
+        .iter()
+        .find(|t| t.service == "web")
+        .unwrap()
+        .id
+        .clone();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut command = Command::new("aws");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AWS_") {
+            command.env_remove(key);
+        }
+    }
+    let slave = std::fs::File::from(pty.slave);
+    let mut child = command
+        .args([
+            "ecs",
+            "execute-command",
+            "--cluster",
+            "demo",
+            "--task",
+            &task,
+            "--container",
+            "app",
+            "--command",
+            "sh",
+            "--interactive",
+            "--endpoint-url",
+            &handle.endpoint(),
+        ])
+        .env("AWS_ACCESS_KEY_ID", handle.access_key_id())
+        .env("AWS_SECRET_ACCESS_KEY", handle.secret_access_key())
+        .env("AWS_DEFAULT_REGION", handle.region())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let mut writer = master.try_clone().unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut screen = Vec::new();
+    let wait_for = |needle: &str, screen: &mut Vec<u8>| {
+        // The prompt is `# ` for root and `$ ` otherwise.
+        let alternatives: Vec<&str> = needle.split('|').collect();
+        while !alternatives
+            .iter()
+            .any(|n| String::from_utf8_lossy(screen).contains(n))
+        {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(bytes) => screen.extend_from_slice(&bytes),
+                Err(_) => panic!(
+                    "{needle:?} never appeared in {:?}",
+                    String::from_utf8_lossy(screen)
+                ),
+            }
+        }
+    };
+    wait_for("Starting session with SessionId", &mut screen);
+    wait_for("\n# |\n$ ", &mut screen);
+    writer.write_all(b"echo $((6*7))\r").unwrap();
+    wait_for("42", &mut screen);
+    writer.write_all(b"exit\r").unwrap();
+    wait_for("Exiting session with sessionId", &mut screen);
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let counters = handle.wait_until_blocking(|c| c.sessions_finished == 1);
+    assert_eq!(
+        counters.sessions_closed_cleanly, 1,
+        "ended by channel_closed after all output was acked"
+    );
+    assert_eq!(counters.processes_running, 0);
+}
