@@ -178,7 +178,7 @@ fn bulk_input_keeps_unacked_memory_within_the_bound() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn every_byte_arrives_exactly_once_in_order_under_any_schedule(

@@ -381,3 +381,32 @@ async fn an_explicit_proxy_is_used_with_connect() {
         ws_addr.port()
     )));
 }
+
+#[tokio::test]
+async fn server_pings_are_answered_promptly() {
+    let (listener, base) = listener().await;
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = accept(&listener).await;
+        let _ = read_open(&mut socket).await;
+        socket
+            .send(Message::Ping(Bytes::from_static(b"are-you-there")))
+            .await
+            .expect("ping");
+        // The client sends nothing else on its own (keepalive is off), so this is the pong.
+        loop {
+            match socket.next().await.expect("message").expect("read") {
+                Message::Pong(payload) => break payload,
+                Message::Ping(_) => {}
+                other => panic!("expected a pong, got {other:?}"),
+            }
+        }
+    });
+    let mut params = params(format!("{base}/x"));
+    params.session.keepalive_interval = None;
+    let (_writer, _events) = DataChannel::connect(params).await.expect("connect");
+    let payload = tokio::time::timeout(Duration::from_secs(20), server)
+        .await
+        .expect("pong within 20 s")
+        .expect("server");
+    assert_eq!(payload, Bytes::from_static(b"are-you-there"));
+}

@@ -318,6 +318,13 @@ impl IdGenerator {
 /// 4. Stop when [`is_closed`](Self::is_closed) is true and `poll_transmit` is empty.
 ///
 /// Calling `handle_timeout` early or twice is harmless: it acts only on expired deadlines.
+///
+/// # Notes for drivers
+/// - A dropped websocket that will be retried is not a failure: call
+///   [`reconnect`](Self::reconnect) on the new socket instead of [`fail`](Self::fail).
+/// - When the agent handshakes (never for ECS Exec without KMS), it discards input that
+///   arrives before the handshake finishes (brief §8.2): wait for
+///   [`Event::HandshakeComplete`] before sending input in such sessions.
 pub struct Session {
     config: SessionConfig,
     clock: Box<dyn Clock>,

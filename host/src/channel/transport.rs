@@ -118,6 +118,7 @@ impl DataChannel {
             events_tx,
             pending: std::collections::VecDeque::new(),
             received_any: false,
+            flush_pending: false,
         };
         tokio::spawn(driver.run());
         Ok((
@@ -214,6 +215,8 @@ struct Driver {
     events_tx: mpsc::Sender<Event>,
     pending: std::collections::VecDeque<Event>,
     received_any: bool,
+    /// tungstenite queued a pong for a server ping; it goes out with the next flush.
+    flush_pending: bool,
 }
 
 impl Driver {
@@ -295,7 +298,7 @@ impl Driver {
             self.socket.feed(message).await.map_err(socket_error)?;
             wrote = true;
         }
-        if wrote {
+        if wrote || std::mem::take(&mut self.flush_pending) {
             self.socket.flush().await.map_err(socket_error)?;
         }
         Ok(())
@@ -314,8 +317,11 @@ impl Driver {
                 self.session.handle_frame(now, Bytes::from(text));
             }
             Some(Ok(Message::Pong(_))) => self.session.handle_pong(now),
-            // tungstenite queues the pong itself; the next write flushes it.
-            Some(Ok(Message::Ping(_))) => self.session.handle_pong(now),
+            // tungstenite queues the pong itself; make sure the next pass flushes it.
+            Some(Ok(Message::Ping(_))) => {
+                self.flush_pending = true;
+                self.session.handle_pong(now);
+            }
             Some(Ok(Message::Frame(_))) => {}
             Some(Ok(Message::Close(frame))) => {
                 let (code, reason) = match frame {
