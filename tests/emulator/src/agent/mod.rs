@@ -278,7 +278,9 @@ impl Driver {
             Arc::clone(&self.shared.counters),
         ) {
             Ok((master, group)) => {
-                tracing::info!(session = %self.spec.session_id, command = %self.spec.command, "command started");
+                tracing::info!(session = %self.spec.session_id, "command started");
+                // The command line may carry the user's input (inline stdin): debug only.
+                tracing::debug!(session = %self.spec.session_id, command = %self.spec.command, "command line");
                 self.pty = Some(master);
                 self.group = Some(group);
                 if self.shared.agent.realistic {
