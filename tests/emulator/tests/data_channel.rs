@@ -462,3 +462,20 @@ async fn fast_mode_sends_large_frames() {
         "frames gather several terminal reads (largest {largest})"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_never_acks_is_closed_after_the_drain_timeout() {
+    let mut config = Config::default();
+    config.agent.drain_timeout_secs = 1;
+    let handle = start(config).await;
+    let mut client = session(&handle, "echo unacked").await;
+    client.ack_output = false;
+    client.run_to_end(LIMIT).await;
+    assert!(client.closed.is_some(), "channel_closed came anyway");
+    let counters = handle.wait_until(|c| c.sessions_finished == 1).await;
+    assert_eq!(counters.sessions_closed_cleanly, 0);
+    assert!(
+        counters.output_retransmits > 0,
+        "the agent kept resending meanwhile"
+    );
+}
