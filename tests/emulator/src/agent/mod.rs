@@ -357,6 +357,9 @@ impl Driver {
         match message {
             Some(Ok(Message::Binary(bytes))) => {
                 Counters::bump(&self.shared.counters.frames_received);
+                if tracing::enabled!(tracing::Level::TRACE) {
+                    trace_frame("in", &bytes);
+                }
                 self.count_link_frame();
                 if self.inbound.is_transparent() {
                     let accept = self.accepts_input();
@@ -644,6 +647,9 @@ impl Driver {
         let Some(link) = self.link.as_mut() else {
             return;
         };
+        if tracing::enabled!(tracing::Level::TRACE) {
+            trace_frame("out", &frame);
+        }
         if link.sink.feed(Message::Binary(frame)).await.is_err() {
             self.lose_link(Instant::now());
             return;
@@ -658,6 +664,22 @@ impl Driver {
         Counters::add(&counters.output_retransmits, stats.retransmits);
         Counters::add(&counters.duplicate_inputs, stats.duplicates);
         Counters::add(&counters.frames_invalid, stats.invalid);
+    }
+}
+
+/// One line per frame at trace level (`EMULATOR_LOG=trace`): type, sequence, payload type
+/// and length, never the payload.
+fn trace_frame(direction: &str, bytes: &Bytes) {
+    match wire::decode_shared(bytes) {
+        Ok(frame) => tracing::trace!(
+            direction,
+            message_type = frame.message_type.as_str(),
+            seq = frame.sequence_number,
+            payload_type = frame.payload_type.as_u32(),
+            len = frame.payload.len(),
+            "frame"
+        ),
+        Err(error) => tracing::trace!(direction, %error, "undecodable frame"),
     }
 }
 
