@@ -115,6 +115,10 @@ pub struct AgentConfig {
     /// Seconds a session waits for a reconnect (ResumeSession) after its websocket dropped
     /// before it kills the command; 0 ends the session at once, as when MGS gives up.
     pub reconnect_grace_secs: u64,
+    /// Once the command has exited and its output is read, how long to wait for the client to
+    /// acknowledge everything before closing anyway (the real agent gives up after 2 s,
+    /// which realistic mode uses).
+    pub drain_timeout_secs: u64,
 }
 
 impl Default for AgentConfig {
@@ -128,6 +132,7 @@ impl Default for AgentConfig {
             reorder_capacity: 10_000,
             token_ttl_secs: 300,
             reconnect_grace_secs: 0,
+            drain_timeout_secs: 30,
         }
     }
 }

@@ -28,10 +28,7 @@ struct Args {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EMULATOR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter())
         .init();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -40,6 +37,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `EMULATOR_LOG` (default `info`). The websocket library logs whole frames at trace level,
+/// which would include channel tokens, so it stays at `info` unless named explicitly.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let wanted = std::env::var("EMULATOR_LOG").unwrap_or_else(|_| "info".to_string());
+    let mut directives = wanted.clone();
+    if !wanted.contains("tungstenite") {
+        directives.push_str(",tungstenite=info,tokio_tungstenite=info");
+    }
+    tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
 }
 
 fn run() -> anyhow::Result<()> {

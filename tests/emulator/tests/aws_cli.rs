@@ -197,20 +197,63 @@ fn aws_cli_execute_command_through_the_plugin() {
 /// would: type a command at the remote prompt, read the answer, type `exit`.
 #[test]
 fn aws_cli_interactive_shell_through_the_plugin() {
+    interactive_shell(Config::default());
+}
+
+/// The same session with frames lost, repeated and delayed in both directions: the plugin's
+/// and the emulator's retransmissions repair it. (No reordering: the plugin drops output
+/// that overtakes its first message, see section 16 of the protocol brief.)
+#[test]
+fn aws_cli_interactive_shell_survives_faults() {
+    let mut config = Config::default();
+    config.faults.seed = 7;
+    for rates in [&mut config.faults.outbound, &mut config.faults.inbound] {
+        rates.drop = 0.1;
+        rates.duplicate = 0.1;
+        rates.delay_ms = 5;
+    }
+    // And for certain: the first input message and the first output are lost once.
+    let rule = |direction, message_type: &str, seq| ecs_exec_emulator::FaultRule {
+        direction,
+        message_type: message_type.into(),
+        sequence_number: seq,
+        action: ecs_exec_emulator::FaultAction::Drop,
+        times: 1,
+    };
+    config.faults.rules = vec![
+        rule(
+            ecs_exec_emulator::Direction::Inbound,
+            "input_stream_data",
+            None,
+        ),
+        rule(
+            ecs_exec_emulator::Direction::Outbound,
+            "output_stream_data",
+            Some(0),
+        ),
+    ];
+    let Some(counters) = interactive_shell(config) else {
+        return;
+    };
+    assert!(counters.frames_dropped >= 2, "{counters:?}");
+    assert!(counters.output_retransmits >= 1);
+}
+
+fn interactive_shell(config: Config) -> Option<ecs_exec_emulator::CountersSnapshot> {
     use std::io::{Read, Write};
     use std::sync::mpsc;
     use std::time::Duration;
 
     if !aws_available() {
-        return;
+        return None;
     }
     if !plugin_available() {
         eprintln!(
             "NOTICE: session-manager-plugin is not installed; the interactive CLI session cannot run here"
         );
-        return;
+        return None;
     }
-    let handle = EmulatorHandle::spawn_in_thread(Config::default()).unwrap();
+    let handle = EmulatorHandle::spawn_in_thread(config).unwrap();
     let demo = handle.world().cluster(Some("demo")).unwrap();
     let task = demo
         .tasks
@@ -219,7 +262,14 @@ fn aws_cli_interactive_shell_through_the_plugin() {
         .unwrap()
         .id
         .clone();
-    let pty = nix::pty::openpty(None, None).unwrap();
+    // A real size, so the plugin sends a Size message as a terminal would make it.
+    let size = nix::pty::Winsize {
+        ws_row: 24,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
     let mut command = Command::new("aws");
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("AWS_") {
@@ -295,4 +345,5 @@ fn aws_cli_interactive_shell_through_the_plugin() {
         "ended by channel_closed after all output was acked"
     );
     assert_eq!(counters.processes_running, 0);
+    Some(counters)
 }

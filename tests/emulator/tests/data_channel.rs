@@ -386,3 +386,96 @@ async fn disconnect_after_n_frames_ends_the_session() {
     .expect("the command was not killed");
     assert_eq!(counters.disconnects_injected, 1);
 }
+
+#[tokio::test]
+async fn resume_session_reattaches_a_dropped_websocket() {
+    let mut config = Config::default();
+    config.faults.disconnect_after_frames = Some(1);
+    config.agent.reconnect_grace_secs = 60;
+    let handle = start(config).await;
+    let (session_id, url, token) = execute(
+        &handle,
+        &web_task(&handle),
+        "sh -c 'stty -echo; echo before; read a; echo [$a]'",
+    )
+    .await;
+    let mut first = RawClient::connect(&url, &token).await;
+    tokio::time::timeout(LIMIT, async { while first.step().await {} })
+        .await
+        .expect("the socket was not dropped");
+    assert!(
+        first.output.is_empty(),
+        "the first output frame died with the socket"
+    );
+
+    let mut ssm = common::Signer::for_handle(&handle);
+    ssm.service = "ssm".into();
+    let reply = common::call(
+        handle.local_addr(),
+        Some(&ssm),
+        "AmazonSSM.ResumeSession",
+        &serde_json::json!({"SessionId": session_id}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.json);
+    let token2 = reply.json["TokenValue"].as_str().unwrap();
+    assert_ne!(token2, token);
+    let mut second = RawClient::connect(&url, token2).await;
+    second.run_until_output(b"before\r\n", LIMIT).await;
+    second.send(PayloadType::Output, b"x\r").await;
+    second.run_to_end(LIMIT).await;
+    assert_eq!(second.output, b"before\r\n[x]\r\n");
+    let counters = handle.wait_until(|c| c.sessions_finished == 1).await;
+    assert_eq!(counters.reconnects, 1);
+    assert_eq!(counters.disconnects_injected, 1);
+    assert_eq!(counters.sessions_closed_cleanly, 1);
+    assert_eq!(counters.processes_running, 0);
+}
+
+#[tokio::test]
+async fn realistic_mode_reads_one_kib_at_a_time() {
+    let mut config = Config::default();
+    config.agent.realistic = true;
+    let handle = start(config).await;
+    let mut client = session(&handle, "seq 1 2000").await;
+    client.run_to_end(LIMIT).await;
+    let expected: String = (1..=2000).map(|i| format!("{i}\r\n")).collect();
+    assert_eq!(String::from_utf8(client.output.clone()).unwrap(), expected);
+    assert!(client.received.iter().all(|f| f.payload.len() <= 1024));
+    assert!(client.received.len() >= expected.len() / 1024);
+}
+
+#[tokio::test]
+async fn fast_mode_sends_large_frames() {
+    let handle = start(Config::default()).await;
+    let mut client = session(&handle, "head -c 1000000 /dev/zero").await;
+    client.run_to_end(LIMIT).await;
+    assert_eq!(client.output.len(), 1_000_000);
+    let largest = client
+        .received
+        .iter()
+        .map(|f| f.payload.len())
+        .max()
+        .unwrap();
+    assert!(
+        largest > 4096,
+        "frames gather several terminal reads (largest {largest})"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_never_acks_is_closed_after_the_drain_timeout() {
+    let mut config = Config::default();
+    config.agent.drain_timeout_secs = 1;
+    let handle = start(config).await;
+    let mut client = session(&handle, "echo unacked").await;
+    client.ack_output = false;
+    client.run_to_end(LIMIT).await;
+    assert!(client.closed.is_some(), "channel_closed came anyway");
+    let counters = handle.wait_until(|c| c.sessions_finished == 1).await;
+    assert_eq!(counters.sessions_closed_cleanly, 0);
+    assert!(
+        counters.output_retransmits > 0,
+        "the agent kept resending meanwhile"
+    );
+}

@@ -183,8 +183,8 @@ impl AgentChannel {
     /// Takes one frame from the client. `accept_input` false means the session cannot take more
     /// input right now: the next in-order message is then neither acked nor consumed (the client
     /// will resend it), as the real agent does while its handler is not ready.
-    pub fn handle_frame(&mut self, now: Instant, bytes: &[u8], accept_input: bool) {
-        let frame = match wire::decode(bytes) {
+    pub fn handle_frame(&mut self, now: Instant, bytes: &Bytes, accept_input: bool) {
+        let frame = match wire::decode_shared(bytes) {
             Ok(frame) => frame,
             Err(_) => {
                 self.stats.invalid += 1;
@@ -565,8 +565,8 @@ mod tests {
     #[test]
     fn garbage_is_counted_not_fatal() {
         let mut ch = channel(false);
-        ch.handle_frame(Instant::now(), b"\x00\x00", true);
-        ch.handle_frame(Instant::now(), &[0xff; 200], true);
+        ch.handle_frame(Instant::now(), &Bytes::from_static(b"\x00\x00"), true);
+        ch.handle_frame(Instant::now(), &Bytes::from(vec![0xff; 200]), true);
         assert_eq!(ch.take_stats().invalid, 2);
         assert!(ch.poll_transmit().is_none());
     }

@@ -66,6 +66,8 @@ const REALISTIC_READ_PAUSE: Duration = Duration::from_millis(1);
 const REALISTIC_READ_SIZE: usize = 1024;
 /// After the command exits, how long others may keep the terminal open before they are killed.
 const LINGER_AFTER_EXIT: Duration = Duration::from_millis(500);
+/// The real agent's limit on waiting for acks of the last output (realistic mode).
+const REALISTIC_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest input payload written to the PTY in one call.
 const PTY_WRITE_MAX: usize = 64 * 1024;
 
@@ -111,6 +113,9 @@ pub enum Outcome {
     ClosedCleanly,
     /// The websocket went away (and no reconnect came in time).
     Disconnected,
+    /// The command ended but the client did not acknowledge all output in time;
+    /// channel_closed was sent anyway.
+    DrainTimedOut,
     /// TerminateSession was called.
     Terminated,
     /// The emulator is stopping.
@@ -132,6 +137,8 @@ struct Driver {
     exit_code: Option<i32>,
     exited_at: Option<Instant>,
     lingerers_killed: bool,
+    /// When the command had exited and all its output was read.
+    drained_at: Option<Instant>,
     pty_eof: bool,
     carry: Vec<u8>,
     read_buf: Vec<u8>,
@@ -195,6 +202,7 @@ impl Driver {
             exit_code: None,
             exited_at: None,
             lingerers_killed: false,
+            drained_at: None,
             pty_eof: false,
             carry: Vec::new(),
             read_buf: vec![0u8; read_size],
@@ -278,7 +286,9 @@ impl Driver {
             Arc::clone(&self.shared.counters),
         ) {
             Ok((master, group)) => {
-                tracing::info!(session = %self.spec.session_id, command = %self.spec.command, "command started");
+                tracing::info!(session = %self.spec.session_id, "command started");
+                // The command line may carry the user's input (inline stdin): debug only.
+                tracing::debug!(session = %self.spec.session_id, command = %self.spec.command, "command line");
                 self.pty = Some(master);
                 self.group = Some(group);
                 if self.shared.agent.realistic {
@@ -308,8 +318,22 @@ impl Driver {
             && self.read_not_before.is_none_or(|t| t <= now)
     }
 
+    /// When to stop waiting for the last acks; set once all output has been read.
+    fn drain_deadline(&self) -> Option<Instant> {
+        let drained_at = self.drained_at?;
+        let limit = if self.shared.agent.realistic {
+            REALISTIC_DRAIN_TIMEOUT
+        } else {
+            Duration::from_secs(self.shared.agent.drain_timeout_secs)
+        };
+        Some(drained_at + limit)
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
-        let mut deadlines: Vec<Instant> = Vec::with_capacity(6);
+        let mut deadlines: Vec<Instant> = Vec::with_capacity(7);
+        if self.link.is_some() {
+            deadlines.extend(self.drain_deadline());
+        }
         deadlines.extend(self.channel.poll_timeout().map(Instant::from_std));
         deadlines.extend(self.outbound.poll_timeout().map(Instant::from_std));
         deadlines.extend(self.inbound.poll_timeout().map(Instant::from_std));
@@ -333,6 +357,9 @@ impl Driver {
         match message {
             Some(Ok(Message::Binary(bytes))) => {
                 Counters::bump(&self.shared.counters.frames_received);
+                if tracing::enabled!(tracing::Level::TRACE) {
+                    trace_frame("in", &bytes);
+                }
                 self.count_link_frame();
                 if self.inbound.is_transparent() {
                     let accept = self.accepts_input();
@@ -551,15 +578,20 @@ impl Driver {
             self.handle_delivered(now, delivered.payload_type, delivered.payload);
         }
         self.collect_stats();
-        if self.exit_code.is_some()
-            && self.pty_eof
-            && self.carry.is_empty()
-            && self.channel.all_acked()
-            && !self.closed_sent
-            && self.link.is_some()
-        {
-            self.end_with_channel_closed().await;
-            return Some(Outcome::ClosedCleanly);
+        let finished = self.exit_code.is_some() && self.pty_eof && self.carry.is_empty();
+        if finished && self.drained_at.is_none() {
+            self.drained_at = Some(now);
+        }
+        if finished && !self.closed_sent && self.link.is_some() {
+            if self.channel.all_acked() {
+                self.end_with_channel_closed().await;
+                return Some(Outcome::ClosedCleanly);
+            }
+            if self.drain_deadline().is_some_and(|at| now >= at) {
+                self.flush_outbound(now).await;
+                self.end_with_channel_closed().await;
+                return Some(Outcome::DrainTimedOut);
+            }
         }
         self.flush_outbound(now).await;
         None
@@ -615,6 +647,9 @@ impl Driver {
         let Some(link) = self.link.as_mut() else {
             return;
         };
+        if tracing::enabled!(tracing::Level::TRACE) {
+            trace_frame("out", &frame);
+        }
         if link.sink.feed(Message::Binary(frame)).await.is_err() {
             self.lose_link(Instant::now());
             return;
@@ -629,6 +664,22 @@ impl Driver {
         Counters::add(&counters.output_retransmits, stats.retransmits);
         Counters::add(&counters.duplicate_inputs, stats.duplicates);
         Counters::add(&counters.frames_invalid, stats.invalid);
+    }
+}
+
+/// One line per frame at trace level (`EMULATOR_LOG=trace`): type, sequence, payload type
+/// and length, never the payload.
+fn trace_frame(direction: &str, bytes: &Bytes) {
+    match wire::decode_shared(bytes) {
+        Ok(frame) => tracing::trace!(
+            direction,
+            message_type = frame.message_type.as_str(),
+            seq = frame.sequence_number,
+            payload_type = frame.payload_type.as_u32(),
+            len = frame.payload.len(),
+            "frame"
+        ),
+        Err(error) => tracing::trace!(direction, %error, "undecodable frame"),
     }
 }
 

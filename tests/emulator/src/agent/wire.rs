@@ -37,6 +37,11 @@ pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
     Frame::decode(bytes)
 }
 
+/// Decodes one websocket binary message; the payload shares `bytes` (no copy).
+pub fn decode_shared(bytes: &Bytes) -> Result<Frame, FrameError> {
+    Frame::decode_shared(bytes)
+}
+
 /// The `acknowledge` frame for `acked` (seq 0, flags 3, payload type 0, section 8.2).
 pub fn encode_ack(acked: &Frame, created_ms: u64) -> Bytes {
     Frame::acknowledge(acked, created_ms, Uuid::new_v4()).to_bytes()
