@@ -8,6 +8,7 @@
 //! validation is an `anyhow` chain printed as one `ecs-exec: error: …` line.
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -488,15 +489,13 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     let request = match step {
         Ok(Step::Run(request)) => *request,
         Ok(Step::Print(text)) => {
-            if text.ends_with('\n') {
-                print!("{text}");
-            } else {
-                println!("{text}");
-            }
+            let newline = if text.ends_with('\n') { "" } else { "\n" };
+            // A closed stdout (e.g. `--help | head -1`) is not an error worth a panic.
+            let _ = write!(std::io::stdout().lock(), "{text}{newline}");
             return ExitCode::SUCCESS;
         }
         Err(usage) => {
-            eprintln!("ecs-exec: error: {usage}; see 'ecs-exec --help'");
+            report_error(&format!("{usage}; see 'ecs-exec --help'"));
             return Exit::Usage.to_exit_code();
         }
     };
@@ -507,7 +506,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("ecs-exec: error: cannot start the async runtime: {err}");
+            report_error(&format!("cannot start the async runtime: {err}"));
             return Exit::Software.to_exit_code();
         }
     };
@@ -515,14 +514,13 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
         // A status outside 0..=255 cannot come from a process; never turn it into success.
         Ok(status) => u8::try_from(status).map_or_else(
             |_| {
-                eprintln!("ecs-exec: error: the remote exit status {status} is out of range");
+                report_error(&format!("the remote exit status {status} is out of range"));
                 Exit::Software.to_exit_code()
             },
             ExitCode::from,
         ),
         Err(err) => {
-            let message = one_line(&format!("{err:#}"));
-            eprintln!("ecs-exec: error: {message}");
+            report_error(&one_line(&format!("{err:#}")));
             exit_for(&err).to_exit_code()
         }
     }
@@ -558,6 +556,12 @@ async fn resolve_and_run(request: ExecRequest) -> anyhow::Result<i32> {
         verbosity: request.verbosity,
     };
     run::run(&api, run_request).await
+}
+
+/// Prints `ecs-exec: error: <message>` as one line on stderr; a closed stderr is ignored
+/// (the `eprintln` macro would panic).
+pub fn report_error(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "ecs-exec: error: {message}");
 }
 
 /// Collapses whitespace runs (line breaks included) so an error prints as one line.
