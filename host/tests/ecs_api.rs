@@ -440,3 +440,33 @@ async fn execute_command_errors() {
     assert!(matches!(err, EcsError::MalformedResponse { .. }), "{err}");
     assert!(err.to_string().contains("streamUrl"), "{err}");
 }
+
+#[tokio::test]
+async fn a_silent_endpoint_times_out_instead_of_hanging() {
+    // The kernel completes the TCP handshake from the backlog, but nobody ever answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let settings = AwsSettings {
+        region: Some("us-east-1".to_owned()),
+        profile: None,
+        endpoint_url: Some(format!("http://{}", silent.local_addr().unwrap())),
+    };
+    // Short timeouts so the test is quick; the production values are checked in the unit tests.
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(std::time::Duration::from_millis(100))
+        .operation_timeout(std::time::Duration::from_millis(300))
+        .build();
+    let config = ecs::config_loader(&settings)
+        .timeout_config(timeouts)
+        .empty_test_environment()
+        .test_credentials()
+        .load()
+        .await;
+    let api = EcsApi::new(&config).unwrap();
+    let err = api
+        .resolve_target("prod", &service(), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EcsError::Timeout { .. }), "{err:?}");
+    assert_eq!(err.exit(), Exit::TempFail);
+    drop(silent);
+}

@@ -8,6 +8,7 @@
 //! validation is an `anyhow` chain printed as one `ecs-exec: error: …` line.
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -185,8 +186,9 @@ const SWITCH_FLAGS: [&str; 3] = ["interactive", "verbose", "help"];
 pub fn split_words(words: &[OsString]) -> (Vec<OsString>, Vec<OsString>) {
     let mut host = Vec::new();
     let mut adapter = Vec::new();
-    let mut iter = words.iter();
-    // Before the first `--`: skip over the values of value flags so `--pipe --` is a value.
+    let mut iter = words.iter().peekable();
+    // Before the first `--`: a value flag's value is skipped over, so `--pipe -x` stays a value.
+    // `--` is never a value: `--pipe --` leaves `--pipe` without one, which clap reports.
     while let Some(word) = iter.next() {
         if word == "--" {
             break;
@@ -194,7 +196,7 @@ pub fn split_words(words: &[OsString]) -> (Vec<OsString>, Vec<OsString>) {
         host.push(word.clone());
         if long_flag(word)
             .is_some_and(|(name, inline)| inline.is_none() && VALUE_FLAGS.contains(&name))
-            && let Some(value) = iter.next()
+            && let Some(value) = iter.next_if(|value| *value != "--")
         {
             host.push(value.clone());
         }
@@ -208,7 +210,7 @@ pub fn split_words(words: &[OsString]) -> (Vec<OsString>, Vec<OsString>) {
             Some((name, inline)) if VALUE_FLAGS.contains(&name) => {
                 host.push(word.clone());
                 if inline.is_none()
-                    && let Some(value) = iter.next()
+                    && let Some(value) = iter.next_if(|value| *value != "--")
                 {
                     host.push(value.clone());
                 }
@@ -488,15 +490,13 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     let request = match step {
         Ok(Step::Run(request)) => *request,
         Ok(Step::Print(text)) => {
-            if text.ends_with('\n') {
-                print!("{text}");
-            } else {
-                println!("{text}");
-            }
+            let newline = if text.ends_with('\n') { "" } else { "\n" };
+            // A closed stdout (e.g. `--help | head -1`) is not an error worth a panic.
+            let _ = write!(std::io::stdout().lock(), "{text}{newline}");
             return ExitCode::SUCCESS;
         }
         Err(usage) => {
-            eprintln!("ecs-exec: error: {usage}; see 'ecs-exec --help'");
+            report_error(&format!("{usage}; see 'ecs-exec --help'"));
             return Exit::Usage.to_exit_code();
         }
     };
@@ -507,7 +507,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("ecs-exec: error: cannot start the async runtime: {err}");
+            report_error(&format!("cannot start the async runtime: {err}"));
             return Exit::Software.to_exit_code();
         }
     };
@@ -515,14 +515,13 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
         // A status outside 0..=255 cannot come from a process; never turn it into success.
         Ok(status) => u8::try_from(status).map_or_else(
             |_| {
-                eprintln!("ecs-exec: error: the remote exit status {status} is out of range");
+                report_error(&format!("the remote exit status {status} is out of range"));
                 Exit::Software.to_exit_code()
             },
             ExitCode::from,
         ),
         Err(err) => {
-            let message = one_line(&format!("{err:#}"));
-            eprintln!("ecs-exec: error: {message}");
+            report_error(&one_line(&format!("{err:#}")));
             exit_for(&err).to_exit_code()
         }
     }
@@ -558,6 +557,12 @@ async fn resolve_and_run(request: ExecRequest) -> anyhow::Result<i32> {
         verbosity: request.verbosity,
     };
     run::run(&api, run_request).await
+}
+
+/// Prints `ecs-exec: error: <message>` as one line on stderr; a closed stderr is ignored
+/// (the `eprintln` macro would panic).
+pub fn report_error(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "ecs-exec: error: {message}");
 }
 
 /// Collapses whitespace runs (line breaks included) so an error prints as one line.
@@ -876,10 +881,13 @@ mod tests {
     }
 
     #[test]
-    fn double_dash_as_a_flag_value_is_not_a_separator() {
-        let (host, adapter) = split_words(&os(&["--pipe", "--", "--cluster=c"]));
-        assert_eq!(host, os(&["--pipe", "--", "--cluster=c"]));
-        assert!(adapter.is_empty());
+    fn double_dash_is_never_a_flag_value() {
+        let (host, adapter) = split_words(&os(&["--pipe", "--", "x", "--task", "--", "y"]));
+        assert_eq!(host, os(&["--pipe", "--task"]));
+        assert_eq!(adapter, os(&["x", "y"]));
+        assert!(usage(&["--cluster=c", "--pipe", "--", "x"]).contains("--pipe"));
+        let (host, _) = split_words(&os(&["--pipe", "-x", "--", "--task", "-y"]));
+        assert_eq!(host, os(&["--pipe", "-x", "--task", "-y"]));
     }
 
     #[test]
@@ -897,6 +905,45 @@ mod tests {
         let err = anyhow::Error::new(EcsError::NoRegion).context("resolving");
         assert_eq!(exit_for(&err), Exit::Config);
         assert_eq!(exit_for(&anyhow::anyhow!("something else")), Exit::Software);
+    }
+
+    fn word() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just("--".to_owned()),
+            Just("--cluster".to_owned()),
+            Just("--pipe".to_owned()),
+            Just("--interactive".to_owned()),
+            Just("--task=".to_owned()),
+            Just("-v".to_owned()),
+            Just("-".to_owned()),
+            "--[a-z-]{0,12}(=[ -~]{0,8})?",
+            "[ -~]{0,12}",
+            any::<String>(),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_and_validate_never_panic(words in proptest::collection::vec(word(), 0..12)) {
+            if let Ok(Parsed::Args(args)) = parse(&os(&words.iter().map(String::as_str).collect::<Vec<_>>())) {
+                let _ = validate(*args, &ExecEnv::default());
+            }
+        }
+
+        #[test]
+        fn everything_after_a_second_double_dash_reaches_the_adapter(
+            head in proptest::collection::vec(word(), 0..6),
+            tail in proptest::collection::vec(word(), 0..6),
+        ) {
+            let mut words = vec!["--cluster=c".to_owned(), "--task=t".to_owned(), "--".to_owned()];
+            words.extend(head.into_iter().filter(|w| w != "--"));
+            words.push("--".to_owned());
+            words.extend(tail.iter().cloned());
+            let (_, adapter) = split_words(&os(&words.iter().map(String::as_str).collect::<Vec<_>>()));
+            let adapter: Vec<String> = adapter.into_iter().map(|w| w.to_string_lossy().into_owned()).collect();
+            proptest::prop_assert!(adapter.ends_with(&tail));
+        }
     }
 
     #[test]

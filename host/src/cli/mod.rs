@@ -20,7 +20,7 @@ pub fn main() -> ExitCode {
     // The panic hook (and the terminal's, which restores the tty first) has already printed the
     // panic; what is left is to exit with the documented code instead of Rust's 101.
     std::panic::catch_unwind(|| dispatch(argv)).unwrap_or_else(|_| {
-        eprintln!("ecs-exec: error: internal error (a bug in ecs-exec; please report it)");
+        exec::report_error("internal error (a bug in ecs-exec; please report it)");
         Exit::Software.to_exit_code()
     })
 }
