@@ -17,7 +17,9 @@ impl Guest for Hostile {
         Info {
             name: "hostile".to_owned(),
             version: "0.0.0".to_owned(),
-            programs: vec!["hostile".to_owned()],
+            // It also claims `python3`, a built-in adapter's program, so the tests can prove that a
+            // third-party adapter wins such a tie.
+            programs: vec!["hostile".to_owned(), "python3".to_owned()],
             summary: "misbehaves on request (test only)".to_owned(),
         }
     }
