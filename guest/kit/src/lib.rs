@@ -1,0 +1,354 @@
+//! Plan-building helpers shared by the default adapters (`guest/shell`, `rails`, `python`, `clojure`).
+//!
+//! Everything here is plain Rust with no WIT types and no I/O, so it compiles and is unit-tested on
+//! the build machine as well as inside the wasm guests. It owns the three things every default
+//! adapter must get exactly right: splitting a pipe into words, quoting words for the agent's
+//! shell-style splitter, and the `sh -c` bootstrap that carries input and reports the exit status
+//! (see "Shared decisions" in the project brief and `wit/adapter.wit`). It must not guess what a
+//! program means; adapters decide the program's argv, this crate only wraps it.
+
+#![forbid(unsafe_code)]
+
+/// How the host delivers input; mirrors `stdin-mode` in `wit/adapter.wit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdinMode {
+    /// Nothing is sent; the program's stdin is `/dev/null` (one-off) or an idle terminal.
+    None,
+    /// Interactive keystrokes forwarded as they are.
+    Raw,
+    /// The input is inside the command as base64.
+    Inline,
+    /// The input is streamed as base64 lines after the ready marker, then 0x04.
+    StreamBase64,
+}
+
+/// A plan in plain Rust; each guest converts it to the WIT `plan` record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanParts {
+    /// The ExecuteCommand command string.
+    pub command: String,
+    /// How stdin is carried.
+    pub stdin: StdinMode,
+    /// Printed once the remote side is ready for streamed input (stream mode only).
+    pub ready_marker: Option<String>,
+    /// Printed, followed by the decimal exit status and a newline, when the program exits.
+    pub exit_trailer: Option<String>,
+}
+
+/// The parts of a WIT `invocation` that the bootstrap needs (the pipe is the adapter's business).
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Interactive session (raw keystrokes) or one-off run (byte-exact data).
+    pub interactive: bool,
+    /// Input size when known; `Some(0)` means no input.
+    pub input_len: Option<u64>,
+    /// The whole input when it is small enough to inline.
+    pub input: Option<&'a [u8]>,
+    /// The per-run nonce from the host.
+    pub nonce: &'a str,
+}
+
+/// Largest input the host may pass for inlining (mirrors the WIT documentation).
+pub const MAX_INLINE_INPUT: usize = 1024;
+
+/// Splits a pipe command into words like a POSIX shell does, without expansions.
+///
+/// Single quotes keep everything literally; double quotes keep everything but `\` before `"`,
+/// `\`, `$`, `` ` `` and newline; a backslash outside quotes escapes the next character. An
+/// unterminated quote or trailing backslash is an error, so a typo never runs something else.
+pub fn split_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(inner) => word.push(inner),
+                        None => return Err("unterminated single quote in pipe".to_owned()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(escaped @ ('"' | '\\' | '$' | '`')) => word.push(escaped),
+                            Some('\n') => {}
+                            Some(other) => {
+                                word.push('\\');
+                                word.push(other);
+                            }
+                            None => return Err("unterminated double quote in pipe".to_owned()),
+                        },
+                        Some(inner) => word.push(inner),
+                        None => return Err("unterminated double quote in pipe".to_owned()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some('\n') => {}
+                    Some(escaped) => word.push(escaped),
+                    None => return Err("trailing backslash in pipe".to_owned()),
+                }
+            }
+            other => {
+                in_word = true;
+                word.push(other);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+/// Quotes one word so that a shell-style splitter yields it back unchanged.
+///
+/// Words made only of characters no splitter treats specially stay bare (readable commands);
+/// anything else is single-quoted, with each `'` written as `'\''`.
+pub fn quote(word: &str) -> String {
+    let is_plain = |c: char| c.is_ascii_alphanumeric() || "_./=:,+@%-".contains(c);
+    if !word.is_empty() && word.chars().all(is_plain) {
+        return word.to_owned();
+    }
+    let mut quoted = String::with_capacity(word.len() + 2);
+    quoted.push('\'');
+    for c in word.chars() {
+        if c == '\'' {
+            quoted.push_str("'\\''");
+        } else {
+            quoted.push(c);
+        }
+    }
+    quoted.push('\'');
+    quoted
+}
+
+/// Standard base64 (RFC 4648 alphabet, `=` padding), as `base64 -d` expects.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let symbol = |index: u32| char::from(ALPHABET[(index & 63) as usize]);
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b0 = u32::from(chunk[0]);
+        let b1 = chunk.get(1).copied().map_or(0, u32::from);
+        let b2 = chunk.get(2).copied().map_or(0, u32::from);
+        let triple = (b0 << 16) | (b1 << 8) | b2;
+        out.push(symbol(triple >> 18));
+        out.push(symbol(triple >> 12));
+        out.push(if chunk.len() > 1 {
+            symbol(triple >> 6)
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 { symbol(triple) } else { '=' });
+    }
+    out
+}
+
+/// Skips leading `env`, `NAME=value` and `bundle exec` words; returns the index of the program word.
+///
+/// Adapters use it to find their program inside pipes such as `bundle exec rails runner -` or
+/// `env RAILS_ENV=production rails c`.
+pub fn program_index(words: &[String]) -> usize {
+    let mut index = 0;
+    loop {
+        let Some(word) = words.get(index) else {
+            return index;
+        };
+        let is_assignment = word.split_once('=').is_some_and(|(name, _)| {
+            !name.is_empty() && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric())
+        });
+        if word == "env" || is_assignment {
+            index += 1;
+        } else if word == "bundle" && words.get(index + 1).is_some_and(|next| next == "exec") {
+            index += 2;
+        } else {
+            return index;
+        }
+    }
+}
+
+/// The file name of a program word (`/usr/bin/python3` → `python3`).
+pub fn basename(word: &str) -> &str {
+    word.rsplit('/').next().unwrap_or(word)
+}
+
+/// Wraps `argv` (the remote program and its arguments, unquoted) in the `sh -c` bootstrap.
+///
+/// Positional layout of the bootstrap: `$0` = `ecs-exec`, `$1` = exit trailer, `$2` = the
+/// base64 input (inline) or the ready marker (stream) or empty, then the program's argv.
+pub fn wrap(argv: &[String], request: &Request<'_>) -> Result<PlanParts, String> {
+    if argv.is_empty() {
+        return Err("no program to run".to_owned());
+    }
+    if argv.iter().any(|word| word.contains('\0')) {
+        return Err(
+            "an argument contains a NUL byte, which a command line cannot carry".to_owned(),
+        );
+    }
+    let trailer = format!("__ecs_exec_exit_{}:", request.nonce);
+    let report_status = r#"s=$?; printf "%s%d\n" "$t" "$s""#;
+    // Echo off and raw output, or give up with status 125 rather than corrupt the data.
+    let raw_tty =
+        r#"if [ -t 0 ]; then stty -echo -opost || { printf "%s%d\n" "$t" 125; exit 125; }; fi; "#;
+    let (stdin, data, ready_marker, script) = if request.interactive {
+        let script = format!(r#"t=$1; shift 2; trap : INT QUIT; "$@"; {report_status}"#);
+        (StdinMode::Raw, String::new(), None, script)
+    } else if request.input_len == Some(0) {
+        let script = format!(r#"t=$1; shift 2; {raw_tty}"$@" </dev/null; {report_status}"#);
+        (StdinMode::None, String::new(), None, script)
+    } else if let Some(input) = request
+        .input
+        .filter(|input| input.len() <= MAX_INLINE_INPUT)
+    {
+        let script = format!(
+            r#"t=$1 d=$2; shift 2; {raw_tty}printf %s "$d" | base64 -d | "$@"; {report_status}"#
+        );
+        (StdinMode::Inline, base64(input), None, script)
+    } else {
+        let marker = format!("__ecs_exec_ready_{}:", request.nonce);
+        let script = format!(
+            r#"t=$1 m=$2; shift 2; {raw_tty}printf %s "$m"; base64 -d | "$@"; {report_status}"#
+        );
+        (
+            StdinMode::StreamBase64,
+            marker.clone(),
+            Some(marker),
+            script,
+        )
+    };
+    let mut words = vec![
+        "sh".to_owned(),
+        "-c".to_owned(),
+        quote(&script),
+        "ecs-exec".to_owned(),
+        quote(&trailer),
+        quote(&data),
+    ];
+    words.extend(argv.iter().map(|word| quote(word)));
+    Ok(PlanParts {
+        command: words.join(" "),
+        stdin,
+        ready_marker,
+        exit_trailer: Some(trailer),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_words_handles_quotes_and_escapes() {
+        let words = split_words(r#"rails runner 'a b' "c \"d\" \$e" f\ g"#).unwrap();
+        assert_eq!(words, ["rails", "runner", "a b", r#"c "d" $e"#, "f g"]);
+        assert_eq!(split_words("  ").unwrap(), Vec::<String>::new());
+        assert_eq!(split_words("''").unwrap(), [""]);
+        assert!(split_words("'open").is_err());
+        assert!(split_words("\"open").is_err());
+        assert!(split_words("end\\").is_err());
+    }
+
+    #[test]
+    fn quote_round_trips_through_the_splitter() {
+        for word in [
+            "plain", "", "a b", "it's", "'", "$HOME", "`x`", "#c", "-n", "a\nb\r", "\\", "\"q\"",
+        ] {
+            let quoted = quote(word);
+            assert_eq!(
+                split_words(&quoted).unwrap(),
+                [word],
+                "word {word:?} quoted as {quoted}"
+            );
+        }
+        assert_eq!(quote("rails"), "rails");
+        assert_eq!(quote("#c"), "'#c'");
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        let vectors = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in vectors {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+        assert_eq!(base64(&[0xff, 0x00, 0xfe]), "/wD+");
+    }
+
+    #[test]
+    fn program_index_skips_env_and_bundle_exec() {
+        let words = split_words("env RAILS_ENV=production bundle exec rails c").unwrap();
+        assert_eq!(program_index(&words), 4);
+        assert_eq!(program_index(&split_words("python3 -").unwrap()), 0);
+        assert_eq!(program_index(&split_words("env").unwrap()), 1);
+        assert_eq!(program_index(&split_words("=x").unwrap()), 0);
+    }
+
+    fn request(interactive: bool, input: Option<&[u8]>, input_len: Option<u64>) -> Request<'_> {
+        Request {
+            interactive,
+            input_len,
+            input,
+            nonce: "0123456789abcdef",
+        }
+    }
+
+    #[test]
+    fn wrap_picks_the_stdin_mode_from_the_request() {
+        let argv = ["cat".to_owned()];
+        let inline = wrap(&argv, &request(false, Some(b"hi"), Some(2))).unwrap();
+        assert_eq!(inline.stdin, StdinMode::Inline);
+        assert!(inline.command.contains(" aGk= cat"), "{}", inline.command);
+        let stream = wrap(&argv, &request(false, None, None)).unwrap();
+        assert_eq!(stream.stdin, StdinMode::StreamBase64);
+        assert_eq!(
+            stream.ready_marker.as_deref(),
+            Some("__ecs_exec_ready_0123456789abcdef:")
+        );
+        let none = wrap(&argv, &request(false, None, Some(0))).unwrap();
+        assert_eq!(none.stdin, StdinMode::None);
+        assert!(none.command.contains("</dev/null"));
+        let interactive = wrap(&argv, &request(true, None, None)).unwrap();
+        assert_eq!(interactive.stdin, StdinMode::Raw);
+        assert!(interactive.command.contains("trap : INT QUIT"));
+        for plan in [inline, stream, none, interactive] {
+            assert_eq!(
+                plan.exit_trailer.as_deref(),
+                Some("__ecs_exec_exit_0123456789abcdef:")
+            );
+            let words = split_words(&plan.command).unwrap();
+            assert_eq!(&words[..2], ["sh", "-c"]);
+            assert_eq!(words.last().map(String::as_str), Some("cat"));
+        }
+    }
+
+    #[test]
+    fn wrap_rejects_nul_and_empty_argv() {
+        assert!(wrap(&[], &request(false, None, None)).is_err());
+        assert!(wrap(&["a\0b".to_owned()], &request(false, None, None)).is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! The adapter layer's error: which adapter, and what went wrong, in one line.
+//!
+//! Guest-controlled text (messages, names) reaches this type only after
+//! [`one_line`](super::contract::one_line) made it printable and short, so `Display` can go
+//! straight to the user's terminal. No other module of the layer formats errors for users.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// An adapter failed; `Display` is one line: `adapter `NAME`: CAUSE`.
+#[derive(Debug, thiserror::Error)]
+#[error("adapter `{adapter}`: {kind}")]
+pub struct AdapterError {
+    /// The adapter's name, or its file name when it failed before saying its name.
+    pub adapter: String,
+    /// What went wrong.
+    pub kind: AdapterErrorKind,
+}
+
+impl AdapterError {
+    pub(crate) fn new(adapter: impl Into<String>, kind: AdapterErrorKind) -> Self {
+        Self {
+            adapter: adapter.into(),
+            kind,
+        }
+    }
+}
+
+/// What went wrong with an adapter.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdapterErrorKind {
+    /// The adapter file or directory could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The path that failed.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not a valid WebAssembly component (or wasmtime could not compile it).
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    /// Built against another version of `hoop:ecs-exec`.
+    #[error("built against {found}, but this ecs-exec speaks {expected}")]
+    ContractVersion {
+        /// The adapter interface the component exports.
+        found: String,
+        /// The one this host implements.
+        expected: &'static str,
+    },
+    /// Does not export the adapter interface, or imports what the sandbox does not provide.
+    #[error("does not fit the adapter contract: {0}")]
+    Contract(String),
+    /// Used all its fuel (CPU budget).
+    #[error("ran out of fuel (CPU budget of {0} units): endless loop?")]
+    OutOfFuel(u64),
+    /// Ran past the wall-clock deadline.
+    #[error("did not finish within {} ms", .0.as_millis())]
+    TimedOut(Duration),
+    /// Tried to grow its memory past the limit.
+    #[error("exceeded its memory limit of {} MiB", .0 / (1024 * 1024))]
+    MemoryLimit(usize),
+    /// The guest panicked.
+    #[error("panicked: {0}")]
+    Panic(String),
+    /// The guest trapped (other than the above).
+    #[error("crashed: {0}")]
+    Trap(String),
+    /// `describe()` returned something outside the contract.
+    #[error("invalid info: {0}")]
+    InvalidInfo(String),
+    /// `plan-run()` returned something outside the contract.
+    #[error("invalid plan: {0}")]
+    InvalidPlan(String),
+    /// `plan-run()` returned an error of its own.
+    #[error("{0}")]
+    Refused(String),
+    /// The host asked for something outside the contract (a bug in the caller).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// No adapter of that name is loaded.
+    #[error("no such adapter (loaded: {0})")]
+    Unknown(String),
+    /// No adapter serves the pipe and there is no `shell` fallback.
+    #[error("no adapter serves this pipe")]
+    NoAdapter,
+    /// The pipe could not be split into words.
+    #[error("cannot split the pipe into words: {0}")]
+    BadPipe(String),
+    /// The host could not run the sandbox (thread, engine); not the adapter's fault.
+    #[error("the sandbox failed: {0}")]
+    Host(String),
+}

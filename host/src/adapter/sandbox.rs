@@ -1,0 +1,408 @@
+//! The wasmtime sandbox: one engine, deny-all WASI, and a fresh bounded store for every call.
+//!
+//! Owns the engine configuration (fuel and epoch interruption on), the linker (WASI bound to an
+//! empty context: no env, args, files, network or stdin, frozen clocks, stderr captured in a
+//! small buffer only to quote a panic message), and the per-call limits: fuel, memory, and a
+//! wall-clock deadline. Each call runs on its own short-lived thread, so a guest blocked inside a
+//! host call (a sleep) cannot hold the caller past the deadline, and no caller's async runtime is
+//! ever entered by WASI. It must not give a guest anything beyond what `wit/adapter.wit` passes.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+
+use super::contract::{AdapterInfo, Invocation, Plan, StdinMode, one_line};
+use super::error::AdapterErrorKind;
+
+mod bindings {
+    wasmtime::component::bindgen!({ path: "../wit", world: "pipe-adapter" });
+}
+
+pub(crate) use bindings::PipeAdapterPre;
+use bindings::exports::hoop::ecs_exec::adapter as wit;
+
+/// The adapter interface this host implements, as a component export name.
+pub const CONTRACT_INTERFACE: &str = "hoop:ecs-exec/adapter@0.1.0";
+
+/// Bounds for every call into an adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel (roughly wasm instructions) for one call, instantiation included.
+    pub fuel: u64,
+    /// Largest linear memory, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock time for one call, instantiation included.
+    pub wall_time: Duration,
+}
+
+impl Default for Limits {
+    /// Generous for a real adapter (a plan costs well under a million units and a few hundred
+    /// KiB), small enough that a runaway guest fails in a fraction of a second.
+    fn default() -> Self {
+        Self {
+            fuel: 50_000_000,
+            memory_bytes: 32 * 1024 * 1024,
+            wall_time: Duration::from_millis(500),
+        }
+    }
+}
+
+/// How long past the deadline the caller waits for the guest thread to report an interrupt.
+const GRACE: Duration = Duration::from_millis(100);
+/// Captured guest stderr (only used to quote a panic message).
+const STDERR_CAPACITY: usize = 4096;
+
+/// One engine and linker, shared by every adapter and call.
+pub(crate) struct Sandbox {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    limits: Limits,
+}
+
+impl Sandbox {
+    pub(crate) fn new(limits: Limits) -> Result<Self, AdapterErrorKind> {
+        let mut config = Config::new();
+        config.consume_fuel(true).epoch_interruption(true);
+        let engine =
+            Engine::new(&config).map_err(|error| AdapterErrorKind::Host(error.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|error| AdapterErrorKind::Host(error.to_string()))?;
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+        })
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles wasm bytes (slow: cranelift).
+    pub(crate) fn compile(&self, wasm: &[u8]) -> Result<Component, AdapterErrorKind> {
+        Component::new(&self.engine, wasm)
+            .map_err(|error| AdapterErrorKind::Compile(error_line(&error)))
+    }
+
+    /// Checks the component's exports and imports against the contract and pre-instantiates it.
+    pub(crate) fn prepare(
+        &self,
+        component: &Component,
+    ) -> Result<PipeAdapterPre<GuestState>, AdapterErrorKind> {
+        let component_type = component.component_type();
+        let exports: Vec<String> = component_type
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let ours = CONTRACT_INTERFACE
+            .split('@')
+            .next()
+            .unwrap_or(CONTRACT_INTERFACE);
+        if !exports.iter().any(|name| name == CONTRACT_INTERFACE)
+            && let Some(other) = exports
+                .iter()
+                .find(|name| name.split('@').next() == Some(ours))
+        {
+            return Err(AdapterErrorKind::ContractVersion {
+                found: one_line(other, 100),
+                expected: CONTRACT_INTERFACE,
+            });
+        }
+        let instance_pre = self.linker.instantiate_pre(component).map_err(|error| {
+            AdapterErrorKind::Contract(format!(
+                "imports something the sandbox does not provide: {}",
+                error_line(&error)
+            ))
+        })?;
+        PipeAdapterPre::new(instance_pre).map_err(|error| {
+            let exported = if exports.is_empty() {
+                "nothing".to_owned()
+            } else {
+                one_line(&exports.join(", "), 200)
+            };
+            AdapterErrorKind::Contract(format!(
+                "does not export {CONTRACT_INTERFACE} (exports {exported}): {}",
+                error_line(&error)
+            ))
+        })
+    }
+
+    /// Calls `describe()` in a fresh store; the result is not validated yet.
+    pub(crate) fn call_info(
+        &self,
+        pre: &PipeAdapterPre<GuestState>,
+    ) -> Result<AdapterInfo, AdapterErrorKind> {
+        self.call(pre, |store, adapter| {
+            let info = adapter.hoop_ecs_exec_adapter().call_describe(store)?;
+            Ok(AdapterInfo {
+                name: info.name,
+                version: info.version,
+                programs: info.programs,
+                summary: info.summary,
+            })
+        })
+    }
+
+    /// Calls `plan-run()` in a fresh store; `Err(message)` is the guest's own refusal. Not validated.
+    pub(crate) fn call_plan(
+        &self,
+        pre: &PipeAdapterPre<GuestState>,
+        invocation: &Invocation,
+        nonce: &str,
+    ) -> Result<Result<Plan, String>, AdapterErrorKind> {
+        let request = wit::Invocation {
+            pipe: invocation.pipe.clone(),
+            args: invocation.args.clone(),
+            interactive: invocation.interactive,
+            input_len: invocation.input_len,
+            input: invocation.input.clone(),
+        };
+        let nonce = nonce.to_owned();
+        self.call(pre, move |store, adapter| {
+            let answer = adapter
+                .hoop_ecs_exec_adapter()
+                .call_plan_run(store, &request, &nonce)?;
+            Ok(answer.map(|plan| Plan {
+                command: plan.command,
+                stdin: match plan.stdin {
+                    wit::StdinMode::None => StdinMode::None,
+                    wit::StdinMode::Raw => StdinMode::Raw,
+                    wit::StdinMode::Inline => StdinMode::Inline,
+                    wit::StdinMode::StreamBase64 => StdinMode::StreamBase64,
+                },
+                ready_marker: plan.ready_marker,
+                exit_trailer: plan.exit_trailer,
+            }))
+        })
+    }
+
+    /// Instantiates `pre` in a fresh bounded store on a worker thread and runs `body` there.
+    fn call<R: Send + 'static>(
+        &self,
+        pre: &PipeAdapterPre<GuestState>,
+        body: impl FnOnce(&mut Store<GuestState>, &bindings::PipeAdapter) -> wasmtime::Result<R>
+        + Send
+        + 'static,
+    ) -> Result<R, AdapterErrorKind> {
+        let (engine, pre, limits) = (self.engine.clone(), pre.clone(), self.limits);
+        let (sender, receiver) = mpsc::sync_channel(1);
+        let deadline = Instant::now() + limits.wall_time;
+        let spawned = std::thread::Builder::new()
+            .name("ecs-exec-adapter".to_owned())
+            .spawn(move || {
+                let outcome = new_store(&engine, limits, deadline).and_then(|mut store| {
+                    let result = pre
+                        .instantiate(&mut store)
+                        .and_then(|adapter| body(&mut store, &adapter));
+                    result.map_err(|error| classify(&error, store.data(), limits))
+                });
+                // The caller may have given up waiting; then nobody needs the answer.
+                let _ = sender.send(outcome);
+            });
+        spawned.map_err(|error| {
+            AdapterErrorKind::Host(format!("cannot start the adapter thread: {error}"))
+        })?;
+        match receiver.recv_timeout(limits.wall_time + GRACE) {
+            Ok(outcome) => outcome,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Stop a guest still running wasm (its epoch callback sees its deadline passed);
+                // one blocked in a host call finishes on its own thread, holding nothing of ours.
+                self.engine.increment_epoch();
+                Err(AdapterErrorKind::TimedOut(limits.wall_time))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(AdapterErrorKind::Host(
+                "the adapter thread stopped without an answer".to_owned(),
+            )),
+        }
+    }
+}
+
+/// A fresh store: empty WASI, memory cap, fuel, and an epoch deadline checked against `deadline`.
+fn new_store(
+    engine: &Engine,
+    limits: Limits,
+    deadline: Instant,
+) -> Result<Store<GuestState>, AdapterErrorKind> {
+    let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+    let wasi = WasiCtx::builder()
+        .stderr(stderr.clone())
+        .wall_clock(FrozenClock)
+        .monotonic_clock(FrozenClock)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    let memory = StoreLimitsBuilder::new()
+        .memory_size(limits.memory_bytes)
+        .table_elements(100_000)
+        .instances(100)
+        .tables(100)
+        .memories(10)
+        .trap_on_grow_failure(true)
+        .build();
+    let state = GuestState {
+        wasi,
+        table: ResourceTable::new(),
+        limiter: MemoryGuard {
+            limits: memory,
+            refused: false,
+        },
+        stderr,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limiter);
+    store
+        .set_fuel(limits.fuel)
+        .map_err(|error| AdapterErrorKind::Host(error.to_string()))?;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Continue(1)
+        })
+    });
+    Ok(store)
+}
+
+/// Turns a failed call into the cause a user can act on.
+fn classify(error: &wasmtime::Error, state: &GuestState, limits: Limits) -> AdapterErrorKind {
+    if state.limiter.refused {
+        return AdapterErrorKind::MemoryLimit(limits.memory_bytes);
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => AdapterErrorKind::OutOfFuel(limits.fuel),
+        Some(Trap::Interrupt) => AdapterErrorKind::TimedOut(limits.wall_time),
+        Some(trap) => match panic_message(&state.stderr.contents()) {
+            Some(message) => AdapterErrorKind::Panic(message),
+            None => AdapterErrorKind::Trap(one_line(&trap.to_string(), 200)),
+        },
+        None => AdapterErrorKind::Trap(error_line(error)),
+    }
+}
+
+/// The message of a Rust panic as the guest's standard library printed it to stderr.
+fn panic_message(stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    let mut lines = text.lines();
+    lines.find(|line| line.contains("panicked at"))?;
+    lines.next().map(|message| one_line(message, 200))
+}
+
+/// An error and its causes on one printable line.
+fn error_line(error: &wasmtime::Error) -> String {
+    one_line(&format!("{error:#}"), 300)
+}
+
+/// What a store holds: the empty WASI context and the limits.
+pub(crate) struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryGuard,
+    stderr: MemoryOutputPipe,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// `StoreLimits` that remembers whether it refused memory, to name the cause of the trap.
+struct MemoryGuard {
+    limits: StoreLimits,
+    refused: bool,
+}
+
+impl ResourceLimiter for MemoryGuard {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let answer = self.limits.memory_growing(current, desired, maximum);
+        self.refused |= !matches!(answer, Ok(true));
+        answer
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// Clocks that never move: a guest learns nothing from time (and cannot pace itself with it).
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_message_is_the_line_after_panicked_at() {
+        let stderr = b"\nthread '<unnamed>' panicked at src/lib.rs:3:5:\nboom \x1b[31m\nnote: run with RUST_BACKTRACE=1\n";
+        assert_eq!(panic_message(stderr).as_deref(), Some("boom ?[31m"));
+        assert_eq!(panic_message(b"something else"), None);
+    }
+
+    #[test]
+    fn a_module_that_is_not_a_component_is_a_compile_error() {
+        let sandbox = Sandbox::new(Limits::default()).unwrap();
+        let core_module = b"\0asm\x01\0\0\0";
+        assert!(matches!(
+            sandbox.compile(core_module),
+            Err(AdapterErrorKind::Compile(_))
+        ));
+        assert!(matches!(
+            sandbox.compile(b"garbage"),
+            Err(AdapterErrorKind::Compile(_))
+        ));
+    }
+}
