@@ -479,3 +479,29 @@ async fn a_client_that_never_acks_is_closed_after_the_drain_timeout() {
         "the agent kept resending meanwhile"
     );
 }
+
+#[tokio::test]
+async fn streamed_input_is_paced_by_the_socket_not_dropped() {
+    let mut config = Config::default();
+    config.agent.max_pending_input_bytes = 64 * 1024;
+    let handle = start(config).await;
+    let mut client = session(
+        &handle,
+        "sh -c 'stty -echo -icanon; echo READY; head -c 2000000 | wc -c'",
+    )
+    .await;
+    client.run_until_output(b"READY\r\n", LIMIT).await;
+    // Thirty times the input queue, sent at once by a client that never retransmits: every
+    // byte must still arrive, so nothing was refused.
+    let chunk = vec![b'z'; 16 * 1024];
+    let mut sent = 0;
+    while sent < 2_000_000 {
+        let n = chunk.len().min(2_000_000 - sent);
+        client.send(PayloadType::Output, &chunk[..n]).await;
+        sent += n;
+    }
+    client.run_to_end(LIMIT).await;
+    assert_eq!(client.output, b"READY\r\n2000000\r\n");
+    assert!(client.unacked_input.is_empty());
+    assert_eq!(handle.counters().input_bytes, 2_000_000);
+}

@@ -246,8 +246,11 @@ impl Driver {
             let can_read = self.can_read_pty(Instant::now());
             let can_write = !self.pending_input.is_empty();
             let waiting_child = self.exit_code.is_none() && self.group.is_some();
+            let read_socket = self.should_read_socket();
             tokio::select! {
-                message = next_message(&mut self.link) => self.handle_message(message).await,
+                message = next_message(&mut self.link), if read_socket => {
+                    self.handle_message(message).await;
+                }
                 read = read_pty(self.pty.as_ref(), &mut self.read_buf), if can_read => {
                     self.handle_pty_read(read);
                 }
@@ -380,6 +383,17 @@ impl Driver {
             )) => {}
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => self.lose_link(now),
         }
+    }
+
+    /// Input back-pressure: while the PTY has a full queue of input, leave further frames in
+    /// the socket (TCP then slows the client down) — unless acks are needed to free the
+    /// output window, in which case frames are read and in-order input is refused unacked
+    /// (the client resends it), so a command blocked on output can never deadlock us.
+    fn should_read_socket(&self) -> bool {
+        self.accepts_input()
+            || self.pty.is_none()
+            || self.pty_eof
+            || self.channel.unacked_bytes() >= self.shared.agent.max_unacked_bytes
     }
 
     fn accepts_input(&self) -> bool {
