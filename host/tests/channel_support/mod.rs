@@ -432,6 +432,12 @@ impl Link {
         }
     }
 
+    /// The socket dropped: everything in flight is lost.
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.payloads.clear();
+    }
+
     fn next_time(&self) -> Option<u64> {
         self.queue.peek().map(|Reverse((at, _, _))| *at)
     }
@@ -466,6 +472,8 @@ pub struct Pair {
     pub steps: u64,
     pub resize_first: Option<(u32, u32)>,
     started_input: bool,
+    /// Virtual times at which the websocket drops and the client reconnects.
+    pub disconnects: VecDeque<u64>,
 }
 
 /// What a run produced.
@@ -497,6 +505,7 @@ impl Pair {
             steps: 0,
             resize_first: None,
             started_input: false,
+            disconnects: VecDeque::new(),
         }
     }
 
@@ -614,6 +623,7 @@ impl Pair {
                 self.link.next_time(),
                 client_deadline,
                 self.agent.next_wakeup(self.now_ms),
+                self.disconnects.front().copied(),
             ]
             .into_iter()
             .flatten()
@@ -621,6 +631,17 @@ impl Pair {
             .expect("something is always pending until the session ends");
             self.now_ms = self.now_ms.max(next);
             let now = self.instant(self.now_ms);
+            if self
+                .disconnects
+                .front()
+                .is_some_and(|at| *at <= self.now_ms)
+            {
+                self.disconnects.pop_front();
+                self.link.clear();
+                self.client
+                    .reconnect(now, TOKEN)
+                    .expect("an open session can reconnect");
+            }
             while let Some((direction, payload)) = self.link.pop_due(self.now_ms) {
                 match (direction, payload) {
                     (Direction::ToAgent, Payload::Text(text)) => self.agent.receive_text(&text),
