@@ -3,11 +3,15 @@
 //!
 //! - [`frame`]: the binary message codec (pure, shared with the emulator's agent);
 //! - [`payload`]: the JSON bodies (OpenDataChannel, acks, handshake, size, channel_closed);
+//! - [`session`]: the sans-IO client core (sequence numbers, acks, retransmission, handshake);
+//! - [`transport`]: the only async code, a tokio websocket driver around the core.
 //!
 //! Nothing here reads credentials or prints to stdout; the run layer decides what to show.
 
 pub mod frame;
 pub mod payload;
+pub mod session;
+pub mod transport;
 
 use std::time::Duration;
 

@@ -1,0 +1,97 @@
+//! Data-channel speed: frame encode and decode at 1 KiB and 64 KiB payloads, and the client
+//! session against the test fake agent back to back in memory (no sockets, no faults), in
+//! each direction. Run: `cargo bench -p ecs-exec --bench channel`.
+
+#[path = "../tests/channel_support/mod.rs"]
+mod channel_support;
+
+use std::hint::black_box;
+
+use bytes::{Bytes, BytesMut};
+use channel_support::{Ending, FakeAgent, Faults, Link, Pair};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ecs_exec::channel::frame::{Frame, MessageType, PayloadType};
+use ecs_exec::channel::session::SessionConfig;
+use uuid::Uuid;
+
+const SIZES: [usize; 2] = [1024, 64 * 1024];
+
+fn frame(len: usize) -> Frame {
+    Frame::stream(
+        MessageType::OutputStreamData,
+        42,
+        PayloadType::Output,
+        Bytes::from(vec![0x5Au8; len]),
+        1_764_265_200_000,
+        Uuid::from_u128(7),
+    )
+}
+
+fn codec(c: &mut Criterion) {
+    let mut group = c.benchmark_group("frame");
+    for len in SIZES {
+        let frame = frame(len);
+        group.throughput(Throughput::Bytes(len as u64));
+        group.bench_with_input(BenchmarkId::new("encode", len), &frame, |b, frame| {
+            let mut buf = BytesMut::with_capacity(frame.encoded_len());
+            b.iter(|| {
+                buf.clear();
+                black_box(frame).encode(&mut buf);
+                black_box(buf.len())
+            })
+        });
+        let wire = frame.to_bytes();
+        group.bench_with_input(BenchmarkId::new("decode", len), &wire, |b, wire| {
+            b.iter(|| Frame::decode_shared(black_box(wire)).map(|frame| frame.payload.len()))
+        });
+    }
+    group.finish();
+}
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        client_id: Uuid::from_u128(1),
+        id_seed: Some(1),
+        keepalive_interval: None,
+        ..SessionConfig::default()
+    }
+}
+
+fn transfer(input: &Bytes, output: &Bytes, chunk: usize) -> usize {
+    let mut agent = FakeAgent::new(output.clone(), input.len());
+    agent.chunk = chunk;
+    agent.window = 4096;
+    let mut pair = Pair::new(config(), agent, Link::new(1, Faults::NONE), input.clone());
+    pair.max_input_write = 64 * 1024;
+    let ending = pair.run(u64::MAX);
+    assert_eq!(
+        ending,
+        Ending::Closed {
+            output: String::new()
+        }
+    );
+    assert_eq!(pair.client_output.len(), output.len());
+    assert_eq!(pair.agent.received_input.len(), input.len());
+    pair.client_output.len() + pair.agent.received_input.len()
+}
+
+fn pair(c: &mut Criterion) {
+    const TOTAL: usize = 8 << 20;
+    let data = Bytes::from((0..TOTAL).map(|i| i as u8).collect::<Vec<u8>>());
+    let mut group = c.benchmark_group("session_pair");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(TOTAL as u64));
+    group.bench_function("output_1KiB_frames", |b| {
+        b.iter(|| transfer(&Bytes::new(), &data, 1024))
+    });
+    group.bench_function("output_16KiB_frames", |b| {
+        b.iter(|| transfer(&Bytes::new(), &data, 16 * 1024))
+    });
+    group.bench_function("input_1KiB_frames", |b| {
+        b.iter(|| transfer(&data, &Bytes::new(), 1024))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, codec, pair);
+criterion_main!(benches);

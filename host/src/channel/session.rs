@@ -1,0 +1,1626 @@
+//! The client side of the data channel as a pure state machine (sans-IO, quinn-proto style).
+//!
+//! Owns both sequence counters, the unacked outgoing buffer and its retransmission (brief §8.4
+//! RTO with Karn's rule and exponential backoff), the bounded out-of-order incoming buffer,
+//! selective acks and duplicate re-acks, the optional handshake, pause/start publication,
+//! keepalive pings with a pong deadline, and channel_closed. It never touches a socket, tokio
+//! or the system clock: time comes in as `now`, wall-clock `CreatedDate` from a [`Clock`].
+//! What to do with output (stdout, stderr, exit status) is the caller's business.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use uuid::Uuid;
+
+use crate::channel::frame::{Clock, Frame, MessageType, PayloadType};
+use crate::channel::payload::{
+    self, Acknowledge, ChannelClosed, HandshakeComplete, HandshakeRequest, HandshakeResponse,
+    OpenDataChannel, ProcessedClientAction, TerminalSize, action, action_status,
+};
+use crate::channel::{ChannelError, HandshakeError};
+
+/// §8.4 constants, shared by the reference plugin and agent.
+const INITIAL_RTO: Duration = Duration::from_millis(200);
+const INITIAL_SRTT: Duration = Duration::from_millis(100);
+const CLOCK_GRANULARITY: Duration = Duration::from_millis(10);
+const MAX_RTO: Duration = Duration::from_secs(1);
+/// Ceiling for the backed-off timeout, so a link that recovers is noticed within seconds.
+const MAX_BACKED_OFF_RTO: Duration = Duration::from_secs(4);
+/// Payload of our keepalive pings, as the plugin sends it.
+const PING_PAYLOAD: &[u8] = b"keepalive";
+
+/// Tunables of a [`Session`]. `Default` gives the values the run layer should use.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Fixed for the life of the process, the same across reconnects.
+    pub client_id: Uuid,
+    /// Sent in OpenDataChannel and the HandshakeResponse; agents want it above 1.2.295.
+    pub client_version: String,
+    /// Largest payload of one input message; larger writes are split. Must be at least 1.
+    pub max_input_payload: usize,
+    /// [`Session::can_send`] turns false once this many payload bytes are unacked.
+    pub max_unacked_bytes: usize,
+    /// ... or once this many messages are unacked (the agent's reorder buffer counts
+    /// messages, so tiny writes must not flood it).
+    pub max_unacked_frames: usize,
+    /// Furthest ahead of the expected sequence number that a message is buffered.
+    pub max_reorder_frames: usize,
+    /// Payload bytes the out-of-order buffer may hold.
+    pub max_reorder_bytes: usize,
+    /// Retransmissions of one message before the session fails.
+    pub max_retransmits: u32,
+    /// Interval between websocket pings; `None` disables keepalive.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a ping may go unanswered (no pong and no frame) before the session fails.
+    pub pong_timeout: Duration,
+    /// How long `close()` waits for unacked input before giving up on it.
+    pub close_linger: Duration,
+    /// Seed for message ids; `None` seeds from the OS. Ids are never used for matching.
+    pub id_seed: Option<u64>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            client_id: Uuid::new_v4(),
+            client_version: "1.2.694.0".to_owned(),
+            max_input_payload: 1024,
+            max_unacked_bytes: 4 << 20,
+            max_unacked_frames: 4096,
+            max_reorder_frames: 4096,
+            max_reorder_bytes: 8 << 20,
+            max_retransmits: 60,
+            keepalive_interval: Some(Duration::from_secs(5)),
+            pong_timeout: Duration::from_secs(10),
+            close_linger: Duration::from_secs(2),
+            id_seed: None,
+        }
+    }
+}
+
+/// Something for the driver to put on the websocket.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Transmit {
+    /// The OpenDataChannel JSON, as a text message. It carries the token: never log it.
+    Text(String),
+    /// One encoded frame, as a binary message.
+    Binary(Bytes),
+    /// A websocket ping with this payload.
+    Ping(Bytes),
+}
+
+impl fmt::Debug for Transmit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Text(_) => f.write_str("Text(<OpenDataChannel, redacted>)"),
+            Self::Binary(bytes) => write!(f, "Binary({} bytes)", bytes.len()),
+            Self::Ping(bytes) => write!(f, "Ping({} bytes)", bytes.len()),
+        }
+    }
+}
+
+/// What the session tells its user, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// In-order bytes of payload type 1 (terminal output or stdout).
+    Output(Bytes),
+    /// In-order bytes of payload type 11.
+    Stderr(Bytes),
+    /// Payload type 12, parsed.
+    ExitCode(i32),
+    /// The agent declared a session type in its handshake request.
+    SessionType(String),
+    /// The handshake finished; a non-empty message is meant for the user.
+    HandshakeComplete { customer_message: String },
+    /// The service sent channel_closed: the session is over. `output` is its reason text.
+    Closed { output: String },
+    /// `close()` finished; `unacked_bytes` of input were still unacknowledged when it gave up.
+    LocallyClosed { unacked_bytes: usize },
+    /// A fatal error; reported once, then returned by every command.
+    Lost { reason: ChannelError },
+}
+
+/// Counters for diagnostics and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    pub frames_rejected: u64,
+    pub duplicates_received: u64,
+    pub reordered_buffered: u64,
+    pub reorder_dropped: u64,
+    pub retransmits: u64,
+    pub acks_sent: u64,
+    pub unmatched_acks: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    Retransmit,
+    Keepalive,
+    PongDeadline,
+    CloseLinger,
+}
+
+const TIMER_COUNT: usize = 4;
+
+impl Timer {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Default)]
+struct TimerTable([Option<Instant>; TIMER_COUNT]);
+
+impl TimerTable {
+    fn set(&mut self, timer: Timer, deadline: Instant) {
+        self.0[timer.index()] = Some(deadline);
+    }
+
+    fn stop(&mut self, timer: Timer) {
+        self.0[timer.index()] = None;
+    }
+
+    fn get(&self, timer: Timer) -> Option<Instant> {
+        self.0[timer.index()]
+    }
+
+    fn is_expired(&self, timer: Timer, now: Instant) -> bool {
+        self.get(timer).is_some_and(|deadline| deadline <= now)
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.0.iter().flatten().min().copied()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// `close()` was called: no new input, waiting for acks.
+    Closing,
+    /// channel_closed received, `close()` done, or a fatal error.
+    Closed,
+}
+
+/// One stream message we sent (or will send) and that is not acknowledged yet.
+#[derive(Debug)]
+struct Unacked {
+    wire: Bytes,
+    payload_len: usize,
+    last_sent: Option<Instant>,
+    retransmits: u32,
+    /// Already in `retransmit_queue` (keeps the queue free of repeats without a scan).
+    queued_for_retransmit: bool,
+}
+
+/// The unacked messages, indexed by sequence number (acks remove entries out of order).
+#[derive(Debug, Default)]
+struct SendBuffer {
+    first_seq: i64,
+    entries: VecDeque<Option<Unacked>>,
+    payload_bytes: usize,
+    live: usize,
+}
+
+impl SendBuffer {
+    fn slot(&mut self, seq: i64) -> Option<&mut Option<Unacked>> {
+        let index = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
+        self.entries.get_mut(index)
+    }
+
+    fn get_mut(&mut self, seq: i64) -> Option<&mut Unacked> {
+        self.slot(seq)?.as_mut()
+    }
+
+    fn push(&mut self, seq: i64, entry: Unacked) {
+        if self.entries.is_empty() {
+            self.first_seq = seq;
+        }
+        self.payload_bytes += entry.payload_len;
+        self.live += 1;
+        self.entries.push_back(Some(entry));
+    }
+
+    fn remove(&mut self, seq: i64) -> Option<Unacked> {
+        let entry = self.slot(seq)?.take()?;
+        self.payload_bytes -= entry.payload_len;
+        self.live -= 1;
+        while matches!(self.entries.front(), Some(None)) {
+            self.entries.pop_front();
+            self.first_seq += 1;
+        }
+        Some(entry)
+    }
+
+    fn oldest(&self) -> Option<(i64, &Unacked)> {
+        let entry = self.entries.front()?.as_ref()?;
+        Some((self.first_seq, entry))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (i64, &Unacked)> {
+        (self.first_seq..)
+            .zip(self.entries.iter())
+            .filter_map(|(seq, entry)| Some((seq, entry.as_ref()?)))
+    }
+}
+
+/// Round-trip estimation and the retransmission timeout (§8.4), plus exponential backoff.
+#[derive(Debug)]
+struct RttEstimator {
+    srtt: Duration,
+    rttvar: Duration,
+    rto: Duration,
+    backoff: u32,
+}
+
+impl RttEstimator {
+    fn new() -> Self {
+        Self {
+            srtt: INITIAL_SRTT,
+            rttvar: Duration::ZERO,
+            rto: INITIAL_RTO,
+            backoff: 0,
+        }
+    }
+
+    fn sample(&mut self, rtt: Duration) {
+        let deviation = self.srtt.abs_diff(rtt);
+        self.rttvar = self.rttvar.mul_f64(0.75) + deviation.mul_f64(0.25);
+        self.srtt = self.srtt.mul_f64(0.875) + rtt.mul_f64(0.125);
+        self.rto = MAX_RTO.min(self.srtt + CLOCK_GRANULARITY.max(self.rttvar * 4));
+    }
+
+    /// The timeout in force: the RTO doubled once per consecutive expiry, capped.
+    fn current(&self) -> Duration {
+        let factor = 1u32 << self.backoff.min(16);
+        MAX_BACKED_OFF_RTO.min(self.rto.saturating_mul(factor))
+    }
+}
+
+/// Random v4 message ids from a splitmix64 stream (one OS seed, no syscall per message).
+#[derive(Debug)]
+struct IdGenerator(u64);
+
+impl IdGenerator {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn next_id(&mut self) -> Uuid {
+        let high = self.next_u64().to_be_bytes();
+        let low = self.next_u64().to_be_bytes();
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&high);
+        bytes[8..].copy_from_slice(&low);
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
+}
+
+/// The client session core.
+///
+/// # Call order
+/// 1. [`Session::new`] queues the OpenDataChannel text frame (and a first ping).
+/// 2. After every input — [`handle_frame`](Self::handle_frame) for each websocket message,
+///    [`handle_pong`](Self::handle_pong), [`handle_timeout`](Self::handle_timeout) when the
+///    deadline from [`poll_timeout`](Self::poll_timeout) has passed, or a command
+///    ([`send_input`](Self::send_input), [`send_resize`](Self::send_resize),
+///    [`close`](Self::close), [`reconnect`](Self::reconnect)) — drain
+///    [`poll_transmit`](Self::poll_transmit) until `None` and write what it yields in order,
+///    drain [`poll_event`](Self::poll_event), then re-arm one timer at `poll_timeout()`.
+/// 3. Feed input only while [`can_send`](Self::can_send) is true; this bounds memory.
+/// 4. Stop when [`is_closed`](Self::is_closed) is true and `poll_transmit` is empty.
+///
+/// Calling `handle_timeout` early or twice is harmless: it acts only on expired deadlines.
+///
+/// # Notes for drivers
+/// - A dropped websocket that will be retried is not a failure: call
+///   [`reconnect`](Self::reconnect) on the new socket instead of [`fail`](Self::fail).
+/// - When the agent handshakes (never for ECS Exec without KMS), it discards input that
+///   arrives before the handshake finishes (brief §8.2): wait for
+///   [`Event::HandshakeComplete`] before sending input in such sessions.
+pub struct Session {
+    config: SessionConfig,
+    clock: Box<dyn Clock>,
+    ids: IdGenerator,
+    state: State,
+    error: Option<ChannelError>,
+    token: String,
+    open_pending: bool,
+    ping_pending: bool,
+
+    next_send_seq: i64,
+    send_buffer: SendBuffer,
+    unsent: VecDeque<i64>,
+    retransmit_queue: VecDeque<i64>,
+    control_queue: VecDeque<Bytes>,
+    rtt: RttEstimator,
+    paused: bool,
+
+    expected_seq: i64,
+    reorder: BTreeMap<i64, Frame>,
+    reorder_bytes: usize,
+
+    handshake_seen: bool,
+    last_size: Option<TerminalSize>,
+    events: VecDeque<Event>,
+    timers: TimerTable,
+    stats: SessionStats,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("state", &self.state)
+            .field("next_send_seq", &self.next_send_seq)
+            .field("expected_seq", &self.expected_seq)
+            .field("unacked_bytes", &self.send_buffer.payload_bytes)
+            .field("paused", &self.paused)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A session that will authenticate with `token` (from ExecuteCommand or a resume).
+    pub fn new(config: SessionConfig, token: &str, clock: Box<dyn Clock>, now: Instant) -> Self {
+        let seed = config
+            .id_seed
+            .unwrap_or_else(|| Uuid::new_v4().as_u64_pair().0);
+        let mut session = Self {
+            ids: IdGenerator(seed),
+            clock,
+            state: State::Open,
+            error: None,
+            token: token.to_owned(),
+            open_pending: true,
+            ping_pending: false,
+            next_send_seq: 0,
+            send_buffer: SendBuffer::default(),
+            unsent: VecDeque::new(),
+            retransmit_queue: VecDeque::new(),
+            control_queue: VecDeque::new(),
+            rtt: RttEstimator::new(),
+            paused: false,
+            expected_seq: 0,
+            reorder: BTreeMap::new(),
+            reorder_bytes: 0,
+            handshake_seen: false,
+            last_size: None,
+            events: VecDeque::new(),
+            timers: TimerTable::default(),
+            stats: SessionStats::default(),
+            config,
+        };
+        session.config.max_input_payload = session.config.max_input_payload.max(1);
+        session.start_keepalive(now);
+        session
+    }
+
+    // ----- getters -----
+
+    /// The service asked us to stop publishing (pause_publication) and has not resumed us.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Some stream message we sent is not acknowledged yet.
+    pub fn has_unacked(&self) -> bool {
+        self.send_buffer.live > 0
+    }
+
+    /// Payload bytes sent (or queued) and not yet acknowledged.
+    pub fn unacked_bytes(&self) -> usize {
+        self.send_buffer.payload_bytes
+    }
+
+    /// The session is over (channel_closed, `close()` finished, or a fatal error).
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The sticky fatal error, if any.
+    pub fn error(&self) -> Option<&ChannelError> {
+        self.error.as_ref()
+    }
+
+    /// True while more input may be given without exceeding the unacked bound.
+    pub fn can_send(&self) -> bool {
+        self.state == State::Open
+            && self.send_buffer.payload_bytes < self.config.max_unacked_bytes
+            && self.send_buffer.live < self.config.max_unacked_frames
+    }
+
+    /// Sequence number the next outgoing stream message will get.
+    pub fn next_sequence_number(&self) -> i64 {
+        self.next_send_seq
+    }
+
+    /// Sequence number of the next in-order message expected from the agent.
+    pub fn expected_sequence_number(&self) -> i64 {
+        self.expected_seq
+    }
+
+    /// Messages held in the out-of-order buffer, and their payload bytes.
+    pub fn reorder_buffered(&self) -> (usize, usize) {
+        (self.reorder.len(), self.reorder_bytes)
+    }
+
+    /// The retransmission timeout now in force (including backoff).
+    pub fn retransmission_timeout(&self) -> Duration {
+        self.rtt.current()
+    }
+
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    // ----- commands -----
+
+    /// Queues `data` as input (payload type 1), split into payloads of at most
+    /// `max_input_payload` bytes. Empty input sends nothing. The caller bounds memory by
+    /// giving input only while [`can_send`](Self::can_send) is true.
+    pub fn send_input(&mut self, data: Bytes) -> Result<(), ChannelError> {
+        self.check_open()?;
+        let chunk = self.config.max_input_payload;
+        let mut offset = 0;
+        while offset < data.len() {
+            let end = data.len().min(offset + chunk);
+            self.queue_stream(PayloadType::Output, data.slice(offset..end));
+            offset = end;
+        }
+        Ok(())
+    }
+
+    /// Queues a terminal size message (payload type 3).
+    pub fn send_resize(&mut self, cols: u32, rows: u32) -> Result<(), ChannelError> {
+        self.check_open()?;
+        let size = TerminalSize { cols, rows };
+        self.last_size = Some(size);
+        self.queue_stream(PayloadType::Size, size.to_bytes());
+        Ok(())
+    }
+
+    /// Ends the session from our side: no more input; once every input message is
+    /// acknowledged (or `close_linger` passes) the session reports [`Event::LocallyClosed`].
+    /// The protocol has no client close message; the driver then closes the websocket.
+    pub fn close(&mut self, now: Instant) {
+        if self.state != State::Open {
+            return;
+        }
+        self.state = State::Closing;
+        self.timers
+            .set(Timer::CloseLinger, now + self.config.close_linger);
+        self.finish_close_if_drained();
+    }
+
+    /// Prepares for a new websocket after the old one dropped: queues a fresh OpenDataChannel
+    /// with `token` (same client id, new request id) and retransmits every unacked message.
+    /// Sequence numbers, both buffers and the RTT estimate carry on.
+    pub fn reconnect(&mut self, now: Instant, token: &str) -> Result<(), ChannelError> {
+        if let Some(error) = &self.error {
+            return Err(error.clone());
+        }
+        if self.state == State::Closed {
+            return Err(ChannelError::SessionClosed);
+        }
+        self.token = token.to_owned();
+        self.open_pending = true;
+        self.paused = false;
+        // Acks queued for the old socket are dropped; the agent's retransmissions get re-acked.
+        self.control_queue.clear();
+        self.retransmit_queue.clear();
+        self.unsent.clear();
+        let seqs: Vec<i64> = self.send_buffer.iter().map(|(seq, _)| seq).collect();
+        for seq in seqs {
+            if let Some(entry) = self.send_buffer.get_mut(seq) {
+                entry.queued_for_retransmit = false;
+                if entry.last_sent.is_some() {
+                    entry.queued_for_retransmit = true;
+                    self.retransmit_queue.push_back(seq);
+                } else {
+                    self.unsent.push_back(seq);
+                }
+            }
+        }
+        self.timers.stop(Timer::Retransmit);
+        self.timers.stop(Timer::PongDeadline);
+        self.start_keepalive(now);
+        Ok(())
+    }
+
+    /// Records a failure found by the driver (e.g. the socket closed); it becomes sticky.
+    pub fn fail(&mut self, reason: ChannelError) {
+        if self.error.is_none() {
+            self.error = Some(reason.clone());
+            self.state = State::Closed;
+            self.timers = TimerTable::default();
+            // Queued acks and first transmissions may still flush; retransmissions stop.
+            self.retransmit_queue.clear();
+            self.events.push_back(Event::Lost { reason });
+        }
+    }
+
+    // ----- inputs -----
+
+    /// A websocket pong arrived.
+    pub fn handle_pong(&mut self, _now: Instant) {
+        self.timers.stop(Timer::PongDeadline);
+    }
+
+    /// One websocket message (binary, or a late text message, which is parsed the same way).
+    /// Malformed frames are counted and dropped; they are never fatal.
+    pub fn handle_frame(&mut self, now: Instant, bytes: Bytes) {
+        self.timers.stop(Timer::PongDeadline);
+        if self.state == State::Closed {
+            return;
+        }
+        let frame = match Frame::decode_shared(&bytes) {
+            Ok(frame) => frame,
+            Err(error) => {
+                self.stats.frames_rejected += 1;
+                tracing::debug!(%error, "dropping malformed frame");
+                return;
+            }
+        };
+        match &frame.message_type {
+            MessageType::OutputStreamData | MessageType::InputStreamData => {
+                self.resume(now);
+                self.handle_stream(frame);
+            }
+            MessageType::Acknowledge => {
+                self.resume(now);
+                self.handle_ack(now, &frame);
+            }
+            MessageType::ChannelClosed => self.handle_channel_closed(&frame),
+            MessageType::PausePublication => {
+                self.paused = true;
+                self.timers.stop(Timer::Retransmit);
+            }
+            MessageType::StartPublication => self.resume(now),
+            other => tracing::debug!(message_type = %other, "ignoring message type"),
+        }
+        self.finish_close_if_drained();
+    }
+
+    /// Un-pauses (start_publication, or any stream data or ack, as the agent does) and
+    /// restarts the retransmission timer that pausing stopped.
+    fn resume(&mut self, now: Instant) {
+        if !self.paused {
+            return;
+        }
+        self.paused = false;
+        if self.state != State::Closed
+            && self
+                .send_buffer
+                .iter()
+                .any(|(_, entry)| entry.last_sent.is_some())
+        {
+            self.timers.set(Timer::Retransmit, now + self.rtt.current());
+        }
+    }
+
+    /// Acts on every timer whose deadline is at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.timers.is_expired(Timer::PongDeadline, now) {
+            self.fail(ChannelError::PongTimeout {
+                timeout: self.config.pong_timeout,
+            });
+            return;
+        }
+        if self.timers.is_expired(Timer::CloseLinger, now) {
+            self.timers.stop(Timer::CloseLinger);
+            if self.state == State::Closing {
+                self.state = State::Closed;
+                self.events.push_back(Event::LocallyClosed {
+                    unacked_bytes: self.send_buffer.payload_bytes,
+                });
+                self.timers = TimerTable::default();
+                return;
+            }
+        }
+        if self.timers.is_expired(Timer::Keepalive, now) {
+            self.ping_pending = true;
+            if let Some(interval) = self.config.keepalive_interval {
+                self.timers.set(Timer::Keepalive, now + interval);
+            }
+        }
+        if self.timers.is_expired(Timer::Retransmit, now) {
+            self.on_retransmit_timeout(now);
+        }
+    }
+
+    // ----- outputs -----
+
+    /// The next websocket message to write, if any. `now` is when it is written (RTT sampling).
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if self.open_pending {
+            self.open_pending = false;
+            let open = OpenDataChannel::client(
+                &self.ids.next_id().hyphenated().to_string(),
+                &self.token,
+                &self.config.client_id.hyphenated().to_string(),
+                &self.config.client_version,
+            );
+            return Some(Transmit::Text(open.to_json()));
+        }
+        if self.ping_pending {
+            self.ping_pending = false;
+            if self.timers.get(Timer::PongDeadline).is_none() {
+                self.timers
+                    .set(Timer::PongDeadline, now + self.config.pong_timeout);
+            }
+            return Some(Transmit::Ping(Bytes::from_static(PING_PAYLOAD)));
+        }
+        if let Some(control) = self.control_queue.pop_front() {
+            return Some(Transmit::Binary(control));
+        }
+        if self.paused || (self.state == State::Closed && self.error.is_none()) {
+            return None;
+        }
+        while let Some(seq) = self.retransmit_queue.pop_front() {
+            if let Some(wire) = self.mark_sent(seq, now) {
+                return Some(Transmit::Binary(wire));
+            }
+        }
+        while let Some(seq) = self.unsent.pop_front() {
+            if let Some(wire) = self.mark_sent(seq, now) {
+                return Some(Transmit::Binary(wire));
+            }
+        }
+        None
+    }
+
+    /// The earliest deadline at which [`handle_timeout`](Self::handle_timeout) must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// The next event for the user, in order.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ----- internals -----
+
+    fn check_open(&self) -> Result<(), ChannelError> {
+        if let Some(error) = &self.error {
+            return Err(error.clone());
+        }
+        match self.state {
+            State::Open => Ok(()),
+            State::Closing | State::Closed => Err(ChannelError::SessionClosed),
+        }
+    }
+
+    fn start_keepalive(&mut self, now: Instant) {
+        if let Some(interval) = self.config.keepalive_interval {
+            self.ping_pending = true;
+            self.timers.set(Timer::Keepalive, now + interval);
+        }
+    }
+
+    /// Assigns the next sequence number and buffers the frame before it can be written
+    /// (the plugin's send-then-buffer race, §14 #3, cannot happen).
+    fn queue_stream(&mut self, payload_type: PayloadType, payload: Bytes) {
+        let seq = self.next_send_seq;
+        self.next_send_seq += 1;
+        let frame = Frame::stream(
+            MessageType::InputStreamData,
+            seq,
+            payload_type,
+            payload,
+            self.clock.unix_millis(),
+            self.ids.next_id(),
+        );
+        let payload_len = frame.payload.len();
+        self.send_buffer.push(
+            seq,
+            Unacked {
+                wire: frame.to_bytes(),
+                payload_len,
+                last_sent: None,
+                retransmits: 0,
+                queued_for_retransmit: false,
+            },
+        );
+        self.unsent.push_back(seq);
+    }
+
+    /// Records that `seq` is being written now; `None` if it was acked meanwhile.
+    fn mark_sent(&mut self, seq: i64, now: Instant) -> Option<Bytes> {
+        let max_retransmits = self.config.max_retransmits;
+        let timeout = self.rtt.current();
+        let entry = self.send_buffer.get_mut(seq)?;
+        entry.queued_for_retransmit = false;
+        if entry.last_sent.is_some() {
+            if entry.retransmits >= max_retransmits {
+                let attempts = entry.retransmits;
+                self.fail(ChannelError::RetransmitExhausted {
+                    sequence_number: seq,
+                    attempts,
+                });
+                return None;
+            }
+            entry.retransmits += 1;
+            self.stats.retransmits += 1;
+        }
+        entry.last_sent = Some(now);
+        let wire = entry.wire.clone();
+        if self.error.is_none() && self.timers.get(Timer::Retransmit).is_none() {
+            self.timers.set(Timer::Retransmit, now + timeout);
+        }
+        Some(wire)
+    }
+
+    fn on_retransmit_timeout(&mut self, now: Instant) {
+        self.timers.stop(Timer::Retransmit);
+        if self.paused {
+            return;
+        }
+        let timeout = self.rtt.current();
+        let expired: Vec<i64> = self
+            .send_buffer
+            .iter()
+            .filter(|(_, entry)| entry.last_sent.is_some_and(|sent| sent + timeout <= now))
+            .map(|(seq, _)| seq)
+            .collect();
+        if expired.is_empty() {
+            // Acks arrived for the old ones; wait for the next-oldest in-flight message.
+            if let Some(sent) = self
+                .send_buffer
+                .iter()
+                .filter_map(|(_, entry)| entry.last_sent)
+                .min()
+            {
+                self.timers.set(Timer::Retransmit, sent + timeout);
+            }
+            return;
+        }
+        for seq in expired {
+            self.queue_retransmit(seq);
+        }
+        self.rtt.backoff = self.rtt.backoff.saturating_add(1);
+        self.timers.set(Timer::Retransmit, now + self.rtt.current());
+    }
+
+    fn handle_ack(&mut self, now: Instant, frame: &Frame) {
+        let ack = match Acknowledge::from_payload(&frame.payload) {
+            Ok(ack) => ack,
+            Err(error) => {
+                self.stats.frames_rejected += 1;
+                tracing::debug!(%error, "dropping unreadable acknowledge");
+                return;
+            }
+        };
+        let seq = ack.acknowledged_message_sequence_number;
+        let Some(entry) = self.send_buffer.remove(seq) else {
+            // Agents re-ack duplicates; an ack for something gone is normal.
+            self.stats.unmatched_acks += 1;
+            return;
+        };
+        if let Some(sent) = entry.last_sent {
+            // Karn's rule: a retransmitted message gives no RTT sample.
+            if entry.retransmits == 0 {
+                self.rtt.sample(now.saturating_duration_since(sent));
+                self.rtt.backoff = 0;
+            }
+        }
+        if self.send_buffer.live == 0 {
+            self.timers.stop(Timer::Retransmit);
+            return;
+        }
+        // New data acknowledged: restart the timer (RFC 6298 5.3), and resend the oldest
+        // message at once if it has already outlived the timeout (a hole the acks skip over).
+        let timeout = self.rtt.current();
+        self.timers.set(Timer::Retransmit, now + timeout);
+        if let Some((oldest, entry)) = self.send_buffer.oldest()
+            && entry.last_sent.is_some_and(|sent| sent + timeout <= now)
+        {
+            self.queue_retransmit(oldest);
+        }
+    }
+
+    fn queue_retransmit(&mut self, seq: i64) {
+        if let Some(entry) = self.send_buffer.get_mut(seq)
+            && !entry.queued_for_retransmit
+        {
+            entry.queued_for_retransmit = true;
+            self.retransmit_queue.push_back(seq);
+        }
+    }
+
+    fn send_ack(&mut self, frame: &Frame) {
+        let ack = Frame::acknowledge(frame, self.clock.unix_millis(), self.ids.next_id());
+        let mut wire = BytesMut::with_capacity(ack.encoded_len());
+        ack.encode(&mut wire);
+        self.control_queue.push_back(wire.freeze());
+        self.stats.acks_sent += 1;
+    }
+
+    fn handle_stream(&mut self, frame: Frame) {
+        let seq = frame.sequence_number;
+        if seq < self.expected_seq {
+            // Our earlier ack was lost (or the sender raced it): ack again so it stops resending.
+            self.stats.duplicates_received += 1;
+            self.send_ack(&frame);
+            return;
+        }
+        if seq > self.expected_seq {
+            let ahead = u64::try_from(seq - self.expected_seq).unwrap_or(u64::MAX);
+            let fits = ahead <= self.config.max_reorder_frames as u64
+                && self.reorder_bytes + frame.payload.len() <= self.config.max_reorder_bytes;
+            if !fits && !self.reorder.contains_key(&seq) {
+                // No room: drop without an ack, the sender will retransmit.
+                self.stats.reorder_dropped += 1;
+                return;
+            }
+            self.send_ack(&frame);
+            self.stats.reordered_buffered += 1;
+            let payload_len = frame.payload.len();
+            if let Some(previous) = self.reorder.insert(seq, frame) {
+                self.reorder_bytes -= previous.payload.len();
+            }
+            self.reorder_bytes += payload_len;
+            return;
+        }
+        self.send_ack(&frame);
+        self.process_in_order(frame);
+        while let Some(next) = self.reorder.remove(&self.expected_seq) {
+            self.reorder_bytes -= next.payload.len();
+            self.process_in_order(next);
+            if self.state == State::Closed {
+                break;
+            }
+        }
+    }
+
+    fn process_in_order(&mut self, frame: Frame) {
+        self.expected_seq += 1;
+        match frame.payload_type {
+            PayloadType::Output => {
+                if !frame.payload.is_empty() {
+                    self.events.push_back(Event::Output(frame.payload));
+                }
+            }
+            PayloadType::StdErr => {
+                if !frame.payload.is_empty() {
+                    self.events.push_back(Event::Stderr(frame.payload));
+                }
+            }
+            PayloadType::ExitCode => match payload::parse_exit_code(&frame.payload) {
+                Some(code) => self.events.push_back(Event::ExitCode(code)),
+                None => tracing::warn!("ignoring an unreadable exit code message"),
+            },
+            PayloadType::HandshakeRequest => self.handle_handshake_request(&frame.payload),
+            PayloadType::HandshakeComplete => {
+                let complete = HandshakeComplete::from_payload(&frame.payload).unwrap_or_default();
+                self.events.push_back(Event::HandshakeComplete {
+                    customer_message: complete.customer_message,
+                });
+            }
+            other => tracing::debug!(payload_type = other.as_u32(), "ignoring payload type"),
+        }
+    }
+
+    fn handle_handshake_request(&mut self, payload: &[u8]) {
+        let request = match HandshakeRequest::from_payload(payload) {
+            Ok(request) => request,
+            Err(error) => {
+                self.fail(
+                    HandshakeError::InvalidRequest {
+                        reason: error.to_string(),
+                    }
+                    .into(),
+                );
+                return;
+            }
+        };
+        self.handshake_seen = true;
+        let mut kms_key = None;
+        let mut processed = Vec::with_capacity(request.requested_client_actions.len());
+        for requested in &request.requested_client_actions {
+            let (status, error) = match requested.action_type.as_str() {
+                action::SESSION_TYPE => {
+                    if let Some(session_type) = requested.session_type_name() {
+                        self.events
+                            .push_back(Event::SessionType(session_type.to_owned()));
+                    }
+                    (action_status::SUCCESS, String::new())
+                }
+                action::KMS_ENCRYPTION => {
+                    let key_id = requested
+                        .action_parameters
+                        .get("KMSKeyId")
+                        .and_then(|value| value.as_str())
+                        .unwrap_or("unknown")
+                        .to_owned();
+                    kms_key = Some(key_id);
+                    (
+                        action_status::UNSUPPORTED,
+                        "KMS encryption is not supported by this client".to_owned(),
+                    )
+                }
+                other => (
+                    action_status::UNSUPPORTED,
+                    format!("Unsupported action {other}"),
+                ),
+            };
+            processed.push(ProcessedClientAction {
+                action_type: requested.action_type.clone(),
+                action_status: status,
+                action_result: serde_json::Value::Null,
+                error,
+            });
+        }
+        let response = HandshakeResponse {
+            client_version: self.config.client_version.clone(),
+            processed_client_actions: processed,
+            errors: Vec::new(),
+        };
+        self.queue_stream(PayloadType::HandshakeResponse, response.to_bytes());
+        if let Some(key_id) = kms_key {
+            // The response still goes out (fatal errors let queued frames flush).
+            self.fail(HandshakeError::KmsEncryptionUnsupported { key_id }.into());
+            return;
+        }
+        // A size sent before the request was discarded by the agent; send it again after.
+        if let Some(size) = self.last_size {
+            self.queue_stream(PayloadType::Size, size.to_bytes());
+        }
+    }
+
+    fn handle_channel_closed(&mut self, frame: &Frame) {
+        let closed = ChannelClosed::from_payload(&frame.payload).unwrap_or_default();
+        self.state = State::Closed;
+        self.timers = TimerTable::default();
+        self.unsent.clear();
+        self.retransmit_queue.clear();
+        self.events.push_back(Event::Closed {
+            output: closed.output,
+        });
+    }
+
+    fn finish_close_if_drained(&mut self) {
+        if self.state == State::Closing && self.send_buffer.live == 0 {
+            self.state = State::Closed;
+            self.timers = TimerTable::default();
+            self.events
+                .push_back(Event::LocallyClosed { unacked_bytes: 0 });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::frame::FixedClock;
+    use crate::channel::payload::RequestedClientAction;
+
+    const DATE: u64 = 1_700_000_000_000;
+
+    fn config() -> SessionConfig {
+        SessionConfig {
+            client_id: Uuid::from_u128(0x1234),
+            keepalive_interval: None,
+            id_seed: Some(7),
+            ..SessionConfig::default()
+        }
+    }
+
+    fn session_with(config: SessionConfig, now: Instant) -> Session {
+        let mut session = Session::new(config, "tok", Box::new(FixedClock(DATE)), now);
+        assert!(matches!(
+            session.poll_transmit(now),
+            Some(Transmit::Text(_))
+        ));
+        session
+    }
+
+    fn session(now: Instant) -> Session {
+        session_with(config(), now)
+    }
+
+    /// Every binary frame queued now, decoded.
+    fn drain(session: &mut Session, now: Instant) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Some(transmit) = session.poll_transmit(now) {
+            if let Transmit::Binary(bytes) = transmit {
+                frames.push(Frame::decode(&bytes).expect("session frames decode"));
+            }
+        }
+        frames
+    }
+
+    fn events(session: &mut Session) -> Vec<Event> {
+        std::iter::from_fn(|| session.poll_event()).collect()
+    }
+
+    fn output(seq: i64, payload_type: PayloadType, payload: &'static [u8]) -> Bytes {
+        Frame::stream(
+            MessageType::OutputStreamData,
+            seq,
+            payload_type,
+            Bytes::from_static(payload),
+            DATE,
+            Uuid::from_u128(seq as u128 + 1),
+        )
+        .to_bytes()
+    }
+
+    fn ack_of(frame: &Frame) -> Bytes {
+        Frame::acknowledge(frame, DATE, Uuid::from_u128(99)).to_bytes()
+    }
+
+    fn control(message_type: MessageType, payload: Bytes) -> Bytes {
+        Frame::control(message_type, payload, DATE, Uuid::from_u128(5)).to_bytes()
+    }
+
+    fn acked_seqs(frames: &[Frame]) -> Vec<i64> {
+        frames
+            .iter()
+            .filter(|frame| frame.message_type == MessageType::Acknowledge)
+            .map(|frame| {
+                Acknowledge::from_payload(&frame.payload)
+                    .expect("ack json")
+                    .acknowledged_message_sequence_number
+            })
+            .collect()
+    }
+
+    #[test]
+    fn opens_with_the_text_frame_then_a_ping() {
+        let now = Instant::now();
+        let mut config = config();
+        config.keepalive_interval = Some(Duration::from_secs(5));
+        let mut session = Session::new(config, "tok-1", Box::new(FixedClock(DATE)), now);
+        let Some(Transmit::Text(text)) = session.poll_transmit(now) else {
+            panic!("first transmit must be the OpenDataChannel text");
+        };
+        let open = OpenDataChannel::from_json(&text).expect("json");
+        assert_eq!(open.token_value, "tok-1");
+        assert_eq!(open.client_id, Uuid::from_u128(0x1234).to_string());
+        assert_eq!(open.message_schema_version, "1.0");
+        assert!(matches!(
+            session.poll_transmit(now),
+            Some(Transmit::Ping(_))
+        ));
+        assert_eq!(session.poll_transmit(now), None);
+        assert!(!format!("{:?}", Transmit::Text(text)).contains("tok-1"));
+    }
+
+    #[test]
+    fn input_is_chunked_numbered_and_never_empty() {
+        let now = Instant::now();
+        let mut session = session(now);
+        session.send_input(Bytes::new()).expect("open");
+        assert!(drain(&mut session, now).is_empty());
+        session
+            .send_input(Bytes::from(vec![7u8; 2500]))
+            .expect("open");
+        session.send_resize(80, 24).expect("open");
+        let frames = drain(&mut session, now);
+        let shape: Vec<_> = frames
+            .iter()
+            .map(|f| (f.sequence_number, f.payload_type, f.payload.len()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (0, PayloadType::Output, 1024),
+                (1, PayloadType::Output, 1024),
+                (2, PayloadType::Output, 452),
+                (3, PayloadType::Size, 21),
+            ]
+        );
+        assert!(
+            frames
+                .iter()
+                .all(|f| f.message_type == MessageType::InputStreamData)
+        );
+        assert_eq!(session.unacked_bytes(), 2500 + 21);
+    }
+
+    #[test]
+    fn an_ack_right_after_the_write_clears_the_message_for_good() {
+        let now = Instant::now();
+        let mut session = session(now);
+        session.send_input(Bytes::from_static(b"k")).expect("open");
+        let frames = drain(&mut session, now);
+        session.handle_frame(now, ack_of(&frames[0]));
+        assert!(!session.has_unacked());
+        assert_eq!(session.poll_timeout(), None);
+        session.handle_timeout(now + Duration::from_secs(5));
+        assert!(drain(&mut session, now + Duration::from_secs(5)).is_empty());
+        assert_eq!(session.stats().retransmits, 0);
+    }
+
+    #[test]
+    fn retransmits_after_the_rto_with_exponential_backoff() {
+        let start = Instant::now();
+        let mut session = session(start);
+        session.send_input(Bytes::from_static(b"x")).expect("open");
+        assert_eq!(drain(&mut session, start).len(), 1);
+        let mut now = start;
+        let mut gaps = Vec::new();
+        for _ in 0..4 {
+            let deadline = session.poll_timeout().expect("retransmit timer armed");
+            // Early timeouts do nothing.
+            session.handle_timeout(deadline - Duration::from_millis(1));
+            assert!(drain(&mut session, deadline).is_empty());
+            session.handle_timeout(deadline);
+            let resent = drain(&mut session, deadline);
+            assert_eq!(resent.len(), 1);
+            assert_eq!(resent[0].sequence_number, 0);
+            gaps.push(deadline - now);
+            now = deadline;
+        }
+        let millis: Vec<u128> = gaps.iter().map(Duration::as_millis).collect();
+        assert_eq!(millis, vec![200, 400, 800, 1600]);
+        assert_eq!(session.stats().retransmits, 4);
+    }
+
+    #[test]
+    fn rto_follows_section_8_4_and_karns_rule() {
+        let start = Instant::now();
+        let mut session = session(start);
+        session.send_input(Bytes::from_static(b"a")).expect("open");
+        let first = drain(&mut session, start);
+        session.handle_frame(start + Duration::from_millis(50), ack_of(&first[0]));
+        // RTTVAR = 0.25*|100-50| = 12.5; SRTT = 93.75; RTO = 93.75 + max(10, 50) = 143.75 ms.
+        assert_eq!(
+            session.retransmission_timeout(),
+            Duration::from_micros(143_750)
+        );
+
+        // A retransmitted message's ack gives no sample (Karn) but resets nothing else.
+        let t1 = start + Duration::from_secs(1);
+        session.send_input(Bytes::from_static(b"b")).expect("open");
+        let second = drain(&mut session, t1);
+        let deadline = session.poll_timeout().expect("timer");
+        session.handle_timeout(deadline);
+        assert_eq!(drain(&mut session, deadline).len(), 1);
+        assert_eq!(
+            session.retransmission_timeout(),
+            Duration::from_micros(287_500),
+            "backed off once"
+        );
+        session.handle_frame(deadline + Duration::from_millis(900), ack_of(&second[0]));
+        assert_eq!(
+            session.retransmission_timeout(),
+            Duration::from_micros(287_500),
+            "no RTT sample from a retransmitted message"
+        );
+    }
+
+    #[test]
+    fn gives_up_after_max_retransmits_with_a_sticky_error() {
+        let mut now = Instant::now();
+        let mut config = config();
+        config.max_retransmits = 2;
+        let mut session = session_with(config, now);
+        session.send_input(Bytes::from_static(b"x")).expect("open");
+        drain(&mut session, now);
+        for _ in 0..3 {
+            now = session.poll_timeout().unwrap_or(now);
+            session.handle_timeout(now);
+            drain(&mut session, now);
+        }
+        let expected = ChannelError::RetransmitExhausted {
+            sequence_number: 0,
+            attempts: 2,
+        };
+        assert_eq!(
+            events(&mut session),
+            vec![Event::Lost {
+                reason: expected.clone()
+            }]
+        );
+        assert!(session.is_closed());
+        assert_eq!(
+            session.send_input(Bytes::from_static(b"y")),
+            Err(expected.clone())
+        );
+        assert_eq!(session.send_resize(1, 1), Err(expected));
+        assert_eq!(session.poll_timeout(), None);
+    }
+
+    #[test]
+    fn output_is_acked_delivered_once_and_duplicates_are_re_acked() {
+        let now = Instant::now();
+        let mut session = session(now);
+        session.handle_frame(now, output(0, PayloadType::Output, b"hi"));
+        session.handle_frame(now, output(0, PayloadType::Output, b"hi"));
+        let frames = drain(&mut session, now);
+        assert_eq!(acked_seqs(&frames), vec![0, 0]);
+        assert_eq!(
+            events(&mut session),
+            vec![Event::Output(Bytes::from_static(b"hi"))]
+        );
+        assert_eq!(session.stats().duplicates_received, 1);
+    }
+
+    #[test]
+    fn output_before_a_lost_first_message_waits_for_the_gap() {
+        let now = Instant::now();
+        let mut session = session(now);
+        session.handle_frame(now, output(2, PayloadType::Output, b"c"));
+        session.handle_frame(now, output(1, PayloadType::Output, b"b"));
+        assert!(events(&mut session).is_empty());
+        assert_eq!(acked_seqs(&drain(&mut session, now)), vec![2, 1]);
+        assert_eq!(session.reorder_buffered(), (2, 2));
+        session.handle_frame(now, output(0, PayloadType::Output, b"a"));
+        let delivered: Vec<_> = events(&mut session);
+        assert_eq!(
+            delivered,
+            vec![
+                Event::Output(Bytes::from_static(b"a")),
+                Event::Output(Bytes::from_static(b"b")),
+                Event::Output(Bytes::from_static(b"c")),
+            ]
+        );
+        assert_eq!(session.reorder_buffered(), (0, 0));
+        assert_eq!(session.expected_sequence_number(), 3);
+    }
+
+    #[test]
+    fn out_of_order_buffer_is_bounded_and_drops_without_ack() {
+        let now = Instant::now();
+        let mut config = config();
+        config.max_reorder_frames = 2;
+        config.max_reorder_bytes = 2;
+        let mut session = session_with(config, now);
+        session.handle_frame(now, output(3, PayloadType::Output, b"d"));
+        session.handle_frame(now, output(1, PayloadType::Output, b"b"));
+        session.handle_frame(now, output(2, PayloadType::Output, b"c"));
+        assert_eq!(acked_seqs(&drain(&mut session, now)), vec![1, 2]);
+        assert_eq!(session.stats().reorder_dropped, 1);
+        assert_eq!(session.reorder_buffered(), (2, 2));
+    }
+
+    #[test]
+    fn payload_types_are_routed_separately() {
+        let now = Instant::now();
+        let mut session = session(now);
+        session.handle_frame(now, output(0, PayloadType::Output, b"out"));
+        session.handle_frame(now, output(1, PayloadType::StdErr, b"err"));
+        session.handle_frame(now, output(2, PayloadType::ExitCode, b"EXIT_CODE: 3"));
+        session.handle_frame(now, output(3, PayloadType::Other(99), b"?"));
+        assert_eq!(
+            events(&mut session),
+            vec![
+                Event::Output(Bytes::from_static(b"out")),
+                Event::Stderr(Bytes::from_static(b"err")),
+                Event::ExitCode(3),
+            ]
+        );
+        assert_eq!(acked_seqs(&drain(&mut session, now)), vec![0, 1, 2, 3]);
+    }
+
+    fn handshake_request(actions: Vec<RequestedClientAction>) -> Bytes {
+        let request = HandshakeRequest {
+            agent_version: "3.3.0.0".to_owned(),
+            requested_client_actions: actions,
+        };
+        Frame::stream(
+            MessageType::OutputStreamData,
+            0,
+            PayloadType::HandshakeRequest,
+            request.to_bytes(),
+            DATE,
+            Uuid::from_u128(1),
+        )
+        .to_bytes()
+    }
+
+    #[test]
+    fn handshake_answers_session_type_and_resends_an_early_size() {
+        let now = Instant::now();
+        let mut session = session(now);
+        session.send_resize(100, 30).expect("open");
+        drain(&mut session, now);
+        session.handle_frame(
+            now,
+            handshake_request(vec![RequestedClientAction::session_type(
+                "NonInteractiveCommands",
+            )]),
+        );
+        let frames = drain(&mut session, now);
+        assert_eq!(acked_seqs(&frames), vec![0]);
+        let stream: Vec<_> = frames
+            .iter()
+            .filter(|f| f.message_type == MessageType::InputStreamData)
+            .collect();
+        assert_eq!(stream.len(), 2);
+        assert_eq!(stream[0].payload_type, PayloadType::HandshakeResponse);
+        assert_eq!(stream[0].sequence_number, 1);
+        let response = HandshakeResponse::from_payload(&stream[0].payload).expect("json");
+        assert_eq!(response.processed_client_actions.len(), 1);
+        assert_eq!(
+            response.processed_client_actions[0].action_status,
+            action_status::SUCCESS
+        );
+        assert_eq!(stream[1].payload_type, PayloadType::Size);
+        assert_eq!(stream[1].sequence_number, 2);
+
+        let complete = HandshakeComplete {
+            handshake_time_to_complete: 5,
+            customer_message: "hello".to_owned(),
+        };
+        let frame = Frame::stream(
+            MessageType::OutputStreamData,
+            1,
+            PayloadType::HandshakeComplete,
+            complete.to_bytes(),
+            DATE,
+            Uuid::from_u128(2),
+        );
+        session.handle_frame(now, frame.to_bytes());
+        assert_eq!(
+            events(&mut session),
+            vec![
+                Event::SessionType("NonInteractiveCommands".to_owned()),
+                Event::HandshakeComplete {
+                    customer_message: "hello".to_owned()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn kms_encryption_is_answered_unsupported_and_fails_clearly() {
+        let now = Instant::now();
+        let mut session = session(now);
+        let kms = RequestedClientAction {
+            action_type: action::KMS_ENCRYPTION.to_owned(),
+            action_parameters: serde_json::json!({"KMSKeyId": "arn:aws:kms:k"}),
+        };
+        session.handle_frame(
+            now,
+            handshake_request(vec![
+                RequestedClientAction::session_type("InteractiveCommands"),
+                kms,
+            ]),
+        );
+        let frames = drain(&mut session, now);
+        let response = frames
+            .iter()
+            .find(|f| f.payload_type == PayloadType::HandshakeResponse)
+            .expect("the response is still sent");
+        let response = HandshakeResponse::from_payload(&response.payload).expect("json");
+        let statuses: Vec<_> = response
+            .processed_client_actions
+            .iter()
+            .map(|a| a.action_status)
+            .collect();
+        assert_eq!(
+            statuses,
+            vec![action_status::SUCCESS, action_status::UNSUPPORTED]
+        );
+        let expected: ChannelError = HandshakeError::KmsEncryptionUnsupported {
+            key_id: "arn:aws:kms:k".to_owned(),
+        }
+        .into();
+        assert!(events(&mut session).contains(&Event::Lost {
+            reason: expected.clone()
+        }));
+        assert!(expected.to_string().contains("KMS encryption"));
+        assert_eq!(session.send_input(Bytes::from_static(b"x")), Err(expected));
+    }
+
+    #[test]
+    fn pause_publication_holds_new_frames_and_retransmissions() {
+        let now = Instant::now();
+        let mut session = session(now);
+        session.send_input(Bytes::from_static(b"1")).expect("open");
+        drain(&mut session, now);
+        session.handle_frame(now, control(MessageType::PausePublication, Bytes::new()));
+        assert!(session.is_paused());
+        session.send_input(Bytes::from_static(b"2")).expect("open");
+        session.handle_frame(now, output(0, PayloadType::Output, b"o"));
+        // Stream data un-pauses, as the agent does; pause again to test the hold.
+        session.handle_frame(now, control(MessageType::PausePublication, Bytes::new()));
+        let held = drain(&mut session, now);
+        assert_eq!(acked_seqs(&held), vec![0], "acks still flow while paused");
+        assert!(
+            held.iter()
+                .all(|f| f.message_type == MessageType::Acknowledge)
+        );
+        assert_eq!(
+            session.poll_timeout(),
+            None,
+            "no retransmission while paused"
+        );
+        let later = now + Duration::from_secs(3);
+        session.handle_frame(later, control(MessageType::StartPublication, Bytes::new()));
+        assert!(!session.is_paused());
+        let sent: Vec<_> = drain(&mut session, later)
+            .iter()
+            .map(|f| f.sequence_number)
+            .collect();
+        assert_eq!(sent, vec![1]);
+        assert!(session.poll_timeout().is_some());
+    }
+
+    #[test]
+    fn channel_closed_ends_the_session_with_its_output() {
+        let now = Instant::now();
+        let mut session = session(now);
+        session.send_input(Bytes::from_static(b"x")).expect("open");
+        let closed = ChannelClosed {
+            output: "Session terminated".to_owned(),
+            ..ChannelClosed::default()
+        };
+        session.handle_frame(now, control(MessageType::ChannelClosed, closed.to_bytes()));
+        assert_eq!(
+            events(&mut session),
+            vec![Event::Closed {
+                output: "Session terminated".to_owned()
+            }]
+        );
+        assert!(session.is_closed());
+        assert_eq!(session.poll_transmit(now), None);
+        assert_eq!(session.poll_timeout(), None);
+        assert_eq!(
+            session.send_input(Bytes::from_static(b"y")),
+            Err(ChannelError::SessionClosed)
+        );
+        session.handle_frame(now, output(0, PayloadType::Output, b"late"));
+        assert!(events(&mut session).is_empty());
+    }
+
+    #[test]
+    fn unanswered_ping_fails_with_pong_timeout_and_answered_ping_does_not() {
+        let now = Instant::now();
+        let mut config = config();
+        config.keepalive_interval = Some(Duration::from_secs(5));
+        config.pong_timeout = Duration::from_secs(3);
+        let mut session = Session::new(config, "t", Box::new(FixedClock(DATE)), now);
+        assert!(matches!(
+            session.poll_transmit(now),
+            Some(Transmit::Text(_))
+        ));
+        assert!(matches!(
+            session.poll_transmit(now),
+            Some(Transmit::Ping(_))
+        ));
+        session.handle_pong(now + Duration::from_secs(1));
+        let keepalive = session.poll_timeout().expect("keepalive");
+        assert_eq!(keepalive, now + Duration::from_secs(5));
+        session.handle_timeout(keepalive);
+        assert!(matches!(
+            session.poll_transmit(keepalive),
+            Some(Transmit::Ping(_))
+        ));
+        let deadline = keepalive + Duration::from_secs(3);
+        assert_eq!(session.poll_timeout(), Some(deadline));
+        session.handle_timeout(deadline);
+        assert_eq!(
+            session.error(),
+            Some(&ChannelError::PongTimeout {
+                timeout: Duration::from_secs(3)
+            })
+        );
+    }
+
+    #[test]
+    fn close_waits_for_acks_then_reports_locally_closed() {
+        let now = Instant::now();
+        let mut session = session(now);
+        session
+            .send_input(Bytes::from_static(b"bye"))
+            .expect("open");
+        let frames = drain(&mut session, now);
+        session.close(now);
+        assert!(!session.is_closed());
+        assert_eq!(
+            session.send_input(Bytes::from_static(b"more")),
+            Err(ChannelError::SessionClosed)
+        );
+        session.handle_frame(now, ack_of(&frames[0]));
+        assert!(session.is_closed());
+        assert_eq!(
+            events(&mut session),
+            vec![Event::LocallyClosed { unacked_bytes: 0 }]
+        );
+
+        let mut stuck = self::session(now);
+        stuck.send_input(Bytes::from_static(b"lost")).expect("open");
+        drain(&mut stuck, now);
+        stuck.close(now);
+        let linger = now + stuck.config().close_linger;
+        while let Some(deadline) = stuck.poll_timeout() {
+            if deadline > linger {
+                break;
+            }
+            stuck.handle_timeout(deadline);
+            drain(&mut stuck, deadline);
+        }
+        assert!(stuck.is_closed());
+        assert_eq!(
+            events(&mut stuck),
+            vec![Event::LocallyClosed { unacked_bytes: 4 }]
+        );
+    }
+
+    #[test]
+    fn reconnect_reopens_and_retransmits_with_the_same_sequence_numbers() {
+        let now = Instant::now();
+        let mut session = session(now);
+        session.send_input(Bytes::from_static(b"a")).expect("open");
+        session.send_input(Bytes::from_static(b"b")).expect("open");
+        let first = drain(&mut session, now);
+        session.handle_frame(now, ack_of(&first[0]));
+        session.handle_frame(now, output(0, PayloadType::Output, b"o"));
+        drain(&mut session, now);
+        assert_eq!(events(&mut session).len(), 1);
+        session.reconnect(now, "tok-2").expect("reconnect");
+        let Some(Transmit::Text(text)) = session.poll_transmit(now) else {
+            panic!("reconnect starts with a new OpenDataChannel");
+        };
+        let open = OpenDataChannel::from_json(&text).expect("json");
+        assert_eq!(open.token_value, "tok-2");
+        assert_eq!(open.client_id, Uuid::from_u128(0x1234).to_string());
+        let resent = drain(&mut session, now);
+        assert_eq!(resent.len(), 1);
+        assert_eq!(resent[0], first[1]);
+        session.send_input(Bytes::from_static(b"c")).expect("open");
+        assert_eq!(drain(&mut session, now)[0].sequence_number, 2);
+        // The agent's counter carries on too: a restarted seq 0 is a duplicate.
+        session.handle_frame(now, output(0, PayloadType::Output, b"o"));
+        assert!(
+            events(&mut session)
+                .iter()
+                .all(|e| !matches!(e, Event::Output(_)))
+        );
+        assert_eq!(session.expected_sequence_number(), 1);
+    }
+
+    #[test]
+    fn can_send_turns_false_at_the_unacked_bound() {
+        let now = Instant::now();
+        let mut config = config();
+        config.max_unacked_bytes = 2048;
+        let mut session = session_with(config, now);
+        session
+            .send_input(Bytes::from(vec![0u8; 2047]))
+            .expect("open");
+        assert!(session.can_send());
+        session.send_input(Bytes::from_static(b"x")).expect("open");
+        assert!(!session.can_send());
+        let frames = drain(&mut session, now);
+        session.handle_frame(now, ack_of(&frames[0]));
+        assert!(session.can_send());
+
+        let mut config = self::config();
+        config.max_unacked_frames = 2;
+        let mut session = session_with(config, now);
+        session.send_input(Bytes::from_static(b"1")).expect("open");
+        assert!(session.can_send());
+        session.send_input(Bytes::from_static(b"2")).expect("open");
+        assert!(!session.can_send(), "bounded by message count too");
+    }
+
+    #[test]
+    fn malformed_frames_are_counted_and_dropped() {
+        let now = Instant::now();
+        let mut session = session(now);
+        session.handle_frame(now, Bytes::from_static(b"garbage"));
+        let mut bad_ack = control(MessageType::Acknowledge, Bytes::from_static(b"{")).to_vec();
+        bad_ack.truncate(bad_ack.len());
+        session.handle_frame(now, Bytes::from(bad_ack));
+        assert_eq!(session.stats().frames_rejected, 2);
+        assert!(!session.is_closed());
+        assert!(events(&mut session).is_empty());
+    }
+}

@@ -1,0 +1,739 @@
+//! The websocket driver: the only async code of the data channel.
+//!
+//! Dials `streamUrl` verbatim (ws:// or wss://, TLS certificates always verified against the
+//! system roots, an HTTP CONNECT proxy from the environment when one applies), then runs one
+//! task that owns the [`Session`] and a single `select!` over the socket, the caller's
+//! commands, event delivery and one timer armed from `poll_timeout`. Expiry is decided by
+//! the clock, not by which future woke. Writes are batched (feed, then one flush).
+//! It holds no protocol logic: sequence numbers, acks and retransmission live in the core.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::channel::frame::SystemClock;
+use crate::channel::session::{Event, Session, SessionConfig, Transmit};
+use crate::channel::{ChannelError, TransportError};
+
+/// Largest websocket message accepted: agents send at most a few KiB per frame.
+const MAX_MESSAGE_SIZE: usize = 1 << 20;
+/// Events decoded but not yet taken by the caller; past this the socket is not read.
+const MAX_PENDING_EVENTS: usize = 256;
+/// Input writes queued between the caller and the driver.
+const INPUT_QUEUE: usize = 4;
+/// How long the final close frame may take to go out.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Which proxy to dial through.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ProxySetting {
+    /// `HTTPS_PROXY`/`https_proxy` for wss://, `HTTP_PROXY`/`http_proxy` for ws://, minus
+    /// the hosts in `NO_PROXY`/`no_proxy`.
+    #[default]
+    FromEnvironment,
+    /// Connect directly.
+    Direct,
+    /// Tunnel through this `http://host:port` proxy with CONNECT.
+    Url(String),
+}
+
+/// Everything needed to open a data channel.
+#[derive(Clone)]
+pub struct ConnectParams {
+    /// The `streamUrl` from ExecuteCommand, used verbatim.
+    pub stream_url: String,
+    /// The `tokenValue` from ExecuteCommand. Never logged.
+    pub token: String,
+    pub session: SessionConfig,
+    pub proxy: ProxySetting,
+    /// Bound on TCP connect + proxy + TLS + websocket upgrade.
+    pub connect_timeout: Duration,
+}
+
+impl ConnectParams {
+    pub fn new(stream_url: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            stream_url: stream_url.into(),
+            token: token.into(),
+            session: SessionConfig::default(),
+            proxy: ProxySetting::default(),
+            connect_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl fmt::Debug for ConnectParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectParams")
+            .field("stream_url", &self.stream_url)
+            .field("token", &"<redacted>")
+            .field("session", &self.session)
+            .field("proxy", &self.proxy)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+/// Entry point: dial and start the driver task.
+pub struct DataChannel;
+
+impl DataChannel {
+    /// Opens the websocket and starts the session. Errors here are connection failures
+    /// (URL, refused, proxy, TLS, upgrade rejected, timeout); later failures, such as a token
+    /// the service rejects, arrive as [`Event::Lost`].
+    pub async fn connect(
+        params: ConnectParams,
+    ) -> Result<(ChannelWriter, ChannelEvents), ChannelError> {
+        let socket = tokio::time::timeout(params.connect_timeout, dial(&params))
+            .await
+            .map_err(|_| TransportError::ConnectTimeout {
+                timeout: params.connect_timeout,
+            })??;
+        let session = Session::new(
+            params.session,
+            &params.token,
+            Box::new(SystemClock),
+            Instant::now().into_std(),
+        );
+        let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::channel(MAX_PENDING_EVENTS);
+        let driver = Driver {
+            session,
+            socket,
+            input_rx,
+            input_open: true,
+            control_rx,
+            control_open: true,
+            events_tx,
+            pending: std::collections::VecDeque::new(),
+            received_any: false,
+            flush_pending: false,
+        };
+        tokio::spawn(driver.run());
+        Ok((
+            ChannelWriter {
+                input: input_tx,
+                control: control_tx,
+            },
+            ChannelEvents { events: events_rx },
+        ))
+    }
+}
+
+enum Control {
+    Resize { cols: u32, rows: u32 },
+    Close,
+}
+
+/// The sending half. Cloneable; dropping every clone stops input but not output.
+#[derive(Clone, Debug)]
+pub struct ChannelWriter {
+    input: mpsc::Sender<Bytes>,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+impl fmt::Debug for Control {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Resize { cols, rows } => write!(f, "Resize({cols}x{rows})"),
+            Self::Close => f.write_str("Close"),
+        }
+    }
+}
+
+impl ChannelWriter {
+    /// Sends input bytes (payload type 1). Waits while the unacked window is full, so a
+    /// producer that awaits this never buffers more than a bounded amount.
+    /// Consume [`ChannelEvents`] concurrently: output is what carries the acks in.
+    pub async fn send_input(&self, data: Bytes) -> Result<(), ChannelError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.input
+            .send(data)
+            .await
+            .map_err(|_| ChannelError::SessionClosed)
+    }
+
+    /// Sends the terminal size (payload type 3).
+    pub fn send_resize(&self, cols: u32, rows: u32) -> Result<(), ChannelError> {
+        self.control
+            .send(Control::Resize { cols, rows })
+            .map_err(|_| ChannelError::SessionClosed)
+    }
+
+    /// Ends the session from our side once queued input is acknowledged (bounded wait).
+    pub fn close(&self) -> Result<(), ChannelError> {
+        self.control
+            .send(Control::Close)
+            .map_err(|_| ChannelError::SessionClosed)
+    }
+}
+
+/// The receiving half: session events in order, `None` once the driver has stopped.
+#[derive(Debug)]
+pub struct ChannelEvents {
+    events: mpsc::Receiver<Event>,
+}
+
+impl ChannelEvents {
+    pub async fn next(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What woke the driver.
+enum Step {
+    Delivered,
+    ConsumerGone,
+    Message(Option<Result<Message, tungstenite::Error>>),
+    Control(Option<Control>),
+    Input(Option<Bytes>),
+    Timeout,
+}
+
+struct Driver {
+    session: Session,
+    socket: Socket,
+    input_rx: mpsc::Receiver<Bytes>,
+    input_open: bool,
+    control_rx: mpsc::UnboundedReceiver<Control>,
+    control_open: bool,
+    events_tx: mpsc::Sender<Event>,
+    pending: std::collections::VecDeque<Event>,
+    received_any: bool,
+    /// tungstenite queued a pong for a server ping; it goes out with the next flush.
+    flush_pending: bool,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        loop {
+            if let Err(error) = self.write_transmits().await {
+                self.session.fail(error.into());
+                // Nothing more can be written; fall through to deliver the Lost event.
+            }
+            while let Some(event) = self.session.poll_event() {
+                self.pending.push_back(event);
+            }
+            if self.session.is_closed() {
+                break;
+            }
+            let deadline = self.session.poll_timeout().map(Instant::from_std);
+            // A slow consumer stops socket reads (and, with them, timers: a pong may be
+            // sitting unread in the socket, so the connection is not known to be dead).
+            let reading = self.pending.len() < MAX_PENDING_EVENTS;
+            let can_send = self.session.can_send();
+            let step = tokio::select! {
+                biased;
+                permit = self.events_tx.reserve(), if !self.pending.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(event) = self.pending.pop_front() {
+                            permit.send(event);
+                        }
+                        Step::Delivered
+                    }
+                    Err(_) => Step::ConsumerGone,
+                },
+                message = self.socket.next(), if reading => Step::Message(message),
+                control = self.control_rx.recv(), if self.control_open => Step::Control(control),
+                input = self.input_rx.recv(), if self.input_open && can_send => Step::Input(input),
+                () = sleep_until_optional(deadline), if reading && deadline.is_some() => Step::Timeout,
+            };
+            let now = Instant::now().into_std();
+            match step {
+                Step::Delivered => {}
+                // Nobody listens any more: end the session.
+                Step::ConsumerGone => self.session.close(now),
+                Step::Message(message) => self.on_message(message),
+                Step::Control(Some(Control::Resize { cols, rows })) => {
+                    // A failure is sticky and already reported as an event.
+                    let _ = self.session.send_resize(cols, rows);
+                }
+                Step::Control(Some(Control::Close)) => self.session.close(now),
+                Step::Control(None) => self.control_open = false,
+                Step::Input(Some(data)) => {
+                    let _ = self.session.send_input(data);
+                }
+                Step::Input(None) => self.input_open = false,
+                // Decide from the clock, not from which future fired.
+                Step::Timeout => self.session.handle_timeout(now),
+            }
+        }
+        // Flush whatever the end left queued (a final ack), then close politely.
+        let _ = self.write_transmits().await;
+        while let Some(event) = self.session.poll_event() {
+            self.pending.push_back(event);
+        }
+        let _ = tokio::time::timeout(CLOSE_GRACE, self.socket.close(None)).await;
+        for event in self.pending.drain(..) {
+            if self.events_tx.send(event).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Feeds every queued transmit to the socket, then flushes once.
+    async fn write_transmits(&mut self) -> Result<(), TransportError> {
+        let mut wrote = false;
+        while let Some(transmit) = self.session.poll_transmit(Instant::now().into_std()) {
+            let message = match transmit {
+                Transmit::Text(text) => Message::text(text),
+                Transmit::Binary(bytes) => Message::Binary(bytes),
+                Transmit::Ping(bytes) => Message::Ping(bytes),
+            };
+            self.socket.feed(message).await.map_err(socket_error)?;
+            wrote = true;
+        }
+        if wrote || std::mem::take(&mut self.flush_pending) {
+            self.socket.flush().await.map_err(socket_error)?;
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, message: Option<Result<Message, tungstenite::Error>>) {
+        let now = Instant::now().into_std();
+        match message {
+            Some(Ok(Message::Binary(bytes))) => {
+                self.received_any = true;
+                self.session.handle_frame(now, bytes);
+            }
+            Some(Ok(Message::Text(text))) => {
+                // The plugin feeds late text frames to the binary parser; so do we.
+                self.received_any = true;
+                self.session.handle_frame(now, Bytes::from(text));
+            }
+            Some(Ok(Message::Pong(_))) => self.session.handle_pong(now),
+            // tungstenite queues the pong itself; make sure the next pass flushes it.
+            Some(Ok(Message::Ping(_))) => {
+                self.flush_pending = true;
+                self.session.handle_pong(now);
+            }
+            Some(Ok(Message::Frame(_))) => {}
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = match frame {
+                    Some(frame) => (Some(u16::from(frame.code)), frame.reason.to_string()),
+                    None => (None, String::new()),
+                };
+                self.on_closed(code, reason);
+            }
+            None | Some(Err(tungstenite::Error::ConnectionClosed)) => {
+                self.on_closed(None, String::new())
+            }
+            Some(Err(tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ))) => self.on_closed(None, "reset without a close frame".to_owned()),
+            Some(Err(error)) => {
+                let reason = error.to_string();
+                match socket_error(error) {
+                    TransportError::Io { .. } | TransportError::ClosedMidway { .. } => {
+                        self.on_closed(None, reason)
+                    }
+                    other => self.session.fail(other.into()),
+                }
+            }
+        }
+    }
+
+    fn on_closed(&mut self, code: Option<u16>, reason: String) {
+        if self.session.is_closed() {
+            return;
+        }
+        let error = if self.received_any {
+            TransportError::ClosedMidway { code, reason }
+        } else {
+            TransportError::TokenRejected { code, reason }
+        };
+        self.session.fail(error.into());
+    }
+}
+
+async fn sleep_until_optional(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn socket_error(error: tungstenite::Error) -> TransportError {
+    match error {
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+            TransportError::ClosedMidway {
+                code: None,
+                reason: String::new(),
+            }
+        }
+        tungstenite::Error::Io(error) => TransportError::Io {
+            reason: error.to_string(),
+        },
+        other => TransportError::Protocol {
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// The parts of the stream URL the dialer needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    secure: bool,
+    host: String,
+    port: u16,
+}
+
+fn parse_target(stream_url: &str) -> Result<Target, TransportError> {
+    let invalid = |reason: &str| TransportError::InvalidUrl {
+        reason: reason.to_owned(),
+    };
+    let (secure, rest) = if let Some(rest) = stream_url.strip_prefix("wss://") {
+        (true, rest)
+    } else if let Some(rest) = stream_url.strip_prefix("ws://") {
+        (false, rest)
+    } else {
+        return Err(invalid("the scheme must be ws:// or wss://"));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let (host, port) = split_host_port(host_port, if secure { 443 } else { 80 })
+        .ok_or_else(|| invalid("the host or port is malformed"))?;
+    Ok(Target { secure, host, port })
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn split_host_port(text: &str, default_port: u16) -> Option<(String, u16)> {
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(port) => port.parse().ok()?,
+            None if after.is_empty() => default_port,
+            None => return None,
+        };
+        return Some((host.to_owned(), port));
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().ok()?),
+        None => (text, default_port),
+    };
+    (!host.is_empty()).then(|| (host.to_owned(), port))
+}
+
+/// A proxy to tunnel through: where it is, and optional basic credentials.
+#[derive(Clone, PartialEq, Eq)]
+struct Proxy {
+    host: String,
+    port: u16,
+    authorization: Option<String>,
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+fn parse_proxy(url: &str) -> Result<Proxy, TransportError> {
+    let invalid = || TransportError::Proxy {
+        proxy: redact_userinfo(url),
+        reason: "not an http://host:port URL".to_owned(),
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("HTTP://"))
+        .unwrap_or(url);
+    if rest.contains("://") {
+        return Err(invalid());
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (userinfo, host_port) = match authority.rsplit_once('@') {
+        Some((userinfo, host_port)) => (Some(userinfo), host_port),
+        None => (None, authority),
+    };
+    let (host, port) = split_host_port(host_port, 80).ok_or_else(invalid)?;
+    let authorization = userinfo.map(|userinfo| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(userinfo)
+    });
+    Ok(Proxy {
+        host,
+        port,
+        authorization,
+    })
+}
+
+fn redact_userinfo(url: &str) -> String {
+    match url.rsplit_once('@') {
+        Some((_, host)) => format!("<credentials>@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Whether `NO_PROXY` (comma-separated suffixes, `*` for all) exempts `host`.
+fn no_proxy_matches(no_proxy: &str, host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    no_proxy
+        .split(',')
+        .map(|entry| entry.trim().to_ascii_lowercase())
+        .filter(|entry| !entry.is_empty())
+        .any(|entry| {
+            if entry == "*" {
+                return true;
+            }
+            let entry = entry.split(':').next().unwrap_or_default();
+            let suffix = entry.trim_start_matches('*').trim_start_matches('.');
+            host == suffix || host.ends_with(&format!(".{suffix}"))
+        })
+}
+
+fn env_any(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|name| std::env::var(name).ok())
+        .filter(|value| !value.trim().is_empty())
+}
+
+fn choose_proxy(setting: &ProxySetting, target: &Target) -> Result<Option<Proxy>, TransportError> {
+    let url = match setting {
+        ProxySetting::Direct => return Ok(None),
+        ProxySetting::Url(url) => url.clone(),
+        ProxySetting::FromEnvironment => {
+            let names: &[&str] = if target.secure {
+                &["HTTPS_PROXY", "https_proxy"]
+            } else {
+                &["HTTP_PROXY", "http_proxy"]
+            };
+            let Some(url) = env_any(names) else {
+                return Ok(None);
+            };
+            if env_any(&["NO_PROXY", "no_proxy"])
+                .is_some_and(|no_proxy| no_proxy_matches(&no_proxy, &target.host))
+            {
+                return Ok(None);
+            }
+            url
+        }
+    };
+    parse_proxy(&url).map(Some)
+}
+
+async fn dial(params: &ConnectParams) -> Result<Socket, TransportError> {
+    let target = parse_target(&params.stream_url)?;
+    let request = params
+        .stream_url
+        .as_str()
+        .into_client_request()
+        .map_err(|error| TransportError::InvalidUrl {
+            reason: error.to_string(),
+        })?;
+    let proxy = choose_proxy(&params.proxy, &target)?;
+    let tcp = match &proxy {
+        Some(proxy) => {
+            let mut tcp = connect_tcp(&proxy.host, proxy.port).await?;
+            tunnel(&mut tcp, proxy, &target).await?;
+            tcp
+        }
+        None => connect_tcp(&target.host, target.port).await?,
+    };
+    // Small frames (keystrokes, acks) must not wait for Nagle.
+    let _ = tcp.set_nodelay(true);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_SIZE))
+        .max_frame_size(Some(MAX_MESSAGE_SIZE));
+    match tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(config), None).await {
+        Ok((socket, _response)) => Ok(socket),
+        Err(error) => Err(handshake_error(error, &target)),
+    }
+}
+
+async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, TransportError> {
+    TcpStream::connect((host, port))
+        .await
+        .map_err(|error| TransportError::Connect {
+            host: format!("{host}:{port}"),
+            reason: error.to_string(),
+        })
+}
+
+fn handshake_error(error: tungstenite::Error, target: &Target) -> TransportError {
+    match error {
+        tungstenite::Error::Http(response) => TransportError::HandshakeRejected {
+            status: response.status().as_u16(),
+        },
+        tungstenite::Error::Tls(error) => TransportError::Tls {
+            host: target.host.clone(),
+            reason: error.to_string(),
+        },
+        // tokio-rustls reports certificate and protocol failures as InvalidData.
+        tungstenite::Error::Io(error)
+            if target.secure && error.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            TransportError::Tls {
+                host: target.host.clone(),
+                reason: error.to_string(),
+            }
+        }
+        tungstenite::Error::Io(error) => TransportError::Connect {
+            host: format!("{}:{}", target.host, target.port),
+            reason: error.to_string(),
+        },
+        other => TransportError::Protocol {
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Opens an HTTP CONNECT tunnel to the target through an already connected proxy socket.
+async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    proxy: &Proxy,
+    target: &Target,
+) -> Result<(), TransportError> {
+    let proxy_error = |reason: String| TransportError::Proxy {
+        proxy: format!("{}:{}", proxy.host, proxy.port),
+        reason,
+    };
+    let host = if target.host.contains(':') {
+        format!("[{}]:{}", target.host, target.port)
+    } else {
+        format!("{}:{}", target.host, target.port)
+    };
+    let mut request = format!("CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n");
+    if let Some(authorization) = &proxy.authorization {
+        request.push_str(&format!("Proxy-Authorization: Basic {authorization}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|error| proxy_error(error.to_string()))?;
+    // Read the reply byte by byte up to the blank line, so no tunnelled byte is consumed.
+    let mut reply = Vec::with_capacity(256);
+    while !reply.ends_with(b"\r\n\r\n") {
+        if reply.len() > 16 * 1024 {
+            return Err(proxy_error("reply header too long".to_owned()));
+        }
+        let byte = stream
+            .read_u8()
+            .await
+            .map_err(|error| proxy_error(format!("reading the reply: {error}")))?;
+        reply.push(byte);
+    }
+    let status_line = reply
+        .split(|&byte| byte == b'\n')
+        .next()
+        .map(|line| String::from_utf8_lossy(line).trim().to_owned())
+        .unwrap_or_default();
+    let status = status_line.split_whitespace().nth(1).unwrap_or_default();
+    if status != "200" {
+        return Err(proxy_error(format!("answered {status_line:?}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_urls_are_parsed_for_dialling() {
+        assert_eq!(
+            parse_target(
+                "wss://ssmmessages.eu-west-1.amazonaws.com/v1/data-channel/s?role=publish_subscribe"
+            ),
+            Ok(Target {
+                secure: true,
+                host: "ssmmessages.eu-west-1.amazonaws.com".to_owned(),
+                port: 443
+            })
+        );
+        assert_eq!(
+            parse_target("ws://127.0.0.1:18301/v1/x?a=b"),
+            Ok(Target {
+                secure: false,
+                host: "127.0.0.1".to_owned(),
+                port: 18301
+            })
+        );
+        assert_eq!(
+            parse_target("ws://[::1]:9/p").map(|t| (t.host, t.port)),
+            Ok(("::1".to_owned(), 9))
+        );
+        assert!(parse_target("https://example.com").is_err());
+        assert!(parse_target("ws://host:notaport/").is_err());
+        assert!(parse_target("ws:///path").is_err());
+    }
+
+    #[test]
+    fn proxies_and_no_proxy() {
+        let proxy = parse_proxy("http://user:pw@proxy.local:3128").expect("parses");
+        assert_eq!(proxy.host, "proxy.local");
+        assert_eq!(proxy.port, 3128);
+        assert_eq!(proxy.authorization.as_deref(), Some("dXNlcjpwdw=="));
+        assert!(!format!("{proxy:?}").contains("pw"));
+        assert_eq!(parse_proxy("proxy:8080").map(|p| p.port), Ok(8080));
+        assert!(parse_proxy("socks5://proxy:1080").is_err());
+
+        assert!(no_proxy_matches(
+            "localhost,.amazonaws.com",
+            "ssmmessages.us-east-1.amazonaws.com"
+        ));
+        assert!(no_proxy_matches("amazonaws.com", "amazonaws.com"));
+        assert!(no_proxy_matches("*", "anything"));
+        assert!(!no_proxy_matches("example.com", "notexample.com"));
+        assert!(!no_proxy_matches("", "host"));
+    }
+
+    #[tokio::test]
+    async fn tunnel_sends_connect_and_checks_the_status() {
+        let target = Target {
+            secure: true,
+            host: "ssm.example".to_owned(),
+            port: 443,
+        };
+        let proxy = Proxy {
+            host: "p".to_owned(),
+            port: 1,
+            authorization: Some("abc".to_owned()),
+        };
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let serve = tokio::spawn(async move {
+            let mut request = vec![0u8; 4096];
+            let read = server.read(&mut request).await.expect("read");
+            server
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\nTUNNEL")
+                .await
+                .expect("write");
+            String::from_utf8_lossy(&request[..read]).into_owned()
+        });
+        tunnel(&mut client, &proxy, &target).await.expect("tunnel");
+        let request = serve.await.expect("server task");
+        assert!(request.starts_with("CONNECT ssm.example:443 HTTP/1.1\r\n"));
+        assert!(request.contains("Proxy-Authorization: Basic abc\r\n"));
+        let mut rest = [0u8; 6];
+        client.read_exact(&mut rest).await.expect("tunnelled bytes");
+        assert_eq!(&rest, b"TUNNEL");
+
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let mut request = vec![0u8; 4096];
+            let _ = server.read(&mut request).await;
+            let _ = server
+                .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+                .await;
+        });
+        let error = tunnel(&mut client, &proxy, &target).await.expect_err("407");
+        assert!(matches!(error, TransportError::Proxy { .. }));
+        assert!(error.to_string().contains("407"));
+    }
+}
