@@ -68,6 +68,8 @@ const REALISTIC_READ_SIZE: usize = 1024;
 const LINGER_AFTER_EXIT: Duration = Duration::from_millis(500);
 /// The real agent's limit on waiting for acks of the last output (realistic mode).
 const REALISTIC_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a closed channel waits for the client to hang up before dropping the socket.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Largest input payload written to the PTY in one call.
 const PTY_WRITE_MAX: usize = 64 * 1024;
 
@@ -628,6 +630,13 @@ impl Driver {
             }
             let _ = link.sink.flush().await;
             let _ = link.sink.close().await;
+            // Let the client finish reading (and acking stragglers) before the TCP connection
+            // goes: closing at once can turn its last writes into a broken pipe that hides the
+            // channel_closed already waiting in its receive buffer.
+            let _ = tokio::time::timeout(CLOSE_LINGER, async {
+                while let Some(Ok(_)) = link.stream.next().await {}
+            })
+            .await;
         }
     }
 
