@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
 use crate::agent::{self, AgentShared, Connection};
 use crate::api::{self, ApiContext, ApiError, Operation};
@@ -39,6 +39,8 @@ use ecs_exec::channel::payload::OpenDataChannel;
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How long a new websocket may take to send its OpenDataChannel frame.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest websocket message accepted from a client.
+const MAX_WEBSOCKET_MESSAGE: usize = 8 * 1024 * 1024;
 /// Path prefix of data channel websockets.
 const DATA_CHANNEL_PREFIX: &str = "/v1/data-channel/";
 

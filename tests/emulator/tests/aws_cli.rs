@@ -200,6 +200,16 @@ fn aws_cli_interactive_shell_through_the_plugin() {
     interactive_shell(Config::default());
 }
 
+/// With the handshake switched on, and with the real agent's timings: the plugin copes with
+/// both (it handshakes when asked, and waits out the 1 s first-read delay).
+#[test]
+fn aws_cli_interactive_shell_with_handshake_and_realistic_timing() {
+    let mut config = Config::default();
+    config.agent.handshake = true;
+    config.agent.realistic = true;
+    interactive_shell(config);
+}
+
 /// The same session with frames lost, repeated and delayed in both directions: the plugin's
 /// and the emulator's retransmissions repair it. (No reordering: the plugin drops output
 /// that overtakes its first message, see section 16 of the protocol brief.)
