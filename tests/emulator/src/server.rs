@@ -509,9 +509,17 @@ fn upgrade_data_channel(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                        .await;
+                // Data channel messages are at most a frame header plus one read or one input
+                // chunk; a generous cap keeps a hostile peer from making us buffer 64 MiB.
+                let limits = WebSocketConfig::default()
+                    .max_message_size(Some(MAX_WEBSOCKET_MESSAGE))
+                    .max_frame_size(Some(MAX_WEBSOCKET_MESSAGE));
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(limits),
+                )
+                .await;
                 open_data_channel(state, session_id, socket).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
