@@ -505,3 +505,52 @@ async fn streamed_input_is_paced_by_the_socket_not_dropped() {
     assert!(client.unacked_input.is_empty());
     assert_eq!(handle.counters().input_bytes, 2_000_000);
 }
+
+#[tokio::test]
+async fn terminate_session_ends_a_running_session() {
+    let handle = start(Config::default()).await;
+    let (session_id, url, token) = execute(
+        &handle,
+        &web_task(&handle),
+        "sh -c 'echo up; exec sleep 1000'",
+    )
+    .await;
+    let mut client = RawClient::connect(&url, &token).await;
+    client.run_until_output(b"up\r\n", LIMIT).await;
+    let mut ssm = common::Signer::for_handle(&handle);
+    ssm.service = "ssm".into();
+    let reply = common::call(
+        handle.local_addr(),
+        Some(&ssm),
+        "AmazonSSM.TerminateSession",
+        &serde_json::json!({"SessionId": session_id}),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    client.run_to_end(LIMIT).await;
+    assert!(
+        client.closed.is_some(),
+        "the client is told with channel_closed"
+    );
+    let counters = handle.wait_until(|c| c.sessions_finished == 1).await;
+    assert_eq!(counters.processes_running, 0);
+}
+
+#[tokio::test]
+async fn oversized_messages_end_the_connection() {
+    let handle = start(Config::default()).await;
+    let mut client = session(&handle, "sh -c 'echo up; exec sleep 1000'").await;
+    client.run_until_output(b"up\r\n", LIMIT).await;
+    // The agent may reset the connection while this is still being written.
+    use futures_util::SinkExt;
+    let huge = Bytes::from(vec![0u8; 9 * 1024 * 1024]);
+    let _ = client
+        .socket
+        .send(tokio_tungstenite::tungstenite::Message::Binary(huge))
+        .await;
+    tokio::time::timeout(LIMIT, async { while client.step().await {} })
+        .await
+        .expect("the connection stayed open");
+    let counters = handle.wait_until(|c| c.sessions_finished == 1).await;
+    assert_eq!(counters.processes_running, 0);
+}
