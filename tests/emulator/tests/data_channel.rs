@@ -554,3 +554,29 @@ async fn oversized_messages_end_the_connection() {
     let counters = handle.wait_until(|c| c.sessions_finished == 1).await;
     assert_eq!(counters.processes_running, 0);
 }
+
+#[tokio::test]
+async fn control_keys_act_through_the_terminal() {
+    let handle = start(Config::default()).await;
+    // Ctrl-C (0x03) interrupts the foreground program: the terminal turns it into SIGINT.
+    // The wrapper shell traps it, as the adapters' wrapper does, and reports the status.
+    let mut client = session(
+        &handle,
+        "sh -c 'trap : INT; echo up; sleep 1000; echo after:$?'",
+    )
+    .await;
+    client.run_until_output(b"up\r\n", LIMIT).await;
+    client.send(PayloadType::Output, &[0x03]).await;
+    client.run_to_end(LIMIT).await;
+    let text = String::from_utf8_lossy(&client.output);
+    assert!(text.contains("after:130"), "{text}");
+
+    // Ctrl-D (0x04) at the start of a line is end of input for `cat`.
+    let mut client = session(&handle, "sh -c 'stty -echo; echo up; cat; echo cat-done'").await;
+    client.run_until_output(b"up\r\n", LIMIT).await;
+    client.send(PayloadType::Output, b"line\r").await;
+    client.send(PayloadType::Output, &[0x04]).await;
+    client.run_to_end(LIMIT).await;
+    let text = String::from_utf8_lossy(&client.output);
+    assert!(text.contains("line\r\ncat-done"), "{text}");
+}
