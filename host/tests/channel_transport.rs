@@ -410,3 +410,100 @@ async fn server_pings_are_answered_promptly() {
         .expect("server");
     assert_eq!(payload, Bytes::from_static(b"are-you-there"));
 }
+
+#[tokio::test]
+async fn input_waits_while_the_unacked_window_is_full() {
+    let (listener, base) = listener().await;
+    let (window_tx, window_rx) = tokio::sync::oneshot::channel::<usize>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = accept(&listener).await;
+        let _ = read_open(&mut socket).await;
+        let mut frames = std::collections::BTreeMap::new();
+        while frames.len() < 4 {
+            let frame = next_frame(&mut socket).await;
+            frames.insert(frame.sequence_number, frame);
+        }
+        // A ping round trip gives the client every chance to send more if it would.
+        socket
+            .send(Message::Ping(Bytes::from_static(b"probe")))
+            .await
+            .expect("ping");
+        loop {
+            match socket.next().await.expect("message").expect("read") {
+                Message::Pong(_) => break,
+                Message::Binary(bytes) => {
+                    let frame = Frame::decode(&bytes).expect("frame");
+                    frames.insert(frame.sequence_number, frame);
+                }
+                _ => {}
+            }
+        }
+        let _ = window_tx.send(frames.len());
+        let _ = go_rx.await;
+        let mut received = Vec::new();
+        let mut next_seq = 0;
+        loop {
+            while let Some(frame) = frames.remove(&next_seq) {
+                received.extend_from_slice(&frame.payload);
+                let ack = Frame::acknowledge(&frame, DATE, Uuid::new_v4()).to_bytes();
+                socket.send(Message::Binary(ack)).await.expect("ack");
+                next_seq += 1;
+            }
+            if received.len() == 64 * 1024 {
+                break;
+            }
+            let frame = next_frame(&mut socket).await;
+            if frame.sequence_number >= next_seq {
+                frames.insert(frame.sequence_number, frame);
+            }
+        }
+        let closed = Frame::control(
+            MessageType::ChannelClosed,
+            ChannelClosed::default().to_bytes(),
+            DATE,
+            Uuid::new_v4(),
+        );
+        socket
+            .send(Message::Binary(closed.to_bytes()))
+            .await
+            .expect("close");
+        received
+    });
+    let mut params = params(format!("{base}/x"));
+    params.session.max_unacked_bytes = 4096;
+    params.session.keepalive_interval = None;
+    let (writer, mut events) = DataChannel::connect(params).await.expect("connect");
+    let completed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let producer = {
+        let completed = completed.clone();
+        tokio::spawn(async move {
+            for index in 0..64u8 {
+                writer
+                    .send_input(Bytes::from(vec![index; 1024]))
+                    .await
+                    .expect("input");
+                completed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    let in_flight = window_rx.await.expect("server saw the window fill");
+    assert_eq!(
+        in_flight, 4,
+        "4 KiB window = four 1 KiB messages, then nothing until acked"
+    );
+    let accepted = completed.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        accepted <= 4 + 4 + 1,
+        "writes accepted without acks: {accepted}"
+    );
+    let _ = go_tx.send(());
+    assert!(matches!(
+        next_event(&mut events).await,
+        Event::Closed { .. }
+    ));
+    producer.await.expect("producer");
+    let received = server.await.expect("server");
+    let expected: Vec<u8> = (0..64u8).flat_map(|index| vec![index; 1024]).collect();
+    assert!(received == expected, "input arrives complete and in order");
+}

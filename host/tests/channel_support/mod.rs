@@ -70,6 +70,8 @@ pub struct FakeAgent {
     unacked: BTreeMap<i64, (Bytes, u64)>,
     pub window: usize,
     pub resend_after_ms: u64,
+    /// No unacked message is due for a resend before this time (may be early, never late).
+    resend_check_at: u64,
     pub resends: u64,
     outgoing: VecDeque<Bytes>,
     output: Bytes,
@@ -105,6 +107,7 @@ impl FakeAgent {
             unacked: BTreeMap::new(),
             window: 256,
             resend_after_ms: 300,
+            resend_check_at: u64::MAX,
             resends: 0,
             outgoing: VecDeque::new(),
             output,
@@ -183,7 +186,7 @@ impl FakeAgent {
         }
     }
 
-    fn consume(&mut self, _now_ms: u64, frame: Frame) {
+    fn consume(&mut self, now_ms: u64, frame: Frame) {
         self.expected += 1;
         match frame.payload_type {
             PayloadType::Output if !self.handshake || self.handshake_done => {
@@ -207,13 +210,13 @@ impl FakeAgent {
                     handshake_time_to_complete: 1_000_000,
                     customer_message: "welcome".to_owned(),
                 };
-                self.queue_stream(PayloadType::HandshakeComplete, complete.to_bytes());
+                self.queue_stream(now_ms, PayloadType::HandshakeComplete, complete.to_bytes());
             }
             _ => {} // discarded (but acked), as the agent does before the handshake
         }
     }
 
-    fn queue_stream(&mut self, payload_type: PayloadType, payload: Bytes) {
+    fn queue_stream(&mut self, now_ms: u64, payload_type: PayloadType, payload: Bytes) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let id = self.next_id();
@@ -226,7 +229,8 @@ impl FakeAgent {
             id,
         )
         .to_bytes();
-        self.unacked.insert(seq, (wire.clone(), u64::MAX));
+        self.unacked.insert(seq, (wire.clone(), now_ms));
+        self.resend_check_at = self.resend_check_at.min(now_ms + self.resend_after_ms);
         self.outgoing.push_back(wire);
     }
 
@@ -243,7 +247,7 @@ impl FakeAgent {
                     "InteractiveCommands",
                 )],
             };
-            self.queue_stream(PayloadType::HandshakeRequest, request.to_bytes());
+            self.queue_stream(now_ms, PayloadType::HandshakeRequest, request.to_bytes());
         }
         let may_output = !self.handshake || self.handshake_done;
         while may_output
@@ -253,25 +257,30 @@ impl FakeAgent {
             let end = self.output.len().min(self.output_offset + self.chunk);
             let chunk = self.output.slice(self.output_offset..end);
             self.output_offset = end;
-            self.queue_stream(self.output_type, chunk);
+            self.queue_stream(now_ms, self.output_type, chunk);
         }
         if may_output && self.output_offset == self.output.len() && !self.exit_sent {
             if let Some(code) = self.exit_code {
                 self.queue_stream(
+                    now_ms,
                     PayloadType::ExitCode,
                     Bytes::from(format!("EXIT_CODE: {code}")),
                 );
             }
             self.exit_sent = true;
         }
-        for (wire, last_sent) in self.unacked.values_mut() {
-            if *last_sent == u64::MAX {
-                *last_sent = now_ms; // first transmission was queued at this tick
-            } else if now_ms >= *last_sent + self.resend_after_ms {
-                *last_sent = now_ms;
-                self.resends += 1;
-                self.outgoing.push_back(wire.clone());
+        if now_ms >= self.resend_check_at {
+            // Resend everything unacked for longer than the fixed timeout (no backoff).
+            let mut next_check = u64::MAX;
+            for (wire, last_sent) in self.unacked.values_mut() {
+                if now_ms >= *last_sent + self.resend_after_ms {
+                    *last_sent = now_ms;
+                    self.resends += 1;
+                    self.outgoing.push_back(wire.clone());
+                }
+                next_check = next_check.min(*last_sent + self.resend_after_ms);
             }
+            self.resend_check_at = next_check;
         }
         let done = self.exit_sent
             && self.unacked.is_empty()
@@ -300,11 +309,7 @@ impl FakeAgent {
         if !self.opened {
             return None;
         }
-        let resend = self
-            .unacked
-            .values()
-            .map(|(_, sent)| sent.saturating_add(self.resend_after_ms))
-            .min();
+        let resend = (!self.unacked.is_empty()).then_some(self.resend_check_at);
         let closing = self.closed_at.map(|at| at + 500);
         let producing = (self.output_offset < self.output.len()
             && self.unacked.len() < self.window)
@@ -427,6 +432,12 @@ impl Link {
         }
     }
 
+    /// The socket dropped: everything in flight is lost.
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.payloads.clear();
+    }
+
     fn next_time(&self) -> Option<u64> {
         self.queue.peek().map(|Reverse((at, _, _))| *at)
     }
@@ -461,6 +472,8 @@ pub struct Pair {
     pub steps: u64,
     pub resize_first: Option<(u32, u32)>,
     started_input: bool,
+    /// Virtual times at which the websocket drops and the client reconnects.
+    pub disconnects: VecDeque<u64>,
 }
 
 /// What a run produced.
@@ -492,6 +505,7 @@ impl Pair {
             steps: 0,
             resize_first: None,
             started_input: false,
+            disconnects: VecDeque::new(),
         }
     }
 
@@ -609,6 +623,7 @@ impl Pair {
                 self.link.next_time(),
                 client_deadline,
                 self.agent.next_wakeup(self.now_ms),
+                self.disconnects.front().copied(),
             ]
             .into_iter()
             .flatten()
@@ -616,6 +631,17 @@ impl Pair {
             .expect("something is always pending until the session ends");
             self.now_ms = self.now_ms.max(next);
             let now = self.instant(self.now_ms);
+            if self
+                .disconnects
+                .front()
+                .is_some_and(|at| *at <= self.now_ms)
+            {
+                self.disconnects.pop_front();
+                self.link.clear();
+                self.client
+                    .reconnect(now, TOKEN)
+                    .expect("an open session can reconnect");
+            }
             while let Some((direction, payload)) = self.link.pop_due(self.now_ms) {
                 match (direction, payload) {
                     (Direction::ToAgent, Payload::Text(text)) => self.agent.receive_text(&text),

@@ -611,6 +611,26 @@ mod tests {
     }
 
     #[test]
+    fn a_service_without_tasks_lists_nothing() {
+        let mut config = Config::default();
+        config.clusters[0].services[0].running_tasks = 0;
+        config.clusters[0].services[0].stopped_tasks = 0;
+        let ctx = ApiContext {
+            world: Arc::new(World::from_config(&config)),
+            sessions: SessionRegistry::new(Duration::from_secs(60)),
+            stream_base: "ws://127.0.0.1:9".into(),
+        };
+        let out = call(
+            &ctx,
+            &config.credentials[0],
+            Operation::ListTasks,
+            json!({"cluster": "demo", "serviceName": "web"}),
+        )
+        .unwrap();
+        assert_eq!(out["taskArns"], json!([]));
+    }
+
+    #[test]
     fn describe_tasks_reports_missing_tasks_as_failures() {
         let (ctx, who) = context();
         let id = ctx.world.clusters[0].tasks[0].id.clone();

@@ -523,6 +523,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/world.toml");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.credentials.len(), 2);
+        assert_eq!(config.credentials[1].deny, vec!["ecs:ExecuteCommand"]);
+        let prod = &config.clusters[1];
+        assert_eq!(prod.services[0].containers.len(), 2);
+        assert!(!prod.services[0].containers[0].inherit_environment);
+    }
+
+    #[test]
     fn bad_values_are_rejected() {
         assert!(matches!(
             Config::from_toml_str("[faults.outbound]\ndrop = 1.5"),

@@ -66,6 +66,8 @@ fn run() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        // Handlers first: a signal sent right after the ready line must stop us cleanly.
+        let stop = stop_signals()?;
         let handle = Emulator::start(config).await?;
         if !handle.local_addr().ip().is_loopback() {
             tracing::warn!(addr = %handle.local_addr(), "listening beyond loopback: anyone who can reach this address and knows the credentials can run commands here");
@@ -74,7 +76,7 @@ fn run() -> anyhow::Result<()> {
         println!("listening on {}", handle.endpoint());
         use std::io::Write;
         std::io::stdout().flush().context("cannot write to stdout")?;
-        wait_for_signal().await?;
+        stop.await;
         tracing::info!("stopping");
         handle.shutdown();
         drop(handle);
@@ -85,13 +87,15 @@ fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Installs the SIGINT and SIGTERM handlers now; the returned future ends on either.
+fn stop_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }

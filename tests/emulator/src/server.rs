@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
 use crate::agent::{self, AgentShared, Connection};
 use crate::api::{self, ApiContext, ApiError, Operation};
@@ -39,6 +39,8 @@ use ecs_exec::channel::payload::OpenDataChannel;
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How long a new websocket may take to send its OpenDataChannel frame.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest websocket message accepted from a client.
+const MAX_WEBSOCKET_MESSAGE: usize = 8 * 1024 * 1024;
 /// Path prefix of data channel websockets.
 const DATA_CHANNEL_PREFIX: &str = "/v1/data-channel/";
 
@@ -507,9 +509,17 @@ fn upgrade_data_channel(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                        .await;
+                // Data channel messages are at most a frame header plus one read or one input
+                // chunk; a generous cap keeps a hostile peer from making us buffer 64 MiB.
+                let limits = WebSocketConfig::default()
+                    .max_message_size(Some(MAX_WEBSOCKET_MESSAGE))
+                    .max_frame_size(Some(MAX_WEBSOCKET_MESSAGE));
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(limits),
+                )
+                .await;
                 open_data_channel(state, session_id, socket).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),

@@ -50,6 +50,8 @@ pub struct Cluster {
     pub arn: String,
     /// Every task, in a stable order.
     pub tasks: Vec<Task>,
+    /// Names of its services (a service may have no tasks).
+    pub services: Vec<String>,
 }
 
 /// A task.
@@ -148,6 +150,7 @@ impl World {
                     name: cluster.name.clone(),
                     arn,
                     tasks,
+                    services: cluster.services.iter().map(|s| s.name.clone()).collect(),
                 }
             })
             .collect();
@@ -176,7 +179,7 @@ impl Cluster {
 
     /// Whether the cluster has a service of that name.
     pub fn has_service(&self, name: &str) -> bool {
-        self.tasks.iter().any(|t| t.service == name)
+        self.services.iter().any(|s| s == name)
     }
 }
 

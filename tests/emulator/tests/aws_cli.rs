@@ -2,6 +2,7 @@
 //! botocore, JSON 1.1 parsing by botocore) and, when session-manager-plugin is installed,
 //! `execute-command`. Each test prints a notice and passes when `aws` is not on PATH.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
 use ecs_exec_emulator::{Config, EmulatorHandle};
@@ -200,6 +201,16 @@ fn aws_cli_interactive_shell_through_the_plugin() {
     interactive_shell(Config::default());
 }
 
+/// With the handshake switched on, and with the real agent's timings: the plugin copes with
+/// both (it handshakes when asked, and waits out the 1 s first-read delay).
+#[test]
+fn aws_cli_interactive_shell_with_handshake_and_realistic_timing() {
+    let mut config = Config::default();
+    config.agent.handshake = true;
+    config.agent.realistic = true;
+    interactive_shell(config);
+}
+
 /// The same session with frames lost, repeated and delayed in both directions: the plugin's
 /// and the emulator's retransmissions repair it. (No reordering: the plugin drops output
 /// that overtakes its first message, see section 16 of the protocol brief.)
@@ -277,7 +288,7 @@ fn interactive_shell(config: Config) -> Option<ecs_exec_emulator::CountersSnapsh
         }
     }
     let slave = std::fs::File::from(pty.slave);
-    let mut child = command
+    let child = command
         .args([
             "ecs",
             "execute-command",
@@ -301,8 +312,11 @@ fn interactive_shell(config: Config) -> Option<ecs_exec_emulator::CountersSnapsh
         .stdin(slave.try_clone().unwrap())
         .stdout(slave.try_clone().unwrap())
         .stderr(slave)
+        .process_group(0)
         .spawn()
         .unwrap();
+    // If an assertion fails, do not leave the CLI and its plugin running behind us.
+    let mut child = KillOnDrop(child, false);
     let mut master = std::fs::File::from(pty.master);
     let mut writer = master.try_clone().unwrap();
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
@@ -337,7 +351,7 @@ fn interactive_shell(config: Config) -> Option<ecs_exec_emulator::CountersSnapsh
     wait_for("42", &mut screen);
     writer.write_all(b"exit\r").unwrap();
     wait_for("Exiting session with sessionId", &mut screen);
-    let status = child.wait().unwrap();
+    let status = child.wait();
     assert!(status.success());
     let counters = handle.wait_until_blocking(|c| c.sessions_finished == 1);
     assert_eq!(
@@ -346,4 +360,32 @@ fn interactive_shell(config: Config) -> Option<ecs_exec_emulator::CountersSnapsh
     );
     assert_eq!(counters.processes_running, 0);
     Some(counters)
+}
+
+/// Kills a child's whole process group (the CLI and the plugin it started) and reaps the
+/// child when the test ends, however it ends.
+struct KillOnDrop(std::process::Child, bool);
+
+impl KillOnDrop {
+    /// Waits for a normal exit; afterwards nothing is killed.
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let status = self.0.wait().unwrap();
+        self.1 = true;
+        status
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.1 {
+            return;
+        }
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.0.wait();
+    }
 }

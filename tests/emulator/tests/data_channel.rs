@@ -364,13 +364,10 @@ async fn random_faults_still_deliver_every_byte() {
 #[tokio::test]
 async fn disconnect_after_n_frames_ends_the_session() {
     let mut config = Config::default();
-    config.faults.disconnect_after_frames = Some(3);
+    // Frame 1 is the first output, frame 2 the client's ack of it: then the socket drops.
+    config.faults.disconnect_after_frames = Some(2);
     let handle = start(config).await;
-    let mut client = session(
-        &handle,
-        "sh -c 'echo a; sleep 0.2; echo b; sleep 0.2; echo c; exec sleep 1000'",
-    )
-    .await;
+    let mut client = session(&handle, "sh -c 'echo a; exec sleep 1000'").await;
     tokio::time::timeout(LIMIT, async { while client.step().await {} })
         .await
         .expect("the socket was not dropped");
@@ -478,4 +475,105 @@ async fn a_client_that_never_acks_is_closed_after_the_drain_timeout() {
         counters.output_retransmits > 0,
         "the agent kept resending meanwhile"
     );
+}
+
+#[tokio::test]
+async fn streamed_input_is_paced_by_the_socket_not_dropped() {
+    let mut config = Config::default();
+    config.agent.max_pending_input_bytes = 64 * 1024;
+    let handle = start(config).await;
+    let mut client = session(
+        &handle,
+        "sh -c 'stty -echo -icanon; echo READY; head -c 2000000 | wc -c'",
+    )
+    .await;
+    client.run_until_output(b"READY\r\n", LIMIT).await;
+    // Thirty times the input queue, sent at once by a client that never retransmits: every
+    // byte must still arrive, so nothing was refused.
+    let chunk = vec![b'z'; 16 * 1024];
+    let mut sent = 0;
+    while sent < 2_000_000 {
+        let n = chunk.len().min(2_000_000 - sent);
+        client.send(PayloadType::Output, &chunk[..n]).await;
+        sent += n;
+    }
+    client.run_to_end(LIMIT).await;
+    assert_eq!(client.output, b"READY\r\n2000000\r\n");
+    assert!(client.unacked_input.is_empty());
+    assert_eq!(handle.counters().input_bytes, 2_000_000);
+}
+
+#[tokio::test]
+async fn terminate_session_ends_a_running_session() {
+    let handle = start(Config::default()).await;
+    let (session_id, url, token) = execute(
+        &handle,
+        &web_task(&handle),
+        "sh -c 'echo up; exec sleep 1000'",
+    )
+    .await;
+    let mut client = RawClient::connect(&url, &token).await;
+    client.run_until_output(b"up\r\n", LIMIT).await;
+    let mut ssm = common::Signer::for_handle(&handle);
+    ssm.service = "ssm".into();
+    let reply = common::call(
+        handle.local_addr(),
+        Some(&ssm),
+        "AmazonSSM.TerminateSession",
+        &serde_json::json!({"SessionId": session_id}),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    client.run_to_end(LIMIT).await;
+    assert!(
+        client.closed.is_some(),
+        "the client is told with channel_closed"
+    );
+    let counters = handle.wait_until(|c| c.sessions_finished == 1).await;
+    assert_eq!(counters.processes_running, 0);
+}
+
+#[tokio::test]
+async fn oversized_messages_end_the_connection() {
+    let handle = start(Config::default()).await;
+    let mut client = session(&handle, "sh -c 'echo up; exec sleep 1000'").await;
+    client.run_until_output(b"up\r\n", LIMIT).await;
+    // The agent may reset the connection while this is still being written.
+    use futures_util::SinkExt;
+    let huge = Bytes::from(vec![0u8; 9 * 1024 * 1024]);
+    let _ = client
+        .socket
+        .send(tokio_tungstenite::tungstenite::Message::Binary(huge))
+        .await;
+    tokio::time::timeout(LIMIT, async { while client.step().await {} })
+        .await
+        .expect("the connection stayed open");
+    let counters = handle.wait_until(|c| c.sessions_finished == 1).await;
+    assert_eq!(counters.processes_running, 0);
+}
+
+#[tokio::test]
+async fn control_keys_act_through_the_terminal() {
+    let handle = start(Config::default()).await;
+    // Ctrl-C (0x03) interrupts the foreground program: the terminal turns it into SIGINT.
+    // The wrapper shell traps it, as the adapters' wrapper does, and reports the status.
+    let mut client = session(
+        &handle,
+        "sh -c 'trap : INT; echo up; sleep 1000; echo after:$?'",
+    )
+    .await;
+    client.run_until_output(b"up\r\n", LIMIT).await;
+    client.send(PayloadType::Output, &[0x03]).await;
+    client.run_to_end(LIMIT).await;
+    let text = String::from_utf8_lossy(&client.output);
+    assert!(text.contains("after:130"), "{text}");
+
+    // Ctrl-D (0x04) at the start of a line is end of input for `cat`.
+    let mut client = session(&handle, "sh -c 'stty -echo; echo up; cat; echo cat-done'").await;
+    client.run_until_output(b"up\r\n", LIMIT).await;
+    client.send(PayloadType::Output, b"line\r").await;
+    client.send(PayloadType::Output, &[0x04]).await;
+    client.run_to_end(LIMIT).await;
+    let text = String::from_utf8_lossy(&client.output);
+    assert!(text.contains("line\r\ncat-done"), "{text}");
 }

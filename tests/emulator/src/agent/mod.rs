@@ -68,6 +68,8 @@ const REALISTIC_READ_SIZE: usize = 1024;
 const LINGER_AFTER_EXIT: Duration = Duration::from_millis(500);
 /// The real agent's limit on waiting for acks of the last output (realistic mode).
 const REALISTIC_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a closed channel waits for the client to hang up before dropping the socket.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Largest input payload written to the PTY in one call.
 const PTY_WRITE_MAX: usize = 64 * 1024;
 
@@ -246,8 +248,11 @@ impl Driver {
             let can_read = self.can_read_pty(Instant::now());
             let can_write = !self.pending_input.is_empty();
             let waiting_child = self.exit_code.is_none() && self.group.is_some();
+            let read_socket = self.should_read_socket();
             tokio::select! {
-                message = next_message(&mut self.link) => self.handle_message(message).await,
+                message = next_message(&mut self.link), if read_socket => {
+                    self.handle_message(message).await;
+                }
                 read = read_pty(self.pty.as_ref(), &mut self.read_buf), if can_read => {
                     self.handle_pty_read(read);
                 }
@@ -380,6 +385,17 @@ impl Driver {
             )) => {}
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => self.lose_link(now),
         }
+    }
+
+    /// Input back-pressure: while the PTY has a full queue of input, leave further frames in
+    /// the socket (TCP then slows the client down) — unless acks are needed to free the
+    /// output window, in which case frames are read and in-order input is refused unacked
+    /// (the client resends it), so a command blocked on output can never deadlock us.
+    fn should_read_socket(&self) -> bool {
+        self.accepts_input()
+            || self.pty.is_none()
+            || self.pty_eof
+            || self.channel.unacked_bytes() >= self.shared.agent.max_unacked_bytes
     }
 
     fn accepts_input(&self) -> bool {
@@ -614,6 +630,13 @@ impl Driver {
             }
             let _ = link.sink.flush().await;
             let _ = link.sink.close().await;
+            // Let the client finish reading (and acking stragglers) before the TCP connection
+            // goes: closing at once can turn its last writes into a broken pipe that hides the
+            // channel_closed already waiting in its receive buffer.
+            let _ = tokio::time::timeout(CLOSE_LINGER, async {
+                while let Some(Ok(_)) = link.stream.next().await {}
+            })
+            .await;
         }
     }
 

@@ -271,7 +271,12 @@ impl RawClient {
         };
         let Ok(message) = message else { return false };
         let Message::Binary(bytes) = message else {
-            return !matches!(message, Message::Close(_));
+            if matches!(message, Message::Close(_)) {
+                // Complete the closing handshake so the agent does not wait for us.
+                let _ = self.socket.flush().await;
+                return false;
+            }
+            return true;
         };
         let frame = Frame::decode(&bytes).expect("the agent sends valid frames");
         match frame.message_type {
@@ -310,6 +315,8 @@ impl RawClient {
     pub async fn run_to_end(&mut self, limit: Duration) {
         tokio::time::timeout(limit, async {
             while self.closed.is_none() && self.step().await {}
+            // Read on until the agent hangs up, answering its close, as a polite client does.
+            while self.step().await {}
         })
         .await
         .expect("session did not end in time");

@@ -1,0 +1,117 @@
+//! The host's own data channel client (`ecs_exec::channel::transport`) against the emulator,
+//! with faults in both directions: the two reliability layers were written separately and
+//! must still deliver every byte exactly once.
+
+mod common;
+
+use bytes::Bytes;
+use common::{LIMIT, execute, web_task};
+use ecs_exec::channel::session::Event;
+use ecs_exec::channel::transport::{ConnectParams, DataChannel};
+use ecs_exec_emulator::{Config, Emulator};
+
+async fn run(
+    config: Config,
+    command: &str,
+    input: Option<Vec<u8>>,
+) -> (Vec<u8>, ecs_exec_emulator::CountersSnapshot) {
+    let handle = Emulator::start(config).await.unwrap();
+    let (_, url, token) = execute(&handle, &web_task(&handle), command).await;
+    let (writer, mut events) = DataChannel::connect(ConnectParams::new(url, token))
+        .await
+        .unwrap();
+    writer.send_resize(100, 40).unwrap();
+    let mut output = Vec::new();
+    let mut input = input;
+    tokio::time::timeout(LIMIT, async {
+        while let Some(event) = events.next().await {
+            match event {
+                Event::Output(bytes) => {
+                    output.extend_from_slice(&bytes);
+                    // Send the input once the command says it is ready for it.
+                    if common::contains(&output, b"READY\r\n")
+                        && let Some(data) = input.take()
+                    {
+                        let writer = writer.clone();
+                        tokio::spawn(async move {
+                            for chunk in data.chunks(8192) {
+                                let chunk = Bytes::copy_from_slice(chunk);
+                                writer.send_input(chunk).await.unwrap();
+                            }
+                        });
+                    }
+                }
+                Event::Closed { .. } => break,
+                Event::Lost { reason } => panic!("session lost: {reason}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("session did not end in time");
+    let counters = handle.wait_until(|c| c.sessions_finished == 1).await;
+    (output, counters)
+}
+
+fn faulty() -> Config {
+    let mut config = Config::default();
+    config.faults.seed = 11;
+    for rates in [&mut config.faults.outbound, &mut config.faults.inbound] {
+        rates.drop = 0.05;
+        rates.duplicate = 0.05;
+        rates.reorder_window = 4;
+        rates.delay_ms = 1;
+    }
+    // Certain losses on top of the random ones, so every run exercises both repair paths.
+    let drop_first = |direction, message_type: &str| ecs_exec_emulator::FaultRule {
+        direction,
+        message_type: message_type.into(),
+        sequence_number: None,
+        action: ecs_exec_emulator::FaultAction::Drop,
+        times: 1,
+    };
+    config.faults.rules = vec![
+        drop_first(ecs_exec_emulator::Direction::Outbound, "output_stream_data"),
+        drop_first(ecs_exec_emulator::Direction::Inbound, "input_stream_data"),
+    ];
+    config.agent.read_chunk_bytes = 4096;
+    config
+}
+
+#[tokio::test]
+async fn output_survives_faults_with_the_host_client() {
+    let (output, counters) = run(faulty(), "seq 1 30000", None).await;
+    let expected: String = (1..=30000).map(|i| format!("{i}\r\n")).collect();
+    assert_eq!(String::from_utf8(output).unwrap(), expected);
+    assert!(counters.frames_dropped >= 2 && counters.frames_reordered > 0);
+    assert_eq!(counters.sessions_closed_cleanly, 1);
+}
+
+#[tokio::test]
+async fn input_survives_faults_with_the_host_client() {
+    let data: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let (output, counters) = run(
+        faulty(),
+        "sh -c 'stty -echo -icanon; echo READY; head -c 300000 | cksum'",
+        Some(data.clone()),
+    )
+    .await;
+    let text = String::from_utf8(output).unwrap();
+    // cksum of the same bytes, computed here by the same tool.
+    let mut cksum = std::process::Command::new("cksum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        cksum.stdin.take().unwrap().write_all(&data).unwrap();
+    }
+    let local = String::from_utf8(cksum.wait_with_output().unwrap().stdout).unwrap();
+    assert!(
+        text.contains(local.trim()),
+        "remote {text:?} vs local {local:?}"
+    );
+    assert!(counters.frames_dropped >= 2);
+    assert_eq!(counters.input_bytes, 300_000);
+}
