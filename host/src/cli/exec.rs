@@ -501,7 +501,8 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
         }
     };
     init_tracing(request.verbosity);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {
@@ -576,6 +577,8 @@ pub fn exit_for(err: &anyhow::Error) -> Exit {
         .find_map(|cause| {
             if let Some(ecs) = cause.downcast_ref::<EcsError>() {
                 Some(ecs.exit())
+            } else if let Some(run) = cause.downcast_ref::<run::RunError>() {
+                Some(run.exit())
             } else {
                 cause.downcast_ref::<UsageError>().map(|_| Exit::Usage)
             }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::config::CredentialsConfig;
 use crate::sessions::{SessionRegistry, SessionSpec, new_session_id};
-use crate::world::{Cluster, Task, TaskStatus, World};
+use crate::world::{Cluster, ExecEnvironment, Task, TaskStatus, World};
 
 /// `X-Amz-Target` prefix of ECS operations.
 pub const ECS_TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
@@ -450,7 +450,7 @@ fn execute_command(
         container: container.name.clone(),
         target: format!("ecs:{}_{}_{}", cluster.name, task.id, container.runtime_id),
         command,
-        exec: container.exec.clone(),
+        exec: with_metadata_uri(&container.exec, &container.runtime_id),
     };
     let token = ctx.sessions.create(spec, now);
     Ok(json!({
@@ -466,6 +466,25 @@ fn execute_command(
         "taskArn": task.arn,
     }))
 }
+
+/// ECS gives every container `ECS_CONTAINER_METADATA_URI_V4`, naming the container; so does the
+/// emulator (unless the config sets it), which also tells a test which task a command ran in.
+fn with_metadata_uri(exec: &ExecEnvironment, runtime_id: &str) -> ExecEnvironment {
+    let mut exec = exec.clone();
+    if !exec
+        .environment
+        .iter()
+        .any(|(name, _)| name == METADATA_URI_VARIABLE)
+    {
+        exec.environment.push((
+            METADATA_URI_VARIABLE.to_string(),
+            format!("http://169.254.170.2/v4/{runtime_id}"),
+        ));
+    }
+    exec
+}
+
+const METADATA_URI_VARIABLE: &str = "ECS_CONTAINER_METADATA_URI_V4";
 
 fn stream_url(ctx: &ApiContext, session_id: &str) -> String {
     format!(

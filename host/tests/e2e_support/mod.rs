@@ -1,0 +1,176 @@
+//! End-to-end harness: an in-process emulator and the real `ecs-exec` binary run against it.
+//!
+//! [`World::start`] starts the emulator on loopback with a container whose PATH holds the test
+//! shims (`fixtures/container-bin`: a small `rails`) and whose environment has `CLUSTER_NAME`,
+//! as a Hoop ECS connection's container would. [`World::ecs_exec`] builds a `Command` for the
+//! binary with the emulator's credentials and endpoint, isolated from the user's AWS files.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+
+use ecs_exec_emulator::{Config, ContainerConfig, EmulatorHandle};
+
+pub const CLUSTER: &str = "demo";
+pub const SERVICE: &str = "web";
+
+/// What one run of the binary produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Outcome {
+    pub fn code(&self) -> i32 {
+        self.status.code().unwrap_or(-1)
+    }
+
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// A running emulator plus the directories its container uses.
+pub struct World {
+    pub emulator: EmulatorHandle,
+    pub workdir: tempfile::TempDir,
+}
+
+/// Compiled adapters are cached across every test process of the run, as on a user's machine.
+fn shared_cache_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cache");
+        std::fs::create_dir_all(&dir).expect("create the adapter cache dir");
+        dir
+    })
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+impl World {
+    pub fn start() -> World {
+        World::start_with(|_| {})
+    }
+
+    /// Starts an emulator whose `web` containers run on this machine with the test shims on
+    /// PATH; `tweak` may change the config further (faults, other services).
+    pub fn start_with(tweak: impl FnOnce(&mut Config)) -> World {
+        let workdir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::default();
+        for cluster in &mut config.clusters {
+            for service in &mut cluster.services {
+                for container in &mut service.containers {
+                    prepare_container(container, workdir.path());
+                }
+            }
+        }
+        tweak(&mut config);
+        let emulator = EmulatorHandle::spawn_in_thread(config).expect("start the emulator");
+        World { emulator, workdir }
+    }
+
+    /// `ecs-exec --cluster demo --service-name web`, pointed at the emulator.
+    pub fn ecs_exec(&self) -> Command {
+        let mut command = self.bare_command();
+        command.args(["--cluster", CLUSTER, "--service-name", SERVICE]);
+        command
+    }
+
+    /// The binary with the emulator's environment and no arguments.
+    pub fn bare_command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ecs-exec"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.workdir.path())
+            .env("XDG_CACHE_HOME", shared_cache_dir())
+            .env("AWS_CONFIG_FILE", self.workdir.path().join("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.workdir.path().join("no-aws-credentials"),
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        for (name, value) in self.emulator.aws_env() {
+            command.env(name, value);
+        }
+        command
+    }
+
+    /// Runs `command` with `stdin` as its input and collects everything it printed.
+    pub fn run(&self, mut command: Command, stdin: &[u8]) -> Outcome {
+        run_with_input(&mut command, stdin)
+    }
+
+    /// The ids of the RUNNING tasks of `web`.
+    pub fn running_web_tasks(&self) -> Vec<String> {
+        let world = self.emulator.world();
+        let Some(cluster) = world.cluster(Some(CLUSTER)) else {
+            return Vec::new();
+        };
+        cluster
+            .tasks
+            .iter()
+            .filter(|task| task.service == SERVICE && task.status.as_str() == "RUNNING")
+            .map(|task| task.id.clone())
+            .collect()
+    }
+}
+
+fn prepare_container(container: &mut ContainerConfig, workdir: &Path) {
+    container.working_directory = Some(workdir.to_path_buf());
+    container
+        .path_prepend
+        .push(fixtures_dir().join("container-bin"));
+    container
+        .environment
+        .insert("CLUSTER_NAME".into(), CLUSTER.into());
+    container
+        .environment
+        .insert("RAILS_ENV".into(), "production".into());
+}
+
+/// Feeds `stdin` from a thread (so a large input cannot deadlock against a full stdout pipe)
+/// and waits for the process.
+pub fn run_with_input(command: &mut Command, stdin: &[u8]) -> Outcome {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ecs-exec");
+    let mut child_stdin = child.stdin.take().expect("stdin");
+    let input = stdin.to_vec();
+    let writer = thread::spawn(move || {
+        // The remote side may finish without reading everything (exit 7): a broken pipe is fine.
+        let _ = child_stdin.write_all(&input);
+    });
+    let mut child_stderr = child.stderr.take().expect("stderr");
+    let stderr_reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = child_stderr.read_to_string(&mut text);
+        text
+    });
+    let mut stdout = Vec::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut stdout)
+        .expect("read stdout");
+    let status = child.wait().expect("wait for ecs-exec");
+    writer.join().expect("stdin writer");
+    let stderr = stderr_reader.join().expect("stderr reader");
+    Outcome {
+        status,
+        stdout,
+        stderr,
+    }
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Times whole processes against one emulator on loopback, each beside its baseline:
+#   - a one-off `echo hi` through ecs-exec (cold process: API calls, data channel, adapter)
+#     against one `aws ecs list-tasks` call (the AWS CLI alone, one API call);
+#   - stdin to the remote program and remote output to stdout, 256 MiB each way,
+#     against `cat` of the same bytes through a local pipe;
+#   - peak RSS of ecs-exec for a 1 GiB transfer each way.
+# Usage: tests/bench/oneoff.sh [target/release]   (needs hyperfine, /usr/bin/time, aws)
+set -euo pipefail
+bin_dir=${1:-target/release}
+ecs_exec="$bin_dir/ecs-exec"
+emulator="$bin_dir/ecs-exec-emulator"
+for tool in hyperfine /usr/bin/time aws; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing" >&2; exit 1; }
+done
+
+work=$(mktemp -d)
+trap 'kill "$emulator_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+"$emulator" --listen 127.0.0.1:0 >"$work/listen" 2>"$work/emulator.log" &
+emulator_pid=$!
+until [ -s "$work/listen" ]; do sleep 0.05; done
+endpoint=$(sed 's/^listening on //' "$work/listen")
+export AWS_ACCESS_KEY_ID=AKIAEMULATOREXAMPLE1 AWS_SECRET_ACCESS_KEY=emulator-secret-key
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+export XDG_CACHE_HOME="$work/cache"
+run=("$ecs_exec" --endpoint-url "$endpoint" --cluster demo --service-name web)
+
+printf 'echo hi' >"$work/echo-hi"
+"${run[@]}" <"$work/echo-hi" >/dev/null   # warm the compiled-adapter cache once, as a user's second run
+
+echo "== one-off 'echo hi', whole process"
+hyperfine --warmup 3 --runs 30 -N \
+  --input "$work/echo-hi" \
+  --command-name "ecs-exec one-off echo hi" "${run[*]}" \
+  --command-name "baseline: aws ecs list-tasks" "aws ecs list-tasks --cluster demo --endpoint-url $endpoint"
+
+peak_rss() { # prints the peak RSS in MiB of the command given
+  /usr/bin/time -f '%M' -o "$work/rss" "$@" >/dev/null
+  echo "$(( $(cat "$work/rss") / 1024 )) MiB"
+}
+echo "== peak RSS: echo hi: $(printf 'echo hi' | peak_rss "${run[@]}"); aws ecs list-tasks: $(peak_rss aws ecs list-tasks --cluster demo --endpoint-url "$endpoint")"
+
+size_mib=${SIZE_MIB:-256}
+head -c $((size_mib * 1024 * 1024)) /dev/urandom >"$work/data"
+echo "== ${size_mib} MiB stdin -> remote (sha256sum)"
+hyperfine --runs 3 -N --input "$work/data" \
+  --command-name "ecs-exec --pipe sha256sum" "${run[*]} --pipe sha256sum" \
+  --command-name "baseline: local sha256sum" "sha256sum"
+echo "== ${size_mib} MiB remote -> stdout (head -c from /dev/zero)"
+hyperfine --runs 3 -N \
+  --command-name "ecs-exec remote head -c" "${run[*]} --pipe 'head -c $((size_mib * 1024 * 1024)) /dev/zero'" \
+  --command-name "baseline: local head -c" "head -c $((size_mib * 1024 * 1024)) /dev/zero"
+
+big=$((1024 * 1024 * 1024))
+echo "== peak RSS at 1 GiB: stdin -> remote: $(head -c $big /dev/zero | peak_rss "${run[@]}" --pipe 'sha256sum'); remote -> stdout: $(peak_rss "${run[@]}" --pipe "head -c $big /dev/zero" </dev/null)"
