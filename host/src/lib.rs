@@ -7,7 +7,8 @@
 //! - [`channel`] is the SSM data channel: a sans-IO frame codec and session core, and the
 //!   websocket driver around them;
 //! - [`terminal`] owns the local tty (raw mode, resize, signals);
-//! - [`run`] wires one-off and interactive runs together.
+//! - [`run`] wires one-off and interactive runs together;
+//! - [`exit`] is the table of `ecs-exec`'s own exit codes (sysexits style).
 
 pub mod adapter;
 pub mod channel;
