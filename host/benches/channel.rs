@@ -70,9 +70,9 @@ fn transfer(input: &Bytes, output: &Bytes, chunk: usize) -> usize {
             output: String::new()
         }
     );
-    assert_eq!(pair.client_output.len(), output.len());
-    assert_eq!(pair.agent.received_input.len(), input.len());
-    pair.client_output.len() + pair.agent.received_input.len()
+    assert_eq!(pair.client_output.len, output.len());
+    assert_eq!(pair.agent.received_input.len, input.len());
+    pair.client_output.len + pair.agent.received_input.len
 }
 
 fn pair(c: &mut Criterion) {

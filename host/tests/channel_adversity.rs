@@ -6,7 +6,7 @@
 mod channel_support;
 
 use bytes::Bytes;
-use channel_support::{Direction, Ending, FakeAgent, Fate, Faults, Link, Pair};
+use channel_support::{Data, Direction, Ending, FakeAgent, Fate, Faults, Link, Pair, Received};
 use ecs_exec::channel::frame::{MessageType, PayloadType};
 use ecs_exec::channel::payload::Acknowledge;
 use ecs_exec::channel::session::{Event, SessionConfig};
@@ -41,8 +41,11 @@ fn assert_exact(pair: &Pair, input: &Bytes, output: &Bytes, ending: &Ending) {
             output: String::new()
         }
     );
-    assert!(pair.agent.received_input == input.as_ref(), "input differs");
-    assert!(pair.client_output == output.as_ref(), "output differs");
+    assert!(
+        pair.agent.received_input.kept == input.as_ref(),
+        "input differs"
+    );
+    assert!(pair.client_output.kept == output.as_ref(), "output differs");
 }
 
 #[test]
@@ -147,7 +150,7 @@ fn stderr_and_exit_code_are_routed_apart_from_stdout() {
     pair.agent.exit_code = Some(42);
     let ending = pair.run(100_000);
     assert!(matches!(ending, Ending::Closed { .. }));
-    assert!(pair.client_output.is_empty());
+    assert!(pair.client_output.kept.is_empty());
     assert!(pair.client_stderr == output.as_ref());
     assert!(pair.events.contains(&Event::ExitCode(42)));
 }
@@ -210,6 +213,53 @@ fn reconnects_mid_transfer_lose_nothing_and_duplicate_nothing() {
     assert!(pair.client.stats().retransmits > 0);
 }
 
+/// Peak resident set size of this process so far, from /proc (Linux only).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[test]
+#[ignore = "streams 1 GiB each way; run alone, in an optimised profile, with --ignored"]
+fn one_gib_each_way_through_a_lossy_link_keeps_memory_flat() {
+    const GIB: usize = 1 << 30;
+    let mut agent = FakeAgent::with_data(Data::Pattern { len: GIB, salt: 1 }, GIB);
+    agent.received_input = Received::verifying(2);
+    let faults = Faults {
+        drop: 0.001,
+        duplicate: 0.001,
+        max_delay_ms: 2,
+    };
+    let input = Data::Pattern { len: GIB, salt: 2 };
+    let mut pair = Pair::with_data(config(), agent, Link::new(9, faults), input);
+    pair.client_output = Received::verifying(1);
+    pair.max_input_write = 64 << 10;
+    let started = std::time::Instant::now();
+    let ending = pair.run(u64::MAX);
+    assert_eq!(
+        ending,
+        Ending::Closed {
+            output: String::new()
+        }
+    );
+    assert_eq!(pair.client_output.len, GIB);
+    assert_eq!(pair.client_output.mismatches, 0);
+    assert_eq!(pair.agent.received_input.len, GIB);
+    assert_eq!(pair.agent.received_input.mismatches, 0);
+    assert!(pair.max_unacked_bytes_seen <= (4 << 20) + (64 << 10));
+    let peak = peak_rss_bytes().unwrap_or(0);
+    eprintln!(
+        "2 GiB through the pair in {:.1} s; peak RSS {} MiB; retransmits {}; agent resends {}",
+        started.elapsed().as_secs_f64(),
+        peak >> 20,
+        pair.client.stats().retransmits,
+        pair.agent.resends
+    );
+    assert!(peak < 64 << 20, "peak RSS {peak} bytes");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -243,8 +293,8 @@ proptest! {
         pair.max_input_write = max_input_write;
         let ending = pair.run(5_000_000);
         prop_assert_eq!(ending, Ending::Closed { output: String::new() });
-        prop_assert!(pair.agent.received_input == input.as_ref());
-        prop_assert!(pair.client_output == output.as_ref());
+        prop_assert!(pair.agent.received_input.kept == input.as_ref());
+        prop_assert!(pair.client_output.kept == output.as_ref());
         prop_assert!(pair.max_unacked_bytes_seen <= (16 << 10) + max_input_write);
         prop_assert!(pair.max_reorder_seen.0 <= reorder_frames);
         prop_assert!(pair.agent.max_stash_seen <= 32);

@@ -654,7 +654,7 @@ impl Session {
             );
             return Some(Transmit::Text(open.to_json()));
         }
-        if self.ping_pending {
+        if self.ping_pending && self.state != State::Closed {
             self.ping_pending = false;
             if self.timers.get(Timer::PongDeadline).is_none() {
                 self.timers

@@ -21,6 +21,76 @@ use uuid::Uuid;
 pub const TOKEN: &str = "test-token";
 const DATE: u64 = 1_764_265_200_000;
 
+/// Test data: fixed bytes, or a generated pattern of any length that is never held in memory.
+#[derive(Clone, Debug)]
+pub enum Data {
+    Bytes(Bytes),
+    Pattern { len: usize, salt: u8 },
+}
+
+impl Data {
+    pub fn len(&self) -> usize {
+        match self {
+            Data::Bytes(bytes) => bytes.len(),
+            Data::Pattern { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn pattern_byte(salt: u8, index: usize) -> u8 {
+        (index as u8).wrapping_mul(31).wrapping_add(salt) ^ (index >> 10) as u8
+    }
+
+    /// Bytes `start..end`.
+    pub fn slice(&self, start: usize, end: usize) -> Bytes {
+        match self {
+            Data::Bytes(bytes) => bytes.slice(start..end),
+            Data::Pattern { salt, .. } => Bytes::from(
+                (start..end)
+                    .map(|i| Self::pattern_byte(*salt, i))
+                    .collect::<Vec<u8>>(),
+            ),
+        }
+    }
+}
+
+/// Received bytes: kept for comparison, or (for a pattern) checked on arrival and dropped.
+#[derive(Debug, Default)]
+pub struct Received {
+    pub kept: Vec<u8>,
+    verify: Option<u8>,
+    pub len: usize,
+    pub mismatches: usize,
+}
+
+impl Received {
+    /// Verifies against the pattern with this salt instead of keeping the bytes.
+    pub fn verifying(salt: u8) -> Self {
+        Self {
+            verify: Some(salt),
+            ..Self::default()
+        }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        match self.verify {
+            Some(salt) => {
+                let start = self.len;
+                self.mismatches += data
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, byte)| **byte != Data::pattern_byte(salt, start + i))
+                    .count();
+            }
+            None => self.kept.extend_from_slice(data),
+        }
+        self.len += data.len();
+    }
+}
+
 /// xorshift64*: a tiny seeded generator so schedules replay exactly.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
@@ -62,7 +132,7 @@ pub struct FakeAgent {
     stash: BTreeMap<i64, Frame>,
     pub stash_limit: usize,
     pub max_stash_seen: usize,
-    pub received_input: Vec<u8>,
+    pub received_input: Received,
     pub sizes: Vec<TerminalSize>,
     pub duplicates_seen: u64,
 
@@ -74,7 +144,7 @@ pub struct FakeAgent {
     resend_check_at: u64,
     pub resends: u64,
     outgoing: VecDeque<Bytes>,
-    output: Bytes,
+    output: Data,
     output_offset: usize,
     pub chunk: usize,
     /// Payload type of the output (1 stdout; 11 stderr for routing tests).
@@ -93,6 +163,10 @@ pub struct FakeAgent {
 
 impl FakeAgent {
     pub fn new(output: Bytes, expected_input_len: usize) -> Self {
+        Self::with_data(Data::Bytes(output), expected_input_len)
+    }
+
+    pub fn with_data(output: Data, expected_input_len: usize) -> Self {
         Self {
             opened: false,
             open_messages: Vec::new(),
@@ -100,7 +174,7 @@ impl FakeAgent {
             stash: BTreeMap::new(),
             stash_limit: 1000,
             max_stash_seen: 0,
-            received_input: Vec::new(),
+            received_input: Received::default(),
             sizes: Vec::new(),
             duplicates_seen: 0,
             next_seq: 0,
@@ -190,7 +264,7 @@ impl FakeAgent {
         self.expected += 1;
         match frame.payload_type {
             PayloadType::Output if !self.handshake || self.handshake_done => {
-                self.received_input.extend_from_slice(&frame.payload)
+                self.received_input.push(&frame.payload)
             }
             PayloadType::Size => self
                 .sizes
@@ -255,7 +329,7 @@ impl FakeAgent {
             && self.unacked.len() < self.window
         {
             let end = self.output.len().min(self.output_offset + self.chunk);
-            let chunk = self.output.slice(self.output_offset..end);
+            let chunk = self.output.slice(self.output_offset, end);
             self.output_offset = end;
             self.queue_stream(now_ms, self.output_type, chunk);
         }
@@ -284,7 +358,7 @@ impl FakeAgent {
         }
         let done = self.exit_sent
             && self.unacked.is_empty()
-            && self.received_input.len() >= self.expected_input_len;
+            && self.received_input.len >= self.expected_input_len;
         if done && self.closed_at.is_none_or(|at| now_ms >= at + 500) {
             // Repeated every 500 ms because the simulated link may drop it.
             self.closed_at = Some(now_ms);
@@ -460,11 +534,11 @@ pub struct Pair {
     pub link: Link,
     base: Instant,
     pub now_ms: u64,
-    input: Bytes,
+    input: Data,
     input_offset: usize,
     input_rng: Rng,
     pub max_input_write: usize,
-    pub client_output: Vec<u8>,
+    pub client_output: Received,
     pub client_stderr: Vec<u8>,
     pub events: Vec<Event>,
     pub max_unacked_bytes_seen: usize,
@@ -485,6 +559,10 @@ pub enum Ending {
 
 impl Pair {
     pub fn new(config: SessionConfig, agent: FakeAgent, link: Link, input: Bytes) -> Self {
+        Self::with_data(config, agent, link, Data::Bytes(input))
+    }
+
+    pub fn with_data(config: SessionConfig, agent: FakeAgent, link: Link, input: Data) -> Self {
         let base = Instant::now();
         let client = Session::new(config, TOKEN, Box::new(FixedClock(DATE)), base);
         Self {
@@ -497,7 +575,7 @@ impl Pair {
             input_offset: 0,
             input_rng: Rng::new(99),
             max_input_write: 4096,
-            client_output: Vec::new(),
+            client_output: Received::default(),
             client_stderr: Vec::new(),
             events: Vec::new(),
             max_unacked_bytes_seen: 0,
@@ -536,7 +614,7 @@ impl Pair {
         while self.client.can_send() && self.input_offset < self.input.len() {
             let len = 1 + self.input_rng.below(self.max_input_write as u64) as usize;
             let end = self.input.len().min(self.input_offset + len);
-            let chunk = self.input.slice(self.input_offset..end);
+            let chunk = self.input.slice(self.input_offset, end);
             self.input_offset = end;
             self.client.send_input(chunk).expect("session open");
         }
@@ -579,7 +657,7 @@ impl Pair {
         let mut ending = None;
         while let Some(event) = self.client.poll_event() {
             match &event {
-                Event::Output(bytes) => self.client_output.extend_from_slice(bytes),
+                Event::Output(bytes) => self.client_output.push(bytes),
                 Event::Stderr(bytes) => self.client_stderr.extend_from_slice(bytes),
                 Event::Closed { output } => {
                     ending.get_or_insert(Ending::Closed {
@@ -607,17 +685,10 @@ impl Pair {
             self.feed_input();
             self.pump();
             self.steps += 1;
-            assert!(
-                self.steps < max_steps,
-                "no progress after {max_steps} steps at t={}ms: agent got {} of {} input bytes, client got {} output bytes",
-                self.now_ms,
-                self.agent.received_input.len(),
-                self.input.len(),
-                self.client_output.len()
-            );
             let client_deadline = self.client.poll_timeout().map(|deadline| {
-                let micros = deadline.saturating_duration_since(self.base).as_micros();
-                u64::try_from(micros.div_ceil(1000)).unwrap_or(u64::MAX)
+                // Round up from nanoseconds: truncating first could land just before it.
+                let nanos = deadline.saturating_duration_since(self.base).as_nanos();
+                u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(u64::MAX)
             });
             let next = [
                 self.link.next_time(),
@@ -629,6 +700,19 @@ impl Pair {
             .flatten()
             .min()
             .expect("something is always pending until the session ends");
+            assert!(
+                self.steps < max_steps,
+                "no progress after {max_steps} steps at t={}ms: agent got {} of {} input bytes, \
+                 client got {} output bytes; next link {:?}, client {:?}, agent {:?}; {:?}",
+                self.now_ms,
+                self.agent.received_input.len,
+                self.input.len(),
+                self.client_output.len,
+                self.link.next_time(),
+                client_deadline,
+                self.agent.next_wakeup(self.now_ms),
+                self.client,
+            );
             self.now_ms = self.now_ms.max(next);
             let now = self.instant(self.now_ms);
             if self
