@@ -443,3 +443,21 @@ fn plans_are_accepted_by_the_shell_words_splitter_for_every_builtin_adapter() {
         }
     }
 }
+
+#[test]
+fn the_template_adapter_works_as_written() {
+    let mut adapters = adapter_common::builtin();
+    let template = adapter_common::test_guest("ecs_exec_adapter_template");
+    let adapter = adapters
+        .select(Some("cat"), Some(template.to_str().unwrap()))
+        .unwrap();
+    assert_eq!(adapter.info().name, "template");
+    let fake = FakeBin::new();
+    for input in nasty_inputs() {
+        let invocation = Invocation::one_off_with_input(Some("cat".to_owned()), vec![], &input);
+        let plan = adapter.plan(&invocation, &new_nonce()).unwrap();
+        assert_eq!(plan.stdin, StdinMode::StreamBase64);
+        let outcome = execute(&plan, &input, &fake.path_var());
+        assert_eq!((outcome.output, outcome.status), (input, 0));
+    }
+}
