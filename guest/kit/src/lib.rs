@@ -175,7 +175,7 @@ pub fn program_index(words: &[String]) -> usize {
         let is_assignment = word.split_once('=').is_some_and(|(name, _)| {
             !name.is_empty() && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric())
         });
-        if word == "env" || is_assignment {
+        if basename(word) == "env" || is_assignment {
             index += 1;
         } else if word == "bundle" && words.get(index + 1).is_some_and(|next| next == "exec") {
             index += 2;
@@ -305,6 +305,10 @@ mod tests {
         assert_eq!(program_index(&words), 4);
         assert_eq!(program_index(&split_words("python3 -").unwrap()), 0);
         assert_eq!(program_index(&split_words("env").unwrap()), 1);
+        assert_eq!(
+            program_index(&split_words("/usr/bin/env python3").unwrap()),
+            1
+        );
         assert_eq!(program_index(&split_words("=x").unwrap()), 0);
     }
 

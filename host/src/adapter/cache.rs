@@ -172,6 +172,25 @@ mod tests {
     }
 
     #[test]
+    fn an_unusable_cache_directory_is_harmless() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_dir = dir.path().join("file");
+        fs::write(&not_a_dir, b"").unwrap();
+        let engine = Engine::default();
+        let entry = CacheEntry::new(&not_a_dir.join("ecs-exec"), &engine, "abc");
+        let info = AdapterInfo {
+            name: "x".to_owned(),
+            version: "1".to_owned(),
+            programs: vec![],
+            summary: String::new(),
+        };
+        entry.store_info(&info);
+        assert_eq!(entry.load_info(), None);
+        assert!(entry.load(&engine).is_none());
+        assert!(write_atomically(&entry.compiled, b"x").is_err());
+    }
+
+    #[test]
     fn keys_depend_on_content() {
         assert_ne!(content_key(b"a"), content_key(b"b"));
         assert_eq!(content_key(b"a").len(), 64);

@@ -87,6 +87,12 @@ impl Sandbox {
 
     /// Compiles wasm bytes (slow: cranelift).
     pub(crate) fn compile(&self, wasm: &[u8]) -> Result<Component, AdapterErrorKind> {
+        // Binary only: wasmtime would also try to parse anything else as WAT text.
+        if !wasm.starts_with(b"\0asm") {
+            return Err(AdapterErrorKind::Compile(
+                "not a WebAssembly binary (no \\0asm header)".to_owned(),
+            ));
+        }
         Component::new(&self.engine, wasm)
             .map_err(|error| AdapterErrorKind::Compile(error_line(&error)))
     }
@@ -296,9 +302,21 @@ fn panic_message(stderr: &[u8]) -> Option<String> {
     lines.next().map(|message| one_line(message, 200))
 }
 
-/// An error and its causes on one printable line.
+/// An error and its causes on one printable line (the first line of each).
 fn error_line(error: &wasmtime::Error) -> String {
-    one_line(&format!("{error:#}"), 300)
+    let causes: Vec<String> = error
+        .chain()
+        .map(|cause| {
+            cause
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    one_line(&causes.join(": "), 300)
 }
 
 /// What a store holds: the empty WASI context and the limits.

@@ -2,7 +2,7 @@
 //!
 //! Pure and allocation-light: it sees only pipe text and `(programs, is_third_party)` claims, never
 //! a wasm instance. The rules are the ones documented on `info.programs` in `wit/adapter.wit`:
-//! leading `env` and `NAME=value` words are skipped, a leading `bundle exec` may be skipped, a
+//! leading `env` (or `/path/to/env`) and `NAME=value` words are skipped, a leading `bundle exec` may be skipped, a
 //! declared word without `/` also matches a path ending in `/<word>`, the longest match wins, and
 //! on a tie a third-party adapter beats a built-in one (then the first loaded wins).
 
@@ -46,7 +46,7 @@ pub(crate) fn select(pipe_words: &[String], claimants: &[Claimant<'_>]) -> Optio
 fn candidate_starts(words: &[String]) -> Vec<usize> {
     let mut start = 0;
     while let Some(word) = words.get(start) {
-        if word == "env" || is_assignment(word) {
+        if word == "env" || word.ends_with("/env") || is_assignment(word) {
             start += 1;
         } else {
             break;
@@ -125,6 +125,7 @@ mod tests {
             ("env RAILS_ENV=production bin/rails runner -", Some(1)),
             ("./bin/rails console", Some(1)),
             ("/usr/local/bin/python3 -", Some(2)),
+            ("/usr/bin/env python3 -", Some(2)),
             ("python3.12", None),
             ("mypython3", None),
             ("node", None),

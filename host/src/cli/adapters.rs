@@ -225,8 +225,8 @@ fn check(options: &LoadOptions, file: &std::path::Path) -> anyhow::Result<ExitCo
         adapter_files: vec![file.to_owned()],
         ..options.clone()
     };
-    let adapters = AdapterSet::load(&options)
-        .with_context(|| format!("{} fails the contract", file.display()))?;
+    let adapters =
+        AdapterSet::load(&options).with_context(|| format!("{} cannot be used", file.display()))?;
     let adapter = adapters
         .adapters()
         .iter()

@@ -1,0 +1,231 @@
+//! `ecs-exec adapters list|show|check`, run as the real binary (no AWS, no network).
+
+mod adapter_common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `ecs-exec adapters ARGS…` with the shared compiled-adapter cache and no adapter dir.
+fn adapters(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ecs-exec"))
+        .arg("adapters")
+        .args(args)
+        .env(
+            "XDG_CACHE_HOME",
+            adapter_common::shared_cache_dir().join("xdg"),
+        )
+        .env_remove("ECS_EXEC_ADAPTER_DIR")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn list_shows_the_builtin_adapters() {
+    let output = adapters(&["list"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("NAME "), "{text}");
+    for (name, program) in [
+        ("shell", "bash"),
+        ("rails", "bundle exec rails"),
+        ("python", "python3"),
+        ("clojure", "clj"),
+    ] {
+        let line = text
+            .lines()
+            .find(|line| line.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in {text}"));
+        assert!(
+            line.contains("embedded") && line.contains(program),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn list_marks_builtin_programs_a_third_party_adapter_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        adapter_common::test_guest("ecs_exec_test_hostile"),
+        dir.path().join("hostile.wasm"),
+    )
+    .unwrap();
+    let output = adapters(&["list", "--adapter-dir", dir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let hostile = text
+        .lines()
+        .find(|line| line.starts_with("hostile "))
+        .expect("the third-party adapter is listed");
+    assert!(
+        hostile.contains(&dir.path().join("hostile.wasm").display().to_string()),
+        "{hostile}"
+    );
+    let python = text
+        .lines()
+        .find(|line| line.starts_with("python "))
+        .unwrap();
+    assert!(
+        python.contains("python3 (shadowed by hostile from "),
+        "{python}"
+    );
+    assert!(
+        python.contains("python, "),
+        "python itself is still served: {python}"
+    );
+}
+
+#[test]
+fn the_adapter_dir_can_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        adapter_common::test_guest("ecs_exec_adapter_template"),
+        dir.path().join("t.wasm"),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ecs-exec"))
+        .args(["adapters", "list"])
+        .env(
+            "XDG_CACHE_HOME",
+            adapter_common::shared_cache_dir().join("xdg"),
+        )
+        .env("ECS_EXEC_ADAPTER_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output)
+            .lines()
+            .any(|line| line.starts_with("template ")),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn show_prints_the_plan_and_the_argv_the_agent_will_run() {
+    let output = adapters(&["show", "rails", "--pipe", "bundle exec rails"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("adapter:      rails 0.1.0 (embedded)"),
+        "{text}"
+    );
+    assert!(text.contains("stdin:        stream-base64"), "{text}");
+    for word in ["\"bundle\"", "\"exec\"", "\"rails\"", "\"runner\"", "\"-\""] {
+        assert!(text.contains(word), "argv lists {word}: {text}");
+    }
+    let inline = adapters(&["show", "python", "--input", "print('hi')"]);
+    assert!(
+        stdout(&inline).contains("stdin:        inline"),
+        "{}",
+        stdout(&inline)
+    );
+    let interactive = adapters(&["show", "shell", "--interactive", "--pipe", "/bin/bash"]);
+    assert!(
+        stdout(&interactive).contains("stdin:        raw"),
+        "{}",
+        stdout(&interactive)
+    );
+    let no_input = adapters(&["show", "clojure", "--input-len", "0"]);
+    assert!(
+        stdout(&no_input).contains("stdin:        none"),
+        "{}",
+        stdout(&no_input)
+    );
+}
+
+#[test]
+fn show_of_an_unknown_adapter_is_a_one_line_error() {
+    let output = adapters(&["show", "cobol"]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(
+        message.starts_with(
+            "ecs-exec: adapter `cobol`: no such adapter (loaded: shell, rails, python, clojure)"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn check_passes_the_template_and_runs_sample_invocations() {
+    let template = adapter_common::test_guest("ecs_exec_adapter_template");
+    let output = adapters(&["check", template.to_str().unwrap()]);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}{}", stderr(&output));
+    assert!(text.contains("ok    info: template 0.1.0"), "{text}");
+    assert!(text.contains("ok    serves `template-example`"), "{text}");
+    assert!(
+        text.contains("ok    `template-example`, one-off, streamed: stdin stream-base64"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok    (no pipe), interactive: stdin raw"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("passes the check"), "{text}");
+}
+
+#[test]
+fn check_rejects_other_contract_versions_and_non_components() {
+    let other = adapter_common::test_guest("ecs_exec_test_other_wit");
+    let output = adapters(&["check", other.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(
+        message.contains("built against hoop:ecs-exec/adapter@0.2.0"),
+        "{message}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let text_file = dir.path().join("notes.wasm");
+    std::fs::write(&text_file, "not wasm at all").unwrap();
+    let output = adapters(&["check", text_file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("adapter `notes.wasm`: not a valid WebAssembly component"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!Path::new(&dir.path().join("missing.wasm")).exists());
+    let missing = adapters(&["check", dir.path().join("missing.wasm").to_str().unwrap()]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("cannot read"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[test]
+fn check_notes_refusals_and_program_claims() {
+    // The hostile adapter answers its sample invocations validly (it misbehaves only on request),
+    // so `check` passes it; its program claim on python3 is reported.
+    let hostile = adapter_common::test_guest("ecs_exec_test_hostile");
+    let output = adapters(&["check", hostile.to_str().unwrap()]);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}{}", stderr(&output));
+    assert!(text.contains("ok    serves `python3`"), "{text}");
+    assert!(
+        text.contains("note  `python3`, one-off, streamed: refused: unknown behaviour -a"),
+        "{text}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let output = adapters(&["frobnicate"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(adapters(&["--help"]).status.success());
+}
