@@ -145,13 +145,28 @@ impl OutputDecoder {
                         self.state = OutputState::Running;
                         continue;
                     };
-                    match find(rest, marker) {
-                        Some(at) => {
+                    // A bootstrap that cannot get ready (say `stty` failed) prints its exit
+                    // trailer without a marker: whichever comes first decides.
+                    let trailer = self.exit_trailer.as_deref();
+                    let marker_at = find(rest, marker);
+                    let trailer_at = trailer.and_then(|trailer| find(rest, trailer));
+                    let trailer_len = trailer.map_or(0, <[u8]>::len);
+                    match (marker_at, trailer_at) {
+                        (Some(marker_at), Some(trailer_at)) if trailer_at < marker_at => {
+                            rest = &rest[trailer_at + trailer_len..];
+                            self.state = OutputState::ReadingStatus;
+                        }
+                        (Some(at), _) => {
                             rest = &rest[at + marker.len()..];
                             self.state = OutputState::Running;
                         }
-                        None => {
-                            let keep = longest_suffix_prefix(rest, marker);
+                        (None, Some(at)) => {
+                            rest = &rest[at + trailer_len..];
+                            self.state = OutputState::ReadingStatus;
+                        }
+                        (None, None) => {
+                            let keep = longest_suffix_prefix(rest, marker)
+                                .max(trailer.map_or(0, |t| longest_suffix_prefix(rest, t)));
                             self.held.extend_from_slice(&rest[rest.len() - keep..]);
                             return;
                         }
@@ -282,6 +297,21 @@ mod tests {
             let out = decode_in_pieces(&mut decoder, remote, piece);
             assert_eq!(out, b"hello\nworld", "piece size {piece}");
             assert_eq!(decoder.exit_status(), Some(7), "piece size {piece}");
+        }
+    }
+
+    #[test]
+    fn a_trailer_before_the_ready_marker_ends_the_run() {
+        let remote = b"stty: not a tty\r\n\x1eEXIT-9:125\n";
+        for piece in 1..remote.len() {
+            let mut decoder = OutputDecoder::new(Some("RDY-9"), Some("\x1eEXIT-9:"));
+            let out = decode_in_pieces(&mut decoder, remote, piece);
+            assert!(out.is_empty(), "piece size {piece}");
+            assert_eq!(decoder.exit_status(), Some(125), "piece size {piece}");
+            assert!(
+                decoder.is_ready(),
+                "no input may follow, but the run is not waiting"
+            );
         }
     }
 

@@ -131,10 +131,12 @@ pub async fn run(api: &EcsApi, req: RunRequest) -> anyhow::Result<i32> {
         .execute_command(&req.target, &plan.command, true)
         .await?;
     tracing::debug!(session_id = %session.session_id, "session started");
-    let (writer, events) =
-        DataChannel::connect(ConnectParams::new(&session.stream_url, session.token.expose()))
-            .await
-            .map_err(RunError::from)?;
+    let (writer, events) = DataChannel::connect(ConnectParams::new(
+        &session.stream_url,
+        session.token.expose(),
+    ))
+    .await
+    .map_err(RunError::from)?;
 
     let status = if req.interactive {
         drive_interactive(&plan, writer, events).await?
@@ -258,18 +260,19 @@ async fn drive_one_off(
     let streams_input = plan.stdin == StdinMode::StreamBase64;
 
     let ending = loop {
-        if streams_input
-            && input_pump.is_none()
-            && sink.decoder.is_ready()
-            && let Some(prefix) = stdin_prefix.take()
-        {
-            input_pump = Some(tokio::spawn(pump_base64_input(prefix, writer.clone())));
-        }
         if let Some(status) = sink.decoder.exit_status() {
             break Ending::Status(status);
         }
         if sink.decoder.state() == OutputState::MalformedStatus {
+            abort(input_pump);
             return Err(RunError::MalformedExitStatus);
+        }
+        if streams_input
+            && input_pump.is_none()
+            && sink.decoder.state() == OutputState::Running
+            && let Some(prefix) = stdin_prefix.take()
+        {
+            input_pump = Some(tokio::spawn(pump_base64_input(prefix, writer.clone())));
         }
         if sink.stdout_closed {
             break Ending::StdoutClosed;
@@ -396,7 +399,8 @@ async fn drive_interactive(
     writer.send_resize(cols, rows)?;
 
     let forwards_keys = plan.stdin == StdinMode::Raw;
-    let keys = forwards_keys.then(|| tokio::spawn(pump_keystrokes(writer.clone(), raw_mode.is_some())));
+    let keys =
+        forwards_keys.then(|| tokio::spawn(pump_keystrokes(writer.clone(), raw_mode.is_some())));
     let mut sink = OutputSink::new(plan);
     let mut exit_code_event = None;
 
@@ -459,7 +463,9 @@ async fn pump_keystrokes(writer: ChannelWriter, is_terminal: bool) -> Result<(),
         let read = stdin.read(&mut chunk).await.map_err(RunError::Stdin)?;
         if read == 0 {
             if !is_terminal {
-                writer.send_input(Bytes::from_static(&[END_OF_INPUT])).await?;
+                writer
+                    .send_input(Bytes::from_static(&[END_OF_INPUT]))
+                    .await?;
             }
             return Ok(());
         }

@@ -34,7 +34,10 @@ fn assert_success(outcome: &e2e_support::Outcome) {
 fn rails_runner_reads_a_heredoc() {
     let world = World::start();
     let script = "myvar='Hello from Rails'\nputs myvar\n";
-    let outcome = world.run(hoop_exec(&world, &["--pipe", "rails runner -"]), script.as_bytes());
+    let outcome = world.run(
+        hoop_exec(&world, &["--pipe", "rails runner -"]),
+        script.as_bytes(),
+    );
     assert_success(&outcome);
     assert_eq!(outcome.stdout_text(), "Hello from Rails\n");
 }
@@ -99,7 +102,10 @@ fn a_script_path_runs_in_the_container() {
 fn task_override_after_the_separator() {
     let world = World::start();
     let tasks = world.running_web_tasks();
-    assert!(tasks.len() >= 2, "the default world has two running web tasks");
+    assert!(
+        tasks.len() >= 2,
+        "the default world has two running web tasks"
+    );
     for task in &tasks {
         let outcome = world.run(
             hoop_exec(&world, &["--", "--task", task]),

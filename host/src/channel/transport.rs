@@ -11,6 +11,7 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -108,9 +109,12 @@ impl DataChannel {
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::channel(MAX_PENDING_EVENTS);
+        let (sink, stream) = socket.split();
         let driver = Driver {
             session,
-            socket,
+            sink,
+            stream,
+            outgoing: std::collections::VecDeque::new(),
             input_rx,
             input_open: true,
             control_rx,
@@ -202,12 +206,18 @@ enum Step {
     Message(Option<Result<Message, tungstenite::Error>>),
     Control(Option<Control>),
     Input(Option<Bytes>),
+    Written(Result<(), TransportError>),
     Timeout,
 }
 
 struct Driver {
     session: Session,
-    socket: Socket,
+    /// Written and read concurrently: a driver that awaited a write without reading could
+    /// deadlock against a peer doing the same once both sockets' buffers are full.
+    sink: SplitSink<Socket, Message>,
+    stream: SplitStream<Socket>,
+    /// Frames taken from the session, not yet accepted by the socket.
+    outgoing: std::collections::VecDeque<Message>,
     input_rx: mpsc::Receiver<Bytes>,
     input_open: bool,
     control_rx: mpsc::UnboundedReceiver<Control>,
@@ -222,10 +232,7 @@ struct Driver {
 impl Driver {
     async fn run(mut self) {
         loop {
-            if let Err(error) = self.write_transmits().await {
-                self.session.fail(error.into());
-                // Nothing more can be written; fall through to deliver the Lost event.
-            }
+            self.queue_transmits();
             while let Some(event) = self.session.poll_event() {
                 self.pending.push_back(event);
             }
@@ -248,7 +255,9 @@ impl Driver {
                     }
                     Err(_) => Step::ConsumerGone,
                 },
-                message = self.socket.next(), if reading => Step::Message(message),
+                message = self.stream.next(), if reading => Step::Message(message),
+                written = write_outgoing(&mut self.sink, &mut self.outgoing),
+                    if !self.outgoing.is_empty() || self.flush_pending => Step::Written(written),
                 control = self.control_rx.recv(), if self.control_open => Step::Control(control),
                 input = self.input_rx.recv(), if self.input_open && can_send => Step::Input(input),
                 () = sleep_until_optional(deadline), if reading && deadline.is_some() => Step::Timeout,
@@ -256,6 +265,13 @@ impl Driver {
             let now = Instant::now().into_std();
             match step {
                 Step::Delivered => {}
+                Step::Written(Ok(())) => self.flush_pending = false,
+                // Nothing more can be written; the session reports it as Lost.
+                Step::Written(Err(error)) => {
+                    self.outgoing.clear();
+                    self.flush_pending = false;
+                    self.session.fail(error.into());
+                }
                 // Nobody listens any more: end the session.
                 Step::ConsumerGone => self.session.close(now),
                 Step::Message(message) => self.on_message(message),
@@ -274,11 +290,16 @@ impl Driver {
             }
         }
         // Flush whatever the end left queued (a final ack), then close politely.
-        let _ = self.write_transmits().await;
+        self.queue_transmits();
+        let _ = tokio::time::timeout(
+            CLOSE_GRACE,
+            write_outgoing(&mut self.sink, &mut self.outgoing),
+        )
+        .await;
         while let Some(event) = self.session.poll_event() {
             self.pending.push_back(event);
         }
-        let _ = tokio::time::timeout(CLOSE_GRACE, self.socket.close(None)).await;
+        let _ = tokio::time::timeout(CLOSE_GRACE, self.sink.close()).await;
         for event in self.pending.drain(..) {
             if self.events_tx.send(event).await.is_err() {
                 break;
@@ -286,22 +307,15 @@ impl Driver {
         }
     }
 
-    /// Feeds every queued transmit to the socket, then flushes once.
-    async fn write_transmits(&mut self) -> Result<(), TransportError> {
-        let mut wrote = false;
+    /// Moves every frame the session wants sent into the outgoing queue.
+    fn queue_transmits(&mut self) {
         while let Some(transmit) = self.session.poll_transmit(Instant::now().into_std()) {
-            let message = match transmit {
+            self.outgoing.push_back(match transmit {
                 Transmit::Text(text) => Message::text(text),
                 Transmit::Binary(bytes) => Message::Binary(bytes),
                 Transmit::Ping(bytes) => Message::Ping(bytes),
-            };
-            self.socket.feed(message).await.map_err(socket_error)?;
-            wrote = true;
+            });
         }
-        if wrote || std::mem::take(&mut self.flush_pending) {
-            self.socket.flush().await.map_err(socket_error)?;
-        }
-        Ok(())
     }
 
     fn on_message(&mut self, message: Option<Result<Message, tungstenite::Error>>) {
@@ -639,6 +653,19 @@ async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(proxy_error(format!("answered {status_line:?}")));
     }
     Ok(())
+}
+
+/// Feeds the queued frames to the socket, then flushes once. Cancel-safe: a frame leaves the
+/// queue only once the socket has taken it, so a cancelled call loses nothing.
+async fn write_outgoing(
+    sink: &mut SplitSink<Socket, Message>,
+    outgoing: &mut std::collections::VecDeque<Message>,
+) -> Result<(), TransportError> {
+    while let Some(message) = outgoing.front() {
+        sink.feed(message.clone()).await.map_err(socket_error)?;
+        outgoing.pop_front();
+    }
+    sink.flush().await.map_err(socket_error)
 }
 
 #[cfg(test)]
