@@ -341,14 +341,7 @@ mod tests {
         decode_in_pieces(&mut decoder, b"T:not-a-number\n", 4);
         assert_eq!(decoder.state(), OutputState::MalformedStatus);
         let mut decoder = OutputDecoder::new(None, Some("T:"));
-        decode_in_pieces(
-            &mut decoder,
-            &[
-                b'T', b':', b'9', b'9', b'9', b'9', b'9', b'9', b'9', b'9', b'9', b'9', b'9', b'9',
-                b'9',
-            ],
-            100,
-        );
+        decode_in_pieces(&mut decoder, b"T:9999999999999", 100);
         assert_eq!(decoder.state(), OutputState::MalformedStatus);
     }
 

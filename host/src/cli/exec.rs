@@ -512,7 +512,11 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
             return Exit::Software.to_exit_code();
         }
     };
-    match runtime.block_on(resolve_and_run(request)) {
+    let outcome = runtime.block_on(resolve_and_run(request));
+    // A read of stdin may still be blocked in a worker thread (a terminal nobody types into);
+    // waiting for it would hang the exit, and there is nothing left for it to do.
+    runtime.shutdown_background();
+    match outcome {
         // A status outside 0..=255 cannot come from a process; never turn it into success.
         Ok(status) => u8::try_from(status).map_or_else(
             |_| {
