@@ -63,6 +63,8 @@ pub enum RunError {
     ChannelVanished,
     #[error("reading standard input: {0}")]
     Stdin(io::Error),
+    #[error("setting up the terminal and signals: {0}")]
+    Setup(io::Error),
     #[error("writing standard error: {0}")]
     Stderr(io::Error),
 }
@@ -85,7 +87,7 @@ impl RunError {
             | RunError::NoExitStatus { .. }
             | RunError::MalformedExitStatus
             | RunError::ChannelVanished => Exit::Protocol,
-            RunError::Stdin(_) | RunError::Stderr(_) => Exit::Software,
+            RunError::Stdin(_) | RunError::Stderr(_) | RunError::Setup(_) => Exit::Software,
         }
     }
 }
@@ -164,13 +166,13 @@ async fn read_invocation_input(req: &RunRequest) -> Result<(Invocation, Vec<u8>)
     let invocation = Invocation::one_off_streamed(
         req.pipe.clone(),
         req.adapter_args.clone(),
-        regular_file_remaining(prefix.len() as u64),
+        stdin_file_len(prefix.len() as u64),
     );
     Ok((invocation, prefix))
 }
 
 /// When stdin is a regular file, its length: the bytes already read are part of it.
-fn regular_file_remaining(already_read: u64) -> Option<u64> {
+fn stdin_file_len(already_read: u64) -> Option<u64> {
     let metadata = std::fs::metadata("/dev/stdin").ok()?;
     metadata.is_file().then(|| metadata.len().max(already_read))
 }
@@ -247,7 +249,7 @@ async fn drive_one_off(
     writer: ChannelWriter,
     mut events: ChannelEvents,
 ) -> Result<i32, RunError> {
-    let mut signals = TerminationSignals::new().map_err(RunError::Stdin)?;
+    let mut signals = TerminationSignals::new().map_err(RunError::Setup)?;
     let (cols, rows) = terminal::window_size()
         .map(|size| (u32::from(size.cols), u32::from(size.rows)))
         .unwrap_or(DEFAULT_SIZE);
@@ -389,9 +391,9 @@ async fn drive_interactive(
     writer: ChannelWriter,
     mut events: ChannelEvents,
 ) -> Result<i32, RunError> {
-    let raw_mode = RawModeGuard::enter().map_err(RunError::Stdin)?;
-    let mut signals = TerminationSignals::new().map_err(RunError::Stdin)?;
-    let mut resizes = ResizeEvents::new().map_err(RunError::Stdin)?;
+    let raw_mode = RawModeGuard::enter().map_err(RunError::Setup)?;
+    let mut signals = TerminationSignals::new().map_err(RunError::Setup)?;
+    let mut resizes = ResizeEvents::new().map_err(RunError::Setup)?;
     let (cols, rows) = resizes
         .initial()
         .map(|size| (u32::from(size.cols), u32::from(size.rows)))
