@@ -10,13 +10,14 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-/// The longest base64 line sent: a canonical-mode PTY keeps at most 4095 bytes of a line, and
-/// 4092 is the largest multiple of 4 below that with room for the newline.
-pub const MAX_BASE64_LINE: usize = 4092;
+// The line length and the end-of-input byte are the adapter contract's; they are defined once,
+// beside the contract's other limits.
+pub use crate::adapter::{
+    STREAM_EOF_BYTE as END_OF_INPUT, STREAM_LINE_BASE64_CHARS as MAX_BASE64_LINE,
+};
+
 /// Raw bytes carried by one full line.
 const RAW_BYTES_PER_LINE: usize = MAX_BASE64_LINE / 4 * 3;
-/// Ctrl-D: at the start of a line in canonical mode it makes the remote read return end of file.
-pub const END_OF_INPUT: u8 = 0x04;
 
 /// Encodes stdin for the `stream-base64` stdin mode: full lines of at most
 /// [`MAX_BASE64_LINE`] base64 characters, each ended by `\n`, then a lone [`END_OF_INPUT`].
