@@ -2,7 +2,7 @@
 //! session against the test fake agent back to back in memory (no sockets, no faults), in
 //! each direction. Run: `cargo bench -p ecs-exec --bench channel`.
 
-#[path = "../tests/channel_support/mod.rs"]
+#[path = "../tests/suite/channel_support/mod.rs"]
 mod channel_support;
 
 use std::hint::black_box;

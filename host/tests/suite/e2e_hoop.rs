@@ -6,7 +6,7 @@
 //! with the user's words after `--` appended and the input (`-i '…'` or a heredoc) on stdin; these
 //! tests build exactly those command lines.
 
-mod e2e_support;
+use crate::e2e_support;
 
 use e2e_support::{CLUSTER, SERVICE, World};
 

@@ -5,7 +5,7 @@
 //! Every process runs with a cleared environment and HOME in a temp dir, so nothing from the
 //! machine (profiles, keys, IMDS) leaks in.
 
-mod ecs_support;
+use crate::ecs_support;
 
 use std::process::{Command, Output};
 

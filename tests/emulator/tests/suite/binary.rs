@@ -1,7 +1,7 @@
 //! The `ecs-exec-emulator` binary: one `listening on` line on stdout, a request log on stderr,
 //! a TOML config, and a clean stop on SIGTERM/SIGINT that kills the commands it started.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;

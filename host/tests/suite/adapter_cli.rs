@@ -1,6 +1,6 @@
 //! `ecs-exec adapters list|show|check`, run as the real binary (no AWS, no network).
 
-mod adapter_common;
+use crate::adapter_common;
 
 use std::path::Path;
 use std::process::{Command, Output};

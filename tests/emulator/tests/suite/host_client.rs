@@ -2,7 +2,7 @@
 //! with faults in both directions: the two reliability layers were written separately and
 //! must still deliver every byte exactly once.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::{LIMIT, execute, web_task};

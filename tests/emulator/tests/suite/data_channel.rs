@@ -2,7 +2,7 @@
 //! codec: commands, input, resize, UTF-8 chunking, tokens, back-pressure, the handshake switch
 //! and every fault knob.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -3,7 +3,7 @@
 //! session must end on channel_closed, and buffers must stay within their bounds. Covers the
 //! reference plugin's failure cases from brief §14 explicitly, then a proptest over schedules.
 
-mod channel_support;
+use crate::channel_support;
 
 use bytes::Bytes;
 use channel_support::{Data, Direction, Ending, FakeAgent, Fate, Faults, Link, Pair, Received};

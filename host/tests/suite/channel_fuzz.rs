@@ -2,7 +2,7 @@
 //! valid frames (bit flips, truncation, extension, length-field rewrites). Decoding must
 //! never panic, anything accepted must re-encode to a frame that decodes to the same value,
 //! and the client session must survive every input. Ignored by default (a long run):
-//! `FUZZ_CASES=3000000 cargo test -p ecs-exec --release --test channel_fuzz -- --ignored`.
+//! `FUZZ_CASES=3000000 cargo test -p ecs-exec --release --test suite channel_fuzz -- --ignored`.
 
 use std::cell::RefCell;
 use std::time::Instant;

@@ -1,7 +1,7 @@
 //! The ECS JSON API over real HTTP: response shapes, paging, every error code, and SigV4
 //! acceptance and rejection with signatures made by the `aws-sigv4` crate.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime};
 

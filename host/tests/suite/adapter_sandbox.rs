@@ -5,7 +5,7 @@
 //! other-WIT guest is built against `hoop:ecs-exec@0.2.0`. Both are test-only components loaded
 //! from their paths like any third-party adapter.
 
-mod adapter_common;
+use crate::adapter_common;
 
 use std::time::Instant;
 

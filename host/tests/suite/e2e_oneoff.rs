@@ -1,7 +1,7 @@
 //! One-off runs through the whole stack against the emulator: bytes in and out exactly, the remote
 //! exit status, and the failures a user meets before anything runs.
 
-mod e2e_support;
+use crate::e2e_support;
 
 use e2e_support::World;
 use sha2::{Digest, Sha256};

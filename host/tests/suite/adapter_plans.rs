@@ -8,7 +8,7 @@
 //! byte for byte before the exit trailer, and that the trailer carries its exit status. Programs
 //! that this machine lacks (rails, clojure, bundle) are small fake scripts in a temporary PATH.
 
-mod adapter_common;
+use crate::adapter_common;
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};

@@ -1,7 +1,7 @@
 //! `EcsApi` over real HTTP against a loopback server with canned ECS JSON: ListTasks paging,
 //! DescribeTasks batching, ExecuteCommand, and the mapping of each AWS error to its variant.
 
-mod ecs_support;
+use crate::ecs_support;
 
 use ecs_exec::ecs::{self, AwsSettings, EcsApi, EcsError, TaskSelector};
 use ecs_exec::exit::Exit;

@@ -1,0 +1,23 @@
+//! The host's integration tests, linked into one test binary.
+//!
+//! Every test here links wasmtime, the AWS SDK and the emulator; as separate binaries they took
+//! over half a gigabyte of disk each and most of the suite's link time. One binary links once.
+//! Run a group with its module name as the filter: `cargo test -p ecs-exec --test suite e2e_`.
+
+mod adapter_common;
+mod channel_support;
+mod e2e_support;
+mod ecs_support;
+
+mod adapter_cli;
+mod adapter_plans;
+mod adapter_sandbox;
+mod channel_adversity;
+mod channel_fuzz;
+mod channel_golden;
+mod channel_transport;
+mod cli_usage;
+mod e2e_hoop;
+mod e2e_oneoff;
+mod ecs_api;
+mod ecs_bin;
