@@ -19,7 +19,8 @@ pub enum Exit {
     /// 70: a bug or an unexpected internal failure in `ecs-exec`.
     Software,
     /// 75: a temporary failure: throttled after retries, timeout, endpoint unreachable, AWS
-    /// server error. Trying again later may work.
+    /// server error, or a data channel that dropped and could not be resumed (the remote
+    /// command may still be running). Trying again later may work.
     TempFail,
     /// 76: the remote side broke the protocol (malformed API response or data channel).
     Protocol,
@@ -63,7 +64,7 @@ impl Exit {
             }
             Exit::Software => "internal error in ecs-exec",
             Exit::TempFail => {
-                "temporary failure: throttled, timeout, endpoint unreachable, AWS 5xx"
+                "temporary failure: throttled, timeout, unreachable, AWS 5xx, channel lost"
             }
             Exit::Protocol => {
                 "protocol error: malformed response from the ECS API or the data channel"

@@ -9,18 +9,23 @@
 
 use std::io::{self, Write as _};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use tokio::io::AsyncReadExt as _;
 
 use crate::adapter::{self, AdapterError, AdapterSet, Invocation, LoadOptions, Plan, StdinMode};
 use crate::channel::ChannelError;
 use crate::channel::session::Event;
-use crate::channel::transport::{ChannelEvents, ChannelWriter, ConnectParams, DataChannel};
+use crate::channel::transport::{
+    ChannelEvents, ChannelWriter, ConnectParams, DataChannel, ResumePolicy, ResumeTicket, Resumer,
+};
 use crate::ecs::{EcsApi, Target};
 use crate::exit::Exit;
 use crate::plan_io::{END_OF_INPUT, InputEncoder, OutputDecoder, OutputState};
+use crate::ssm::SsmApi;
 use crate::terminal::{self, RawModeGuard, ResizeEvents, Termination, TerminationSignals};
 
 /// Everything a run needs, resolved and validated by the CLI.
@@ -51,6 +56,15 @@ pub enum RunError {
     Adapter(#[from] AdapterError),
     #[error("data channel: {0}")]
     Channel(#[from] ChannelError),
+    #[error(
+        "data channel: {reason}; the remote command may still be running in task {task_id} \
+         (container {container}): check it before running it again"
+    )]
+    Orphaned {
+        reason: ChannelError,
+        task_id: String,
+        container: String,
+    },
     #[error(
         "the session ended before the remote command reported its exit status{}; \
          it may have been killed, or the adapter's command did not print its trailer",
@@ -83,6 +97,7 @@ impl RunError {
         match self {
             RunError::Adapter(_) => Exit::Config,
             RunError::Channel(ChannelError::Transport(_)) => Exit::Unavailable,
+            RunError::Orphaned { .. } => Exit::TempFail,
             RunError::Channel(_)
             | RunError::NoExitStatus { .. }
             | RunError::MalformedExitStatus
@@ -101,8 +116,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Status for a run that stopped because its stdout was closed (as a process killed by SIGPIPE).
 const BROKEN_PIPE_STATUS: i32 = 128 + libc::SIGPIPE;
 
-/// Runs the command and returns the remote exit status.
-pub async fn run(api: &EcsApi, req: RunRequest) -> anyhow::Result<i32> {
+/// Runs the command and returns the remote exit status. With `ssm`, a data channel that drops
+/// mid-session is resumed (SSM ResumeSession) instead of ending the run.
+pub async fn run(api: &EcsApi, ssm: Option<&SsmApi>, req: RunRequest) -> anyhow::Result<i32> {
     let mut adapters = AdapterSet::load(&LoadOptions {
         adapter_dir: req.adapter_dir.clone(),
         ..LoadOptions::default()
@@ -133,19 +149,54 @@ pub async fn run(api: &EcsApi, req: RunRequest) -> anyhow::Result<i32> {
         .execute_command(&req.target, &plan.command, true)
         .await?;
     tracing::debug!(session_id = %session.session_id, "session started");
-    let (writer, events) = DataChannel::connect(ConnectParams::new(
-        &session.stream_url,
-        session.token.expose(),
-    ))
-    .await
-    .map_err(RunError::from)?;
+    let mut params = ConnectParams::new(&session.stream_url, session.token.expose());
+    params.resume = ssm.map(|ssm| {
+        ResumePolicy::new(Arc::new(SsmResumer {
+            ssm: ssm.clone(),
+            session_id: session.session_id.clone(),
+        }))
+    });
+    let (writer, events) = DataChannel::connect(params).await.map_err(RunError::from)?;
 
-    let status = if req.interactive {
-        drive_interactive(&plan, writer, events).await?
+    let outcome = if req.interactive {
+        drive_interactive(&plan, writer, events).await
     } else {
-        drive_one_off(&plan, stdin_prefix, writer, events).await?
+        drive_one_off(&plan, stdin_prefix, writer, events).await
     };
-    Ok(status)
+    match outcome {
+        Ok(status) => Ok(status),
+        Err(RunError::Channel(reason @ ChannelError::ResumeFailed { .. })) => {
+            Err(RunError::Orphaned {
+                reason,
+                task_id: req.target.task_id.clone(),
+                container: req.target.container_name.clone(),
+            }
+            .into())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Resumes the run's session through SSM.
+struct SsmResumer {
+    ssm: SsmApi,
+    session_id: String,
+}
+
+impl Resumer for SsmResumer {
+    fn resume(&self) -> BoxFuture<'_, Result<ResumeTicket, String>> {
+        Box::pin(async move {
+            let resumed = self
+                .ssm
+                .resume_session(&self.session_id)
+                .await
+                .map_err(|error| error.to_string())?;
+            Ok(ResumeTicket {
+                stream_url: resumed.stream_url,
+                token: resumed.token.expose().to_owned(),
+            })
+        })
+    }
 }
 
 /// Reads the start of stdin to tell a small input (inlinable, length known) from a stream.

@@ -30,6 +30,12 @@ pub enum ChannelError {
     Handshake(#[from] HandshakeError),
     #[error("{0}")]
     Transport(#[from] TransportError),
+    /// The connection dropped and every attempt to resume the session failed.
+    #[error(
+        "the data channel dropped and could not be resumed after {attempts} attempt(s) \
+         (last: {reason})"
+    )]
+    ResumeFailed { attempts: u32, reason: String },
 }
 
 /// Why the optional handshake (brief §7) cannot complete.

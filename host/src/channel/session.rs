@@ -28,6 +28,12 @@ const CLOCK_GRANULARITY: Duration = Duration::from_millis(10);
 const MAX_RTO: Duration = Duration::from_secs(1);
 /// Ceiling for the backed-off timeout, so a link that recovers is noticed within seconds.
 const MAX_BACKED_OFF_RTO: Duration = Duration::from_secs(4);
+/// An unacked message this many sequence numbers behind an acknowledged one that was sent no
+/// earlier is taken as lost and resent at once, without waiting for the timeout (selective-ack
+/// loss detection, as TCP's SACK). An agent that drops a message (a full buffer, a lossy link)
+/// acks what follows, and waiting a whole timeout per hole made input crawl. The margin keeps
+/// mere reordering from causing resends.
+const REORDER_TOLERANCE: i64 = 16;
 /// Payload of our keepalive pings, as the plugin sends it.
 const PING_PAYLOAD: &[u8] = b"keepalive";
 
@@ -49,12 +55,21 @@ pub struct SessionConfig {
     pub max_reorder_frames: usize,
     /// Payload bytes the out-of-order buffer may hold.
     pub max_reorder_bytes: usize,
-    /// Retransmissions of one message before the session fails.
+    /// A message is given up on, failing the session, once it has been retransmitted this
+    /// many times...
     pub max_retransmits: u32,
+    /// ... and has gone unacknowledged this long since it was first sent. Both must hold:
+    /// the timeout's backoff restarts whenever other messages are acknowledged, so a count
+    /// alone would give up within seconds on an agent that is merely busy.
+    pub give_up_after: Duration,
     /// Interval between websocket pings; `None` disables keepalive.
     pub keepalive_interval: Option<Duration>,
-    /// How long a ping may go unanswered (no pong and no frame) before the session fails.
+    /// How long a ping may go unanswered (no pong and no frame) before the connection is
+    /// declared dead.
     pub pong_timeout: Duration,
+    /// A dead connection (pong deadline, or [`Session::link_lost`]) waits for the driver to
+    /// [`reconnect`](Session::reconnect) instead of failing the session.
+    pub resumable: bool,
     /// How long `close()` waits for unacked input before giving up on it.
     pub close_linger: Duration,
     /// Seed for message ids; `None` seeds from the OS. Ids are never used for matching.
@@ -72,8 +87,10 @@ impl Default for SessionConfig {
             max_reorder_frames: 4096,
             max_reorder_bytes: 8 << 20,
             max_retransmits: 60,
+            give_up_after: Duration::from_secs(120),
             keepalive_interval: Some(Duration::from_secs(5)),
             pong_timeout: Duration::from_secs(10),
+            resumable: false,
             close_linger: Duration::from_secs(2),
             id_seed: None,
         }
@@ -190,6 +207,7 @@ enum State {
 struct Unacked {
     wire: Bytes,
     payload_len: usize,
+    first_sent: Option<Instant>,
     last_sent: Option<Instant>,
     retransmits: u32,
     /// Already in `retransmit_queue` (keeps the queue free of repeats without a scan).
@@ -320,8 +338,10 @@ impl IdGenerator {
 /// Calling `handle_timeout` early or twice is harmless: it acts only on expired deadlines.
 ///
 /// # Notes for drivers
-/// - A dropped websocket that will be retried is not a failure: call
-///   [`reconnect`](Self::reconnect) on the new socket instead of [`fail`](Self::fail).
+/// - A dropped websocket goes to [`link_lost`](Self::link_lost). In a resumable session
+///   (`SessionConfig::resumable`) it is not a failure: [`link_down`](Self::link_down) then
+///   says so until the driver calls [`reconnect`](Self::reconnect) on a new socket, or
+///   [`fail`](Self::fail) when it gives up. The pong deadline takes the same path.
 /// - When the agent handshakes (never for ECS Exec without KMS), it discards input that
 ///   arrives before the handshake finishes (brief §8.2): wait for
 ///   [`Event::HandshakeComplete`] before sending input in such sessions.
@@ -331,6 +351,8 @@ pub struct Session {
     ids: IdGenerator,
     state: State,
     error: Option<ChannelError>,
+    /// The connection died and a reconnect is awaited (resumable sessions only).
+    link_down: Option<ChannelError>,
     token: String,
     open_pending: bool,
     ping_pending: bool,
@@ -378,6 +400,7 @@ impl Session {
             clock,
             state: State::Open,
             error: None,
+            link_down: None,
             token: token.to_owned(),
             open_pending: true,
             ping_pending: false,
@@ -514,6 +537,7 @@ impl Session {
         if self.state == State::Closed {
             return Err(ChannelError::SessionClosed);
         }
+        self.link_down = None;
         self.token = token.to_owned();
         self.open_pending = true;
         self.paused = false;
@@ -525,11 +549,11 @@ impl Session {
         for seq in seqs {
             if let Some(entry) = self.send_buffer.get_mut(seq) {
                 entry.queued_for_retransmit = false;
-                if entry.last_sent.is_some() {
+                if entry.last_sent.is_none() {
+                    self.unsent.push_back(seq);
+                } else {
                     entry.queued_for_retransmit = true;
                     self.retransmit_queue.push_back(seq);
-                } else {
-                    self.unsent.push_back(seq);
                 }
             }
         }
@@ -539,8 +563,35 @@ impl Session {
         Ok(())
     }
 
+    /// The connection died (socket closed or errored, or no pong). A resumable session waits
+    /// for [`reconnect`](Self::reconnect): nothing is sent and no retransmission timer runs
+    /// meanwhile, and [`link_down`](Self::link_down) gives the reason. Otherwise the session
+    /// fails with `reason`.
+    pub fn link_lost(&mut self, reason: ChannelError) {
+        if self.error.is_some() || self.state == State::Closed {
+            return;
+        }
+        if !self.config.resumable {
+            self.fail(reason);
+            return;
+        }
+        if self.link_down.is_none() {
+            self.link_down = Some(reason);
+        }
+        self.ping_pending = false;
+        self.timers.stop(Timer::Retransmit);
+        self.timers.stop(Timer::Keepalive);
+        self.timers.stop(Timer::PongDeadline);
+    }
+
+    /// Why the connection is down, while a resumable session waits for a reconnect.
+    pub fn link_down(&self) -> Option<&ChannelError> {
+        self.link_down.as_ref()
+    }
+
     /// Records a failure found by the driver (e.g. the socket closed); it becomes sticky.
     pub fn fail(&mut self, reason: ChannelError) {
+        self.link_down = None;
         if self.error.is_none() {
             self.error = Some(reason.clone());
             self.state = State::Closed;
@@ -613,7 +664,7 @@ impl Session {
     /// Acts on every timer whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.timers.is_expired(Timer::PongDeadline, now) {
-            self.fail(ChannelError::PongTimeout {
+            self.link_lost(ChannelError::PongTimeout {
                 timeout: self.config.pong_timeout,
             });
             return;
@@ -644,6 +695,9 @@ impl Session {
 
     /// The next websocket message to write, if any. `now` is when it is written (RTT sampling).
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if self.link_down.is_some() {
+            return None;
+        }
         if self.open_pending {
             self.open_pending = false;
             let open = OpenDataChannel::client(
@@ -729,6 +783,7 @@ impl Session {
             Unacked {
                 wire: frame.to_bytes(),
                 payload_len,
+                first_sent: None,
                 last_sent: None,
                 retransmits: 0,
                 queued_for_retransmit: false,
@@ -740,11 +795,15 @@ impl Session {
     /// Records that `seq` is being written now; `None` if it was acked meanwhile.
     fn mark_sent(&mut self, seq: i64, now: Instant) -> Option<Bytes> {
         let max_retransmits = self.config.max_retransmits;
+        let give_up_after = self.config.give_up_after;
         let timeout = self.rtt.current();
         let entry = self.send_buffer.get_mut(seq)?;
         entry.queued_for_retransmit = false;
         if entry.last_sent.is_some() {
-            if entry.retransmits >= max_retransmits {
+            let unacked_for = entry
+                .first_sent
+                .map_or(Duration::ZERO, |first| now.saturating_duration_since(first));
+            if entry.retransmits >= max_retransmits && unacked_for >= give_up_after {
                 let attempts = entry.retransmits;
                 self.fail(ChannelError::RetransmitExhausted {
                     sequence_number: seq,
@@ -754,7 +813,16 @@ impl Session {
             }
             entry.retransmits += 1;
             self.stats.retransmits += 1;
+            if entry.retransmits % 10 == 0 {
+                tracing::debug!(
+                    seq,
+                    retransmits = entry.retransmits,
+                    rto = ?timeout,
+                    "message still unacknowledged"
+                );
+            }
         }
+        entry.first_sent.get_or_insert(now);
         entry.last_sent = Some(now);
         let wire = entry.wire.clone();
         if self.error.is_none() && self.timers.get(Timer::Retransmit).is_none() {
@@ -809,13 +877,17 @@ impl Session {
             self.stats.unmatched_acks += 1;
             return;
         };
-        if let Some(sent) = entry.last_sent {
+        if let Some(sent) = entry.last_sent
+            && entry.retransmits == 0
+        {
             // Karn's rule: a retransmitted message gives no RTT sample.
-            if entry.retransmits == 0 {
-                self.rtt.sample(now.saturating_duration_since(sent));
-                self.rtt.backoff = 0;
-            }
+            self.rtt.sample(now.saturating_duration_since(sent));
         }
+        // Any acknowledged message shows the link carries traffic again. Keeping the backed-off
+        // timeout until a never-retransmitted message is acked (strict Karn) stalls recovery
+        // for seconds per round when an agent drops every message beyond a full buffer: then
+        // only retransmissions are ever acknowledged.
+        self.rtt.backoff = 0;
         if self.send_buffer.live == 0 {
             self.timers.stop(Timer::Retransmit);
             return;
@@ -824,10 +896,35 @@ impl Session {
         // message at once if it has already outlived the timeout (a hole the acks skip over).
         let timeout = self.rtt.current();
         self.timers.set(Timer::Retransmit, now + timeout);
-        if let Some((oldest, entry)) = self.send_buffer.oldest()
-            && entry.last_sent.is_some_and(|sent| sent + timeout <= now)
+        if let Some((oldest, head)) = self.send_buffer.oldest()
+            && head.last_sent.is_some_and(|sent| sent + timeout <= now)
         {
             self.queue_retransmit(oldest);
+        }
+        if let Some(acked_sent) = entry.last_sent {
+            self.resend_overtaken(seq, acked_sent);
+        }
+    }
+
+    /// Queues every unacked message sent no later than the acknowledged message `acked` and
+    /// more than [`REORDER_TOLERANCE`] sequence numbers before it: the agent has moved past it.
+    fn resend_overtaken(&mut self, acked: i64, acked_sent: Instant) {
+        let limit = acked.saturating_sub(REORDER_TOLERANCE);
+        let lost: Vec<i64> = self
+            .send_buffer
+            .iter()
+            .take_while(|(seq, _)| *seq < limit)
+            .filter(|(_, entry)| {
+                // A resend that is lost again waits for the timeout: resending on every later
+                // ack would flood an agent that drops input while its buffer is full.
+                entry.retransmits == 0
+                    && !entry.queued_for_retransmit
+                    && entry.last_sent.is_some_and(|sent| sent <= acked_sent)
+            })
+            .map(|(seq, _)| seq)
+            .collect();
+        for seq in lost {
+            self.queue_retransmit(seq);
         }
     }
 
@@ -1004,6 +1101,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channel::TransportError;
     use crate::channel::frame::FixedClock;
     use crate::channel::payload::RequestedClientAction;
 
@@ -1183,7 +1281,7 @@ mod tests {
             Duration::from_micros(143_750)
         );
 
-        // A retransmitted message's ack gives no sample (Karn) but resets nothing else.
+        // A retransmitted message's ack gives no sample (Karn); it does end the backoff.
         let t1 = start + Duration::from_secs(1);
         session.send_input(Bytes::from_static(b"b")).expect("open");
         let second = drain(&mut session, t1);
@@ -1198,16 +1296,68 @@ mod tests {
         session.handle_frame(deadline + Duration::from_millis(900), ack_of(&second[0]));
         assert_eq!(
             session.retransmission_timeout(),
-            Duration::from_micros(287_500),
-            "no RTT sample from a retransmitted message"
+            Duration::from_micros(143_750),
+            "the ack ends the backoff, and a retransmitted message gives no RTT sample (a \
+             900 ms sample would have raised the timeout)"
         );
     }
 
     #[test]
-    fn gives_up_after_max_retransmits_with_a_sticky_error() {
+    fn a_message_the_agent_moved_past_is_resent_without_waiting_for_the_timeout() {
+        let now = Instant::now();
+        let mut session = session(now);
+        for _ in 0..40 {
+            session.send_input(Bytes::from_static(b"x")).expect("open");
+        }
+        let sent = drain(&mut session, now);
+        assert_eq!(sent.len(), 40);
+        let later = now + Duration::from_millis(20);
+        // Seq 0 was lost; 1..=16 arrive. Within the reordering margin nothing is resent.
+        for frame in &sent[1..=16] {
+            session.handle_frame(later, ack_of(frame));
+        }
+        assert!(
+            drain(&mut session, later).is_empty(),
+            "no resend within the margin"
+        );
+        // An ack far enough ahead marks seq 0 lost at once, long before the timeout.
+        session.handle_frame(later, ack_of(&sent[17]));
+        let resent = drain(&mut session, later);
+        let seqs: Vec<i64> = resent.iter().map(|frame| frame.sequence_number).collect();
+        assert_eq!(seqs, vec![0]);
+        assert!(later < now + session.retransmission_timeout());
+        // The resend is not resent again by later acks of older transmissions: only the
+        // timeout retries it.
+        for frame in &sent[18..40] {
+            session.handle_frame(later, ack_of(frame));
+        }
+        assert!(drain(&mut session, later).is_empty());
+        assert_eq!(session.stats().retransmits, 1);
+    }
+
+    #[test]
+    fn gives_up_after_max_retransmits_and_the_age_limit_with_a_sticky_error() {
+        // The count alone is not enough while the message is young.
+        let start = Instant::now();
+        let mut young = config();
+        young.max_retransmits = 2;
+        young.give_up_after = Duration::from_secs(3600);
+        let mut patient = session_with(young, start);
+        patient.send_input(Bytes::from_static(b"x")).expect("open");
+        drain(&mut patient, start);
+        let mut now = start;
+        for _ in 0..4 {
+            now = patient.poll_timeout().unwrap_or(now);
+            patient.handle_timeout(now);
+            drain(&mut patient, now);
+        }
+        assert!(events(&mut patient).is_empty());
+        assert!(!patient.is_closed());
+
         let mut now = Instant::now();
         let mut config = config();
         config.max_retransmits = 2;
+        config.give_up_after = Duration::from_secs(1);
         let mut session = session_with(config, now);
         session.send_input(Bytes::from_static(b"x")).expect("open");
         drain(&mut session, now);
@@ -1511,6 +1661,92 @@ mod tests {
                 timeout: Duration::from_secs(3)
             })
         );
+    }
+
+    #[test]
+    fn a_resumable_session_waits_out_a_dead_link_then_resends_on_reconnect() {
+        let now = Instant::now();
+        let mut config = config();
+        config.resumable = true;
+        config.keepalive_interval = Some(Duration::from_secs(5));
+        config.pong_timeout = Duration::from_secs(3);
+        let mut session = session_with(config, now);
+        session.send_input(Bytes::from_static(b"a")).expect("open");
+        let sent = drain(&mut session, now);
+        assert_eq!(sent.len(), 1);
+
+        // The first ping went out with the open message; no pong: the link is down, but the
+        // session is not lost and stays silent.
+        let deadline = now + Duration::from_secs(3);
+        session.handle_timeout(deadline);
+        assert!(matches!(
+            session.link_down(),
+            Some(ChannelError::PongTimeout { .. })
+        ));
+        assert_eq!(session.error(), None);
+        assert!(!session.is_closed());
+        assert!(events(&mut session).is_empty());
+        assert_eq!(session.poll_timeout(), None, "no retransmission while down");
+        session
+            .send_input(Bytes::from_static(b"b"))
+            .expect("input is queued");
+        assert!(session.poll_transmit(deadline).is_none());
+
+        // A second cause while down keeps the first.
+        session.link_lost(ChannelError::Transport(TransportError::Io {
+            reason: "reset".into(),
+        }));
+        assert!(matches!(
+            session.link_down(),
+            Some(ChannelError::PongTimeout { .. })
+        ));
+
+        session.reconnect(deadline, "tok-2").expect("reconnect");
+        assert_eq!(session.link_down(), None);
+        assert!(matches!(
+            session.poll_transmit(deadline),
+            Some(Transmit::Text(_))
+        ));
+        let resent = drain(&mut session, deadline);
+        let seqs: Vec<i64> = resent.iter().map(|frame| frame.sequence_number).collect();
+        assert_eq!(
+            seqs,
+            vec![0, 1],
+            "the unacked frame again, then the queued one"
+        );
+        assert_eq!(resent[0], sent[0]);
+    }
+
+    #[test]
+    fn a_lost_link_fails_a_session_that_is_not_resumable() {
+        let now = Instant::now();
+        let mut session = session(now);
+        let reason = ChannelError::Transport(TransportError::Io {
+            reason: "reset".into(),
+        });
+        session.link_lost(reason.clone());
+        assert_eq!(session.link_down(), None);
+        assert_eq!(session.error(), Some(&reason));
+        assert_eq!(events(&mut session), vec![Event::Lost { reason }]);
+    }
+
+    #[test]
+    fn giving_up_on_a_dead_link_reports_the_failure_once() {
+        let now = Instant::now();
+        let mut config = config();
+        config.resumable = true;
+        let mut session = session_with(config, now);
+        session.link_lost(ChannelError::PongTimeout {
+            timeout: Duration::from_secs(1),
+        });
+        let gave_up = ChannelError::ResumeFailed {
+            attempts: 3,
+            reason: "connection refused".into(),
+        };
+        session.fail(gave_up.clone());
+        assert_eq!(session.link_down(), None);
+        assert!(session.is_closed());
+        assert_eq!(events(&mut session), vec![Event::Lost { reason: gave_up }]);
     }
 
     #[test]

@@ -5,12 +5,17 @@
 //! task that owns the [`Session`] and a single `select!` over the socket, the caller's
 //! commands, event delivery and one timer armed from `poll_timeout`. Expiry is decided by
 //! the clock, not by which future woke. Writes are batched (feed, then one flush).
+//! When the socket dies mid-session and a [`ResumePolicy`] is given, the driver gets a new
+//! token from its [`Resumer`] and reopens the channel, with backoff and a bound; the core then
+//! resends what the agent has not acknowledged.
 //! It holds no protocol logic: sequence numbers, acks and retransmission live in the core.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -48,6 +53,65 @@ pub enum ProxySetting {
     Url(String),
 }
 
+/// Gets a session back after its websocket dropped: a fresh stream URL and token for the same
+/// session (SSM ResumeSession). Implemented by the run layer; the transport knows no AWS.
+pub trait Resumer: Send + Sync {
+    /// One attempt. The error is one line for the user; it must not contain the token.
+    fn resume(&self) -> BoxFuture<'_, Result<ResumeTicket, String>>;
+}
+
+/// Where and with which token to reopen a resumed session.
+#[derive(Clone)]
+pub struct ResumeTicket {
+    pub stream_url: String,
+    /// Never logged.
+    pub token: String,
+}
+
+impl fmt::Debug for ResumeTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResumeTicket")
+            .field("stream_url", &self.stream_url)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// When and how often a dropped websocket is reopened.
+#[derive(Clone)]
+pub struct ResumePolicy {
+    pub resumer: Arc<dyn Resumer>,
+    /// Attempts (a resume call plus a dial each) per drop. A drop also counts against this
+    /// bound when the previous reopened socket carried no data, so a service that accepts
+    /// sockets and closes them at once cannot keep the session in a loop.
+    pub attempts: u32,
+    /// Wait before the second attempt; it doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl ResumePolicy {
+    /// Five attempts over about six seconds.
+    pub fn new(resumer: Arc<dyn Resumer>) -> Self {
+        Self {
+            resumer,
+            attempts: 5,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(3),
+        }
+    }
+}
+
+impl fmt::Debug for ResumePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResumePolicy")
+            .field("attempts", &self.attempts)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Everything needed to open a data channel.
 #[derive(Clone)]
 pub struct ConnectParams {
@@ -59,6 +123,8 @@ pub struct ConnectParams {
     pub proxy: ProxySetting,
     /// Bound on TCP connect + proxy + TLS + websocket upgrade.
     pub connect_timeout: Duration,
+    /// Reopen a dropped websocket; `None` makes a drop fatal.
+    pub resume: Option<ResumePolicy>,
 }
 
 impl ConnectParams {
@@ -69,6 +135,7 @@ impl ConnectParams {
             session: SessionConfig::default(),
             proxy: ProxySetting::default(),
             connect_timeout: Duration::from_secs(20),
+            resume: None,
         }
     }
 }
@@ -81,6 +148,7 @@ impl fmt::Debug for ConnectParams {
             .field("session", &self.session)
             .field("proxy", &self.proxy)
             .field("connect_timeout", &self.connect_timeout)
+            .field("resume", &self.resume)
             .finish()
     }
 }
@@ -100,8 +168,10 @@ impl DataChannel {
             .map_err(|_| TransportError::ConnectTimeout {
                 timeout: params.connect_timeout,
             })??;
+        let mut session_config = params.session.clone();
+        session_config.resumable = params.resume.is_some();
         let session = Session::new(
-            params.session,
+            session_config,
             &params.token,
             Box::new(SystemClock),
             Instant::now().into_std(),
@@ -123,6 +193,9 @@ impl DataChannel {
             pending: std::collections::VecDeque::new(),
             received_any: false,
             flush_pending: false,
+            resumed: false,
+            drops_without_data: 0,
+            params,
         };
         tokio::spawn(driver.run());
         Ok((
@@ -224,9 +297,16 @@ struct Driver {
     control_open: bool,
     events_tx: mpsc::Sender<Event>,
     pending: std::collections::VecDeque<Event>,
+    /// A frame arrived on the current socket.
     received_any: bool,
     /// tungstenite queued a pong for a server ping; it goes out with the next flush.
     flush_pending: bool,
+    /// The current socket is a reopened one.
+    resumed: bool,
+    /// Reopened sockets in a row that dropped before carrying a frame.
+    drops_without_data: u32,
+    /// How the channel was opened: redials reuse the proxy, timeouts and resume policy.
+    params: ConnectParams,
 }
 
 impl Driver {
@@ -238,6 +318,10 @@ impl Driver {
             }
             if self.session.is_closed() {
                 break;
+            }
+            if let Some(reason) = self.session.link_down().cloned() {
+                self.resume_link(reason).await;
+                continue;
             }
             let deadline = self.session.poll_timeout().map(Instant::from_std);
             // A slow consumer stops socket reads (and, with them, timers: a pong may be
@@ -266,11 +350,11 @@ impl Driver {
             match step {
                 Step::Delivered => {}
                 Step::Written(Ok(())) => self.flush_pending = false,
-                // Nothing more can be written; the session reports it as Lost.
+                // Nothing more can be written to this socket.
                 Step::Written(Err(error)) => {
                     self.outgoing.clear();
                     self.flush_pending = false;
-                    self.session.fail(error.into());
+                    self.session.link_lost(error.into());
                 }
                 // Nobody listens any more: end the session.
                 Step::ConsumerGone => self.session.close(now),
@@ -289,6 +373,7 @@ impl Driver {
                 Step::Timeout => self.session.handle_timeout(now),
             }
         }
+        tracing::debug!(stats = ?self.session.stats(), "data channel session ended");
         // Flush whatever the end left queued (a final ack), then close politely.
         self.queue_transmits();
         let _ = tokio::time::timeout(
@@ -323,11 +408,13 @@ impl Driver {
         match message {
             Some(Ok(Message::Binary(bytes))) => {
                 self.received_any = true;
+                self.drops_without_data = 0;
                 self.session.handle_frame(now, bytes);
             }
             Some(Ok(Message::Text(text))) => {
                 // The plugin feeds late text frames to the binary parser; so do we.
                 self.received_any = true;
+                self.drops_without_data = 0;
                 self.session.handle_frame(now, Bytes::from(text));
             }
             Some(Ok(Message::Pong(_))) => self.session.handle_pong(now),
@@ -356,7 +443,7 @@ impl Driver {
                     TransportError::Io { .. } | TransportError::ClosedMidway { .. } => {
                         self.on_closed(None, reason)
                     }
-                    other => self.session.fail(other.into()),
+                    other => self.session.link_lost(other.into()),
                 }
             }
         }
@@ -366,12 +453,82 @@ impl Driver {
         if self.session.is_closed() {
             return;
         }
-        let error = if self.received_any {
-            TransportError::ClosedMidway { code, reason }
+        if self.received_any || self.resumed {
+            let error = TransportError::ClosedMidway { code, reason };
+            self.session.link_lost(error.into());
         } else {
-            TransportError::TokenRejected { code, reason }
+            // The first socket closed before a single frame: the token was refused. A resume
+            // would be refused the same way.
+            let error = TransportError::TokenRejected { code, reason };
+            self.session.fail(error.into());
+        }
+    }
+
+    /// The websocket died: reopen it with a fresh token, with backoff and a bound, or fail the
+    /// session. The session core keeps every unacked byte, so nothing is lost or repeated.
+    async fn resume_link(&mut self, reason: ChannelError) {
+        let Some(policy) = self.params.resume.clone() else {
+            self.session.fail(reason);
+            return;
         };
-        self.session.fail(error.into());
+        if self.drops_without_data >= policy.attempts {
+            self.session.fail(ChannelError::ResumeFailed {
+                attempts: self.drops_without_data,
+                reason: format!("every reopened connection dropped before any data: {reason}"),
+            });
+            return;
+        }
+        tracing::info!(%reason, "data channel dropped; resuming the session");
+        let mut last_error = reason.to_string();
+        let mut backoff = policy.initial_backoff;
+        for attempt in 1..=policy.attempts {
+            if attempt > 1 {
+                tokio::time::sleep(backoff).await;
+                backoff = backoff.saturating_mul(2).min(policy.max_backoff);
+            }
+            match self.reopen(policy.resumer.as_ref()).await {
+                Ok(()) => {
+                    tracing::info!(attempt, "data channel resumed");
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(attempt, %error, "resume attempt failed");
+                    last_error = error;
+                }
+            }
+        }
+        self.session.fail(ChannelError::ResumeFailed {
+            attempts: policy.attempts,
+            reason: last_error,
+        });
+    }
+
+    /// One resume attempt: a new token, a new socket, then the session re-opens on it.
+    async fn reopen(&mut self, resumer: &dyn Resumer) -> Result<(), String> {
+        let ticket = resumer.resume().await?;
+        let mut params = self.params.clone();
+        params.stream_url = ticket.stream_url;
+        let socket = tokio::time::timeout(params.connect_timeout, dial(&params))
+            .await
+            .map_err(|_| {
+                format!(
+                    "timed out after {:?} reopening the websocket",
+                    params.connect_timeout
+                )
+            })?
+            .map_err(|error| error.to_string())?;
+        let (sink, stream) = socket.split();
+        self.sink = sink;
+        self.stream = stream;
+        self.outgoing.clear();
+        self.flush_pending = false;
+        self.received_any = false;
+        self.resumed = true;
+        self.drops_without_data += 1;
+        self.params.stream_url = params.stream_url;
+        self.session
+            .reconnect(Instant::now().into_std(), &ticket.token)
+            .map_err(|error| error.to_string())
     }
 }
 

@@ -17,6 +17,7 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use crate::ecs::{self, AwsSettings, EcsApi, EcsError, TaskSelector};
 use crate::exit::{self, Exit};
 use crate::run::{self, RunRequest};
+use crate::ssm::SsmApi;
 
 /// The exec grammar as clap sees it (after [`split_words`] took the adapter's words out).
 #[derive(Parser, Debug, Default, Clone, PartialEq, Eq)]
@@ -526,7 +527,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
             ExitCode::from,
         ),
         Err(err) => {
-            report_error(&one_line(&format!("{err:#}")));
+            report_error(&one_line(&chain_text(&err)));
             exit_for(&err).to_exit_code()
         }
     }
@@ -561,7 +562,8 @@ async fn resolve_and_run(request: ExecRequest) -> anyhow::Result<i32> {
         adapter_dir: request.adapter_dir,
         verbosity: request.verbosity,
     };
-    run::run(&api, run_request).await
+    let ssm = SsmApi::new(&config);
+    run::run(&api, ssm.as_ref(), run_request).await
 }
 
 /// Prints `ecs-exec: error: <message>` as one line on stderr; a closed stderr is ignored
@@ -571,6 +573,20 @@ pub fn report_error(message: &str) {
 }
 
 /// Collapses whitespace runs (line breaks included) so an error prints as one line.
+/// The error and its causes, `outer: inner`, leaving out a cause whose text the message already
+/// carries (our errors usually embed their source, so anyhow's `{:#}` would say it twice).
+fn chain_text(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -604,6 +620,21 @@ mod tests {
             Ok(Parsed::Print(text)) => panic!("printed instead of parsing: {text}"),
             Err(err) => panic!("usage error: {err}"),
         }
+    }
+
+    #[test]
+    fn an_error_that_embeds_its_source_is_said_once() {
+        use crate::channel::ChannelError;
+        let err = anyhow::Error::from(run::RunError::Channel(ChannelError::RetransmitExhausted {
+            sequence_number: 7,
+            attempts: 60,
+        }));
+        assert_eq!(
+            chain_text(&err),
+            "data channel: message 7 was not acknowledged after 60 retransmissions"
+        );
+        let wrapped = anyhow::Error::from(std::io::Error::other("disk full")).context("saving");
+        assert_eq!(chain_text(&wrapped), "saving: disk full");
     }
 
     fn usage(words: &[&str]) -> String {

@@ -106,12 +106,14 @@ impl Emulator {
             local_addr,
             shutdown: shutdown_rx,
         });
+        let sessions = state.sessions.clone();
         tokio::spawn(accept_loop(listener, state));
         Ok(EmulatorHandle {
             local_addr,
             config,
             world,
             counters,
+            sessions,
             shutdown: shutdown_tx,
             thread: None,
         })
@@ -126,6 +128,7 @@ pub struct EmulatorHandle {
     config: Arc<Config>,
     world: Arc<World>,
     counters: Arc<Counters>,
+    sessions: SessionRegistry,
     shutdown: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -191,12 +194,13 @@ impl EmulatorHandle {
             config: Arc::clone(&self.config),
             world: Arc::clone(&self.world),
             counters: Arc::clone(&self.counters),
+            sessions: self.sessions.clone(),
             shutdown: self.shutdown.clone(),
             thread: None,
         }
     }
 
-    /// `http://ADDR`, for `--endpoint-url` or `AWS_ENDPOINT_URL_ECS`.
+    /// `http://ADDR`, for `--endpoint-url`, `AWS_ENDPOINT_URL_ECS` or `AWS_ENDPOINT_URL_SSM`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.local_addr)
     }
@@ -247,11 +251,18 @@ impl EmulatorHandle {
             ("AWS_REGION".to_string(), self.region().to_string()),
             ("AWS_DEFAULT_REGION".to_string(), self.region().to_string()),
             ("AWS_ENDPOINT_URL_ECS".to_string(), self.endpoint()),
+            ("AWS_ENDPOINT_URL_SSM".to_string(), self.endpoint()),
         ];
         if let Some(token) = self.session_token() {
             env.push(("AWS_SESSION_TOKEN".to_string(), token.to_string()));
         }
         env
+    }
+
+    /// Every data channel token it has handed out (ExecuteCommand and ResumeSession), for
+    /// tests that check no token leaks into a client's output or files.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.sessions.issued_tokens()
     }
 
     /// The configuration it runs with.
