@@ -3,21 +3,8 @@
 
 use crate::e2e_support;
 
-use e2e_support::World;
+use e2e_support::{World, pseudo_random_bytes};
 use sha2::{Digest, Sha256};
-
-/// Deterministic bytes covering every value, without a random number generator.
-fn pseudo_random_bytes(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
 
 #[test]
 fn exit_status_passes_through() {

@@ -84,6 +84,8 @@ struct Entry {
 pub struct SessionRegistry {
     inner: Arc<Mutex<HashMap<String, Entry>>>,
     token_ttl: Duration,
+    /// Every token ever handed out, so tests can check that none leaks from the client.
+    issued: Arc<Mutex<Vec<String>>>,
 }
 
 impl SessionRegistry {
@@ -92,6 +94,7 @@ impl SessionRegistry {
         Self {
             inner: Arc::new(Mutex::new(HashMap::new())),
             token_ttl,
+            issued: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -103,9 +106,26 @@ impl SessionRegistry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Every token issued so far (ExecuteCommand and ResumeSession), expired or not.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.issued
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn new_logged_token(&self) -> String {
+        let token = new_token();
+        self.issued
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(token.clone());
+        token
+    }
+
     /// Registers a new session and returns its first token.
     pub fn create(&self, spec: SessionSpec, now: Instant) -> String {
-        let token = new_token();
+        let token = self.new_logged_token();
         let id = spec.session_id.clone();
         let entry = Entry {
             spec: Arc::new(spec),
@@ -125,7 +145,7 @@ impl SessionRegistry {
             return None;
         }
         entry.tokens.retain(|(_, expires)| *expires > now);
-        let token = new_token();
+        let token = self.new_logged_token();
         entry.tokens.push((token.clone(), now + self.token_ttl));
         Some(token)
     }

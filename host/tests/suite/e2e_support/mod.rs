@@ -6,11 +6,14 @@
 //! binary with the emulator's credentials and endpoint, isolated from the user's AWS files.
 #![allow(dead_code)]
 
+pub mod tmux;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, mpsc};
 use std::thread;
+use std::time::Duration;
 
 use ecs_exec_emulator::{Config, ContainerConfig, EmulatorHandle};
 
@@ -42,7 +45,7 @@ pub struct World {
 }
 
 /// Compiled adapters are cached across every test process of the run, as on a user's machine.
-fn shared_cache_dir() -> &'static Path {
+pub fn shared_cache_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cache");
@@ -109,6 +112,12 @@ impl World {
         run_with_input(&mut command, stdin)
     }
 
+    /// As [`World::run`], but a run still going after `limit` is killed and fails the test:
+    /// a hang must not stall the suite.
+    pub fn run_within(&self, mut command: Command, stdin: &[u8], limit: Duration) -> Outcome {
+        run_with_input_within(&mut command, stdin, Some(limit))
+    }
+
     /// The ids of the RUNNING tasks of `web`.
     pub fn running_web_tasks(&self) -> Vec<String> {
         let world = self.emulator.world();
@@ -137,9 +146,26 @@ fn prepare_container(container: &mut ContainerConfig, workdir: &Path) {
         .insert("RAILS_ENV".into(), "production".into());
 }
 
+/// Deterministic bytes covering every value, without a random number generator.
+pub fn pseudo_random_bytes(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
 /// Feeds `stdin` from a thread (so a large input cannot deadlock against a full stdout pipe)
 /// and waits for the process.
 pub fn run_with_input(command: &mut Command, stdin: &[u8]) -> Outcome {
+    run_with_input_within(command, stdin, None)
+}
+
+fn run_with_input_within(command: &mut Command, stdin: &[u8], limit: Option<Duration>) -> Outcome {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -158,6 +184,20 @@ pub fn run_with_input(command: &mut Command, stdin: &[u8]) -> Outcome {
         let _ = child_stderr.read_to_string(&mut text);
         text
     });
+    // The watchdog kills the process at the limit; `done` tells it the run ended first.
+    let (done, finished) = mpsc::channel::<()>();
+    let pid = child.id();
+    let watchdog = limit.map(|limit| {
+        thread::spawn(move || {
+            let expired = finished.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout);
+            if expired {
+                // SAFETY: kill(2) on the pid of our own child, which has not been reaped:
+                // `wait` below is only called after this thread has been told or has fired.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+            expired
+        })
+    });
     let mut stdout = Vec::new();
     child
         .stdout
@@ -165,9 +205,15 @@ pub fn run_with_input(command: &mut Command, stdin: &[u8]) -> Outcome {
         .expect("stdout")
         .read_to_end(&mut stdout)
         .expect("read stdout");
+    let _ = done.send(());
+    let timed_out = watchdog.is_some_and(|watchdog| watchdog.join().expect("watchdog"));
     let status = child.wait().expect("wait for ecs-exec");
     writer.join().expect("stdin writer");
     let stderr = stderr_reader.join().expect("stderr reader");
+    assert!(
+        !timed_out,
+        "ecs-exec was still running after {limit:?} and was killed; its stderr:\n{stderr}"
+    );
     Outcome {
         status,
         stdout,
