@@ -1,6 +1,8 @@
-//! Golden frames from the reference plugin's serializer (`shared/testdata/ssm-frames.json`):
-//! the codec must encode each vector's fields to its exact wire bytes and decode them back.
-//! The file is required; a missing or malformed file fails the test rather than skipping it.
+//! Golden frames from the reference plugin's serializer: the codec must encode each vector's
+//! fields to its exact wire bytes and decode them back. The vectors are the project's
+//! `shared/testdata/ssm-frames.json`, copied into `host/tests/fixtures` so a clone alone can run
+//! them; when the shared file sits beside the checkout, the copy must still equal it. The file is
+//! required; a missing or malformed file fails the test rather than skipping it.
 
 use bytes::Bytes;
 use ecs_exec::channel::frame::{Frame, MessageType, PayloadType};
@@ -9,8 +11,26 @@ use uuid::Uuid;
 
 const VECTORS_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/ssm-frames.json"
+);
+/// Where the project keeps the original, beside the checkout (absent in a bare clone).
+const SHARED_VECTORS_PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
     "/../../shared/testdata/ssm-frames.json"
 );
+
+#[test]
+fn the_fixture_copy_equals_the_shared_vectors_when_they_are_beside_the_checkout() {
+    let Ok(shared) = std::fs::read(SHARED_VECTORS_PATH) else {
+        eprintln!("note: {SHARED_VECTORS_PATH} is not beside this checkout; nothing to compare");
+        return;
+    };
+    let copy = std::fs::read(VECTORS_PATH).expect("the fixture copy");
+    assert!(
+        copy == shared,
+        "host/tests/fixtures/ssm-frames.json differs from shared/testdata: copy it again"
+    );
+}
 
 #[derive(Deserialize)]
 struct VectorFile {
