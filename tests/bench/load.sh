@@ -11,7 +11,7 @@ emulator="$bin_dir/ecs-exec-emulator"
 runs=${RUNS:-50}
 
 work=$(mktemp -d)
-trap 'kill "$emulator_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'pkill -P "$emulator_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 /usr/bin/time -f '%M' -o "$work/emulator.rss" "$emulator" --listen 127.0.0.1:0 \
   >"$work/listen" 2>"$work/emulator.log" &
 emulator_pid=$!
@@ -47,7 +47,8 @@ for i in $(seq 1 "$runs"); do
   cmp -s "$work/data" "$work/out.$i" && exact=$((exact + 1))
 done
 max_rss=$(cat "$work"/rss.* | sort -n | tail -1)
-kill -INT "$emulator_pid"; wait "$emulator_pid" 2>/dev/null || true
+# GNU time ignores SIGINT while it waits: stop the emulator itself, its child.
+pkill -INT -P "$emulator_pid"; wait "$emulator_pid" 2>/dev/null || true
 echo "== $runs concurrent one-offs of 1 MiB through cat"
 printf 'batch wall time: %.2f s (baseline, one run alone: %.2f s)\n' \
   "$(echo "$end - $start" | bc)" "$(echo "$one_end - $one_start" | bc)"

@@ -29,10 +29,11 @@ run=("$ecs_exec" --endpoint-url "$endpoint" --cluster demo --service-name web)
 printf 'echo hi' >"$work/echo-hi"
 "${run[@]}" <"$work/echo-hi" >/dev/null   # warm the compiled-adapter cache once, as a user's second run
 
+# Input comes by shell redirection (Debian's hyperfine has no --input); hyperfine subtracts the
+# shell's own start-up time from every figure.
 echo "== one-off 'echo hi', whole process"
-hyperfine --warmup 3 --runs 30 -N \
-  --input "$work/echo-hi" \
-  --command-name "ecs-exec one-off echo hi" "${run[*]}" \
+hyperfine --warmup 3 --runs 30 \
+  --command-name "ecs-exec one-off echo hi" "${run[*]} < $work/echo-hi" \
   --command-name "baseline: aws ecs list-tasks" "aws ecs list-tasks --cluster demo --endpoint-url $endpoint"
 
 peak_rss() { # prints the peak RSS in MiB of the command given
@@ -44,13 +45,13 @@ echo "== peak RSS: echo hi: $(printf 'echo hi' | peak_rss "${run[@]}"); aws ecs 
 size_mib=${SIZE_MIB:-256}
 head -c $((size_mib * 1024 * 1024)) /dev/urandom >"$work/data"
 echo "== ${size_mib} MiB stdin -> remote (sha256sum)"
-hyperfine --runs 3 -N --input "$work/data" \
-  --command-name "ecs-exec --pipe sha256sum" "${run[*]} --pipe sha256sum" \
-  --command-name "baseline: local sha256sum" "sha256sum"
+hyperfine --runs 3 \
+  --command-name "ecs-exec --pipe sha256sum" "${run[*]} --pipe sha256sum < $work/data" \
+  --command-name "baseline: local sha256sum" "sha256sum < $work/data"
 echo "== ${size_mib} MiB remote -> stdout (head -c from /dev/zero)"
-hyperfine --runs 3 -N \
-  --command-name "ecs-exec remote head -c" "${run[*]} --pipe 'head -c $((size_mib * 1024 * 1024)) /dev/zero'" \
-  --command-name "baseline: local head -c" "head -c $((size_mib * 1024 * 1024)) /dev/zero"
+hyperfine --runs 3 \
+  --command-name "ecs-exec remote head -c" "${run[*]} --pipe 'head -c $((size_mib * 1024 * 1024)) /dev/zero' < /dev/null > /dev/null" \
+  --command-name "baseline: local head -c" "head -c $((size_mib * 1024 * 1024)) /dev/zero > /dev/null"
 
 big=$((1024 * 1024 * 1024))
 echo "== peak RSS at 1 GiB: stdin -> remote: $(head -c $big /dev/zero | peak_rss "${run[@]}" --pipe 'sha256sum'); remote -> stdout: $(peak_rss "${run[@]}" --pipe "head -c $big /dev/zero" </dev/null)"
