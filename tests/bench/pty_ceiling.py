@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""The ceiling for one-off input, without ecs-exec, the network or the protocol.
+
+A one-off's stdin reaches the remote program the way the SSM agent delivers it: written into a
+pseudo-terminal as base64 lines of 4092 characters, read by `base64 -d`. This script does only
+that, locally: it writes N MiB of random bytes, base64-encoded in such lines, into a pty whose
+program is `base64 -d | sha256sum`, and prints the payload rate. Compare it with
+`tests/bench/oneoff.sh`'s stdin -> remote figure. Usage: tests/bench/pty_ceiling.py [MiB]
+"""
+import base64
+import hashlib
+import os
+import pty
+import sys
+import tempfile
+import time
+
+size = int(sys.argv[1]) if len(sys.argv) > 1 else 64
+data = os.urandom(size * 1024 * 1024)
+encoded = base64.b64encode(data)
+lines = [encoded[i:i + 4092] + b"\n" for i in range(0, len(encoded), 4092)]
+with tempfile.TemporaryDirectory() as work:
+    result = os.path.join(work, "sum")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp("sh", ["sh", "-c", f"stty -echo -opost; base64 -d | sha256sum > {result}"])
+    # Wait for `stty` to have run, as the adapter's ready marker makes ecs-exec wait.
+    time.sleep(0.3)
+    start = time.monotonic()
+    for line in lines:
+        view = memoryview(line)
+        while view:
+            view = view[os.write(fd, view):]
+    os.write(fd, b"\x04")
+    os.waitpid(pid, 0)
+    elapsed = time.monotonic() - start
+    with open(result) as f:
+        ok = f.read().split()[0] == hashlib.sha256(data).hexdigest()
+print(f"{size} MiB through a pty into base64 -d | sha256sum: {elapsed:.2f} s, "
+      f"{size / elapsed:.1f} MiB/s, digest {'matches' if ok else 'DIFFERS'}")
