@@ -416,9 +416,11 @@ fn abort(task: Option<tokio::task::JoinHandle<Result<(), RunError>>>) {
     }
 }
 
-/// Ctrl-C for the remote terminal: the remote line discipline turns it into SIGINT.
+/// Ctrl-C for the remote terminal: the remote line discipline turns it into SIGINT. Bounded:
+/// with the send window full (a stalled agent) the byte could wait forever, and a user who
+/// pressed Ctrl-C must not.
 async fn interrupt_remote(writer: &ChannelWriter) {
-    let _ = writer.send_input(Bytes::from_static(&[0x03])).await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, writer.send_input(Bytes::from_static(&[0x03]))).await;
 }
 
 /// Closes our side and waits, bounded, for the session to end so the remote side is clean.
