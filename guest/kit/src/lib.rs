@@ -251,6 +251,33 @@ pub fn wrap(argv: &[String], request: &Request<'_>) -> Result<PlanParts, String>
     })
 }
 
+/// Turns an invocation of the guest's own WIT bindings into its `Plan`: builds the [`Request`],
+/// calls [`wrap`] and maps [`PlanParts`] onto the guest's `Plan` and `StdinMode`, which must be
+/// in scope where it is used. A macro because every guest's `wit_bindgen::generate!` makes its
+/// own types, which this crate cannot name.
+#[macro_export]
+macro_rules! wrap_plan {
+    ($argv:expr, $inv:expr, $nonce:expr) => {{
+        let request = $crate::Request {
+            interactive: $inv.interactive,
+            input_len: $inv.input_len,
+            input: $inv.input.as_deref(),
+            nonce: &$nonce,
+        };
+        $crate::wrap(&$argv, &request).map(|parts| Plan {
+            command: parts.command,
+            stdin: match parts.stdin {
+                $crate::StdinMode::None => StdinMode::None,
+                $crate::StdinMode::Raw => StdinMode::Raw,
+                $crate::StdinMode::Inline => StdinMode::Inline,
+                $crate::StdinMode::StreamBase64 => StdinMode::StreamBase64,
+            },
+            ready_marker: parts.ready_marker,
+            exit_trailer: parts.exit_trailer,
+        })
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

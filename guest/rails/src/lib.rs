@@ -51,28 +51,7 @@ impl Guest for Rails {
             Some(_) => {}
         }
         argv.extend(inv.args);
-        let request = kit::Request {
-            interactive: inv.interactive,
-            input_len: inv.input_len,
-            input: inv.input.as_deref(),
-            nonce: &nonce,
-        };
-        kit::wrap(&argv, &request).map(into_plan)
-    }
-}
-
-fn into_plan(parts: kit::PlanParts) -> Plan {
-    let stdin = match parts.stdin {
-        kit::StdinMode::None => StdinMode::None,
-        kit::StdinMode::Raw => StdinMode::Raw,
-        kit::StdinMode::Inline => StdinMode::Inline,
-        kit::StdinMode::StreamBase64 => StdinMode::StreamBase64,
-    };
-    Plan {
-        command: parts.command,
-        stdin,
-        ready_marker: parts.ready_marker,
-        exit_trailer: parts.exit_trailer,
+        kit::wrap_plan!(argv, inv, nonce)
     }
 }
 
