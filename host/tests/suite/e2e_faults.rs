@@ -60,11 +60,12 @@ fn sixty_four_mib_survive_loss_duplication_reordering_delay_and_a_disconnect() {
 /// The same fault mix and cut as the 64 MiB test, at a size the default suite can afford.
 ///
 /// Ignored for now: in about one run in five the session stalls after the cut and never
-/// recovers. Seen from outside, the remote `base64 -d` waits on the terminal for a line while
-/// nothing is acknowledged any more, which fits a terminal input buffer filled with a line
-/// longer than the terminal accepts, i.e. input bytes delivered twice or skipped around the
-/// cut. Each fault alone (the mix without a cut, or a cut alone) passes every time. Run it
-/// with `--ignored` to reproduce; it must pass before issue 6 can close.
+/// recovers: the remote `base64 -d` waits on the terminal for a line while nothing is
+/// acknowledged any more. Logging what the emulator's agent hands to the terminal showed the
+/// input byte-exact up to the stall, so the data channel lost and repeated nothing; the agent
+/// stops writing its queued input into the pty. Each fault alone (the mix without a cut, or a
+/// cut alone) passes every time. Run it with `--ignored` to reproduce; it must pass before
+/// issue 6 can close.
 #[test]
 #[ignore = "known stall after a cut under the full fault mix, about 1 run in 5; see the doc comment"]
 fn four_mib_survive_loss_duplication_reordering_delay_and_a_disconnect() {
