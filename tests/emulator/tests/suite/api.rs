@@ -417,7 +417,12 @@ async fn sigv4_rejections() {
         let signed_for = json!({"cluster": "demo"});
         let mut reply = None;
         // Sign one body, send another: build the headers by signing, then swap the body.
-        let headers = signed_headers(&handle, &good, &target, &signed_for);
+        let headers = common::request_headers(
+            handle.local_addr(),
+            Some(&good),
+            &target,
+            &signed_for.to_string(),
+        );
         reply.replace(
             common::raw_post(handle.local_addr(), &headers, br#"{"cluster":"other"}"#).await,
         );
@@ -425,53 +430,6 @@ async fn sigv4_rejections() {
     };
     assert_eq!(code(reply), "InvalidSignatureException");
     assert_eq!(handle.counters().signature_failures, 7);
-}
-
-fn signed_headers(
-    handle: &ecs_exec_emulator::EmulatorHandle,
-    signer: &Signer,
-    target: &str,
-    body: &serde_json::Value,
-) -> Vec<(String, String)> {
-    let host = handle.local_addr().to_string();
-    let body = body.to_string();
-    let mut headers: Vec<(String, String)> = vec![
-        ("host".into(), host.clone()),
-        ("content-type".into(), "application/x-amz-json-1.1".into()),
-        ("x-amz-target".into(), target.into()),
-    ];
-    let identity = aws_credential_types::Credentials::new(
-        &signer.access_key_id,
-        &signer.secret_access_key,
-        None,
-        None,
-        "t",
-    )
-    .into();
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region(&signer.region)
-        .name("ecs")
-        .time(signer.time)
-        .settings(aws_sigv4::http_request::SigningSettings::default())
-        .build()
-        .unwrap()
-        .into();
-    let url = format!("http://{host}/");
-    let signable = aws_sigv4::http_request::SignableRequest::new(
-        "POST",
-        &url,
-        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        aws_sigv4::http_request::SignableBody::Bytes(body.as_bytes()),
-    )
-    .unwrap();
-    let (instructions, _) = aws_sigv4::http_request::sign(signable, &params)
-        .unwrap()
-        .into_parts();
-    for header in instructions.into_parts().0 {
-        headers.push((header.name().to_string(), header.value().to_string()));
-    }
-    headers
 }
 
 #[tokio::test]

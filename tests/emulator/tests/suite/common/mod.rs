@@ -59,47 +59,60 @@ pub async fn call(
     body: &Value,
 ) -> Reply {
     let body = body.to_string();
+    let headers = request_headers(addr, signer, target, &body);
+    raw_post(addr, &headers, body.as_bytes()).await
+}
+
+/// The headers of a JSON API request for `target` with `body`, SigV4-signed by `signer` with
+/// the `aws-sigv4` crate (unsigned if None).
+pub fn request_headers(
+    addr: std::net::SocketAddr,
+    signer: Option<&Signer>,
+    target: &str,
+    body: &str,
+) -> Vec<(String, String)> {
     let host = addr.to_string();
     let mut headers: Vec<(String, String)> = vec![
         ("host".into(), host.clone()),
         ("content-type".into(), "application/x-amz-json-1.1".into()),
         ("x-amz-target".into(), target.into()),
     ];
-    if let Some(signer) = signer {
-        let identity = aws_credential_types::Credentials::new(
-            &signer.access_key_id,
-            &signer.secret_access_key,
-            signer.session_token.clone(),
-            None,
-            "test",
-        )
+    let Some(signer) = signer else {
+        return headers;
+    };
+    let identity = aws_credential_types::Credentials::new(
+        &signer.access_key_id,
+        &signer.secret_access_key,
+        signer.session_token.clone(),
+        None,
+        "test",
+    )
+    .into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(&signer.region)
+        .name(&signer.service)
+        .time(signer.time)
+        .settings(aws_sigv4::http_request::SigningSettings::default())
+        .build()
+        .unwrap()
         .into();
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&signer.region)
-            .name(&signer.service)
-            .time(signer.time)
-            .settings(aws_sigv4::http_request::SigningSettings::default())
-            .build()
-            .unwrap()
-            .into();
-        let url = format!("http://{host}/");
-        let signable = aws_sigv4::http_request::SignableRequest::new(
-            "POST",
-            &url,
-            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            aws_sigv4::http_request::SignableBody::Bytes(body.as_bytes()),
-        )
-        .unwrap();
-        let (instructions, _) = aws_sigv4::http_request::sign(signable, &params)
-            .unwrap()
-            .into_parts();
-        let (signed, _) = instructions.into_parts();
-        for header in signed {
-            headers.push((header.name().to_string(), header.value().to_string()));
-        }
+    let url = format!("http://{host}/");
+    let signable = aws_sigv4::http_request::SignableRequest::new(
+        "POST",
+        &url,
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        aws_sigv4::http_request::SignableBody::Bytes(body.as_bytes()),
+    )
+    .unwrap();
+    let (instructions, _) = aws_sigv4::http_request::sign(signable, &params)
+        .unwrap()
+        .into_parts();
+    let (signed, _) = instructions.into_parts();
+    for header in signed {
+        headers.push((header.name().to_string(), header.value().to_string()));
     }
-    raw_post(addr, &headers, body.as_bytes()).await
+    headers
 }
 
 /// Sends a POST with exactly these headers and reads the whole reply.
