@@ -107,7 +107,7 @@ impl SsmApi {
     }
 
     async fn call(&self, session_id: &str) -> Result<ResumedSession, SsmError> {
-        let body = serde_json::json!({ "SessionId": session_id }).to_string();
+        let body = Bytes::from(serde_json::json!({ "SessionId": session_id }).to_string());
         let request = self.signed_request(body).await?;
         let http_error = |reason: String| SsmError::Http {
             endpoint: self.endpoint.clone(),
@@ -127,7 +127,7 @@ impl SsmApi {
         parse_response(status, &bytes)
     }
 
-    async fn signed_request(&self, body: String) -> Result<hyper::Request<Full<Bytes>>, SsmError> {
+    async fn signed_request(&self, body: Bytes) -> Result<hyper::Request<Full<Bytes>>, SsmError> {
         let credentials = self
             .credentials
             .provide_credentials()
@@ -146,7 +146,7 @@ impl SsmApi {
         let mut request = hyper::Request::post(&self.endpoint)
             .header("content-type", "application/x-amz-json-1.1")
             .header("x-amz-target", TARGET)
-            .body(Full::new(Bytes::from(body.clone())))
+            .body(Full::new(body.clone()))
             .map_err(|error| SsmError::Signing(error.to_string()))?;
         let host = request
             .uri()
@@ -165,7 +165,7 @@ impl SsmApi {
                 .headers()
                 .iter()
                 .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
-            aws_sigv4::http_request::SignableBody::Bytes(body.as_bytes()),
+            aws_sigv4::http_request::SignableBody::Bytes(&body),
         )
         .map_err(|error| SsmError::Signing(error.to_string()))?;
         let (instructions, _signature) = aws_sigv4::http_request::sign(signable, &params)

@@ -506,16 +506,11 @@ impl Driver {
     /// One resume attempt: a new token, a new socket, then the session re-opens on it.
     async fn reopen(&mut self, resumer: &dyn Resumer) -> Result<(), String> {
         let ticket = resumer.resume().await?;
-        let mut params = self.params.clone();
-        params.stream_url = ticket.stream_url;
-        let socket = tokio::time::timeout(params.connect_timeout, dial(&params))
+        self.params.stream_url = ticket.stream_url;
+        let timeout = self.params.connect_timeout;
+        let socket = tokio::time::timeout(timeout, dial(&self.params))
             .await
-            .map_err(|_| {
-                format!(
-                    "timed out after {:?} reopening the websocket",
-                    params.connect_timeout
-                )
-            })?
+            .map_err(|_| format!("timed out after {timeout:?} reopening the websocket"))?
             .map_err(|error| error.to_string())?;
         let (sink, stream) = socket.split();
         self.sink = sink;
@@ -525,7 +520,6 @@ impl Driver {
         self.received_any = false;
         self.resumed = true;
         self.drops_without_data += 1;
-        self.params.stream_url = params.stream_url;
         self.session
             .reconnect(Instant::now().into_std(), &ticket.token)
             .map_err(|error| error.to_string())

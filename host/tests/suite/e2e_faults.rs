@@ -9,7 +9,7 @@ use ecs_exec_emulator::{Config, FaultRates};
 use sha2::{Digest, Sha256};
 
 use crate::e2e_support::tmux::Terminal;
-use crate::e2e_support::{self, World, pseudo_random_bytes};
+use crate::e2e_support::{World, pseudo_random_bytes};
 
 /// A run that has not finished by then is a hang, not a slow machine.
 const RUN_LIMIT: Duration = Duration::from_secs(900);
@@ -153,16 +153,7 @@ fn a_session_that_cannot_be_resumed_is_one_line_and_exit_75() {
 #[test]
 fn an_interactive_session_keeps_working_over_a_bad_network() {
     let world = World::start_with(|config| hostile_network(config, 0xbad, Some(30)));
-    let mut command = world.bare_command();
-    command.args([
-        "--interactive",
-        "--cluster",
-        e2e_support::CLUSTER,
-        "--service-name",
-        e2e_support::SERVICE,
-        "--pipe",
-        "/bin/bash",
-    ]);
+    let command = world.hoop_connect(&["--pipe", "/bin/bash"]);
     let terminal = Terminal::start(&command, 100, 30);
     for round in 0..8 {
         terminal.type_line(&format!("echo round-$(({round} * 11))"));

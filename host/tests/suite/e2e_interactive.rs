@@ -4,25 +4,13 @@
 //! `sleep` is interrupted with Ctrl-C and the shell's exit status becomes ours. Also interactive
 //! mode with stdin a pipe, as when a script drives it.
 
+use crate::e2e_support::World;
 use crate::e2e_support::tmux::Terminal;
-use crate::e2e_support::{self, World};
-
-/// Hoop's interactive connection command with the user's words after it.
-fn hoop_connect(world: &World, user_words: &[&str]) -> std::process::Command {
-    let mut command = world.bare_command();
-    command.args([
-        "--interactive",
-        &format!("--cluster={}", e2e_support::CLUSTER),
-        &format!("--service-name={}", e2e_support::SERVICE),
-    ]);
-    command.args(user_words);
-    command
-}
 
 #[test]
 fn bash_session_types_resizes_interrupts_and_exits_with_the_shell_status() {
     let world = World::start();
-    let terminal = Terminal::start(&hoop_connect(&world, &["--pipe", "/bin/bash"]), 100, 30);
+    let terminal = Terminal::start(&world.hoop_connect(&["--pipe", "/bin/bash"]), 100, 30);
 
     terminal.type_line("echo typed-$((6 * 7))");
     terminal.wait_for_line("typed-42");
@@ -63,7 +51,7 @@ fn bash_session_types_resizes_interrupts_and_exits_with_the_shell_status() {
 #[test]
 fn ctrl_d_ends_the_remote_shell() {
     let world = World::start();
-    let terminal = Terminal::start(&hoop_connect(&world, &["--pipe", "/bin/bash"]), 80, 24);
+    let terminal = Terminal::start(&world.hoop_connect(&["--pipe", "/bin/bash"]), 80, 24);
     terminal.type_line("echo ready-$((1 + 1))");
     terminal.wait_for_line("ready-2");
     terminal.press("C-d");
@@ -73,7 +61,7 @@ fn ctrl_d_ends_the_remote_shell() {
 #[test]
 fn rails_console_evaluates_what_is_typed() {
     let world = World::start();
-    let terminal = Terminal::start(&hoop_connect(&world, &["--pipe", "rails console"]), 100, 30);
+    let terminal = Terminal::start(&world.hoop_connect(&["--pipe", "rails console"]), 100, 30);
     terminal.type_line("puts \"env-#{Rails.env}\"");
     terminal.wait_for_line("env-production");
     terminal.type_line("exit");
@@ -83,7 +71,7 @@ fn rails_console_evaluates_what_is_typed() {
 #[test]
 fn clojure_repl_evaluates_what_is_typed() {
     let world = World::start();
-    let terminal = Terminal::start(&hoop_connect(&world, &["--pipe", "clojure"]), 100, 30);
+    let terminal = Terminal::start(&world.hoop_connect(&["--pipe", "clojure"]), 100, 30);
     terminal.type_line("(println (str \"sum-\" (+ 40 2)))");
     // The REPL prints after its prompt (`user=> sum-42`); the typed text cannot contain
     // `sum-42`, so finding it anywhere is the evaluation's output.
@@ -96,7 +84,7 @@ fn clojure_repl_evaluates_what_is_typed() {
 fn interactive_with_piped_stdin_runs_to_the_end_and_keeps_the_status() {
     let world = World::start();
     let outcome = world.run(
-        hoop_connect(&world, &["--pipe", "/bin/bash"]),
+        world.hoop_connect(&["--pipe", "/bin/bash"]),
         b"echo piped-$((20 + 1))\nexit 5\n",
     );
     assert_eq!(outcome.code(), 5, "stderr: {}", outcome.stderr);

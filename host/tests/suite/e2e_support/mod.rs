@@ -87,6 +87,20 @@ impl World {
         command
     }
 
+    /// Hoop's interactive connection command
+    /// (`ecs-exec --interactive --cluster=$CLUSTER_NAME --service-name=$SERVICE_NAME`) with the
+    /// user's words after it, as `hoop connect my-ecs -- WORDS` runs it.
+    pub fn hoop_connect(&self, user_words: &[&str]) -> Command {
+        let mut command = self.bare_command();
+        command.args([
+            "--interactive",
+            &format!("--cluster={CLUSTER}"),
+            &format!("--service-name={SERVICE}"),
+        ]);
+        command.args(user_words);
+        command
+    }
+
     /// The binary with the emulator's environment and no arguments.
     pub fn bare_command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ecs-exec"));
