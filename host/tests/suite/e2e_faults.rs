@@ -52,22 +52,17 @@ fn a_cut_websocket_is_resumed_without_losing_or_repeating_a_byte() {
 /// 3.5 minutes in a debug build (measured: 216 s for `sha256sum`), so it is opt-in:
 /// `cargo test -p ecs-exec --test suite sixty_four_mib_survive -- --ignored`.
 #[test]
-#[ignore = "about 7 minutes in a debug build, and the stall of the 4 MiB test; run with --ignored"]
+#[ignore = "about 7 minutes in a debug build; run with --ignored"]
 fn sixty_four_mib_survive_loss_duplication_reordering_delay_and_a_disconnect() {
     through_a_hostile_network(64 * 1024 * 1024, 20_000);
 }
 
 /// The same fault mix and cut as the 64 MiB test, at a size the default suite can afford.
 ///
-/// Ignored for now: in about one run in five the session stalls after the cut and never
-/// recovers: the remote `base64 -d` waits on the terminal for a line while nothing is
-/// acknowledged any more. Logging what the emulator's agent hands to the terminal showed the
-/// input byte-exact up to the stall, so the data channel lost and repeated nothing; the agent
-/// stops writing its queued input into the pty. Each fault alone (the mix without a cut, or a
-/// cut alone) passes every time. Run it with `--ignored` to reproduce; it must pass before
-/// issue 6 can close.
+/// It once stalled in about one run in five: when the cut found acks waiting in the emulator's
+/// reorder window, they were re-queued behind a far-future instant and every later ack waited
+/// behind them. The client kept resending its whole window and the command waited for input.
 #[test]
-#[ignore = "known stall after a cut under the full fault mix, about 1 run in 5; see the doc comment"]
 fn four_mib_survive_loss_duplication_reordering_delay_and_a_disconnect() {
     through_a_hostile_network(4 * 1024 * 1024, 2_000);
 }

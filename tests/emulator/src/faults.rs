@@ -223,6 +223,19 @@ impl FaultLine {
         }
     }
 
+    /// Everything still held, in the order it would have left, without waiting for delays.
+    pub fn drain_all(&mut self, now: Instant) -> Vec<Bytes> {
+        self.flush_window(now);
+        self.ready.drain(..).map(|(_, frame)| frame).collect()
+    }
+
+    /// Forgets every held frame, as a dead connection loses what was in flight on it.
+    pub fn clear(&mut self) {
+        self.window.clear();
+        self.window_deadline = None;
+        self.ready.clear();
+    }
+
     /// When `poll` will next have something (if anything waits).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let ready = self.ready.front().map(|(at, _)| *at);
@@ -285,6 +298,46 @@ mod tests {
             assert!(i < 7);
         }
         assert!(Prng::new(2).next_u64() != Prng::new(3).next_u64());
+    }
+
+    fn reordering_and_delaying() -> FaultRates {
+        FaultRates {
+            reorder_window: 10,
+            delay_ms: 50,
+            ..Default::default()
+        }
+    }
+
+    /// The cut of a websocket used to drain this line by polling it at a far-future instant:
+    /// frames still in the reorder window were then re-queued *after* that instant, and every
+    /// later frame (all the agent's acks) waited behind them for ever.
+    #[test]
+    fn a_cleared_line_holds_nothing_back() {
+        let (mut l, _) = line(reordering_and_delaying(), &[], 3);
+        let now = Instant::now();
+        for i in 0..3u8 {
+            l.push(now, Bytes::from(vec![i]), info(i64::from(i)));
+        }
+        l.clear();
+        assert!(l.is_empty());
+        assert_eq!(l.poll_timeout(), None);
+        l.push(now, Bytes::from_static(&[7]), None);
+        assert_eq!(drain(&mut l, now + Duration::from_millis(50)), vec![7]);
+    }
+
+    #[test]
+    fn drain_all_skips_the_delay_and_keeps_the_order() {
+        let (mut l, _) = line(reordering_and_delaying(), &[], 3);
+        let now = Instant::now();
+        l.push(now, Bytes::from_static(&[1]), None);
+        l.push(now, Bytes::from_static(&[2]), info(2));
+        l.push(now, Bytes::from_static(&[3]), info(3));
+        let drained: Vec<u8> = l.drain_all(now).iter().map(|f| f[0]).collect();
+        assert_eq!(drained.first(), Some(&1), "{drained:?}");
+        let mut sorted = drained.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![1, 2, 3]);
+        assert!(l.is_empty());
     }
 
     #[test]

@@ -420,7 +420,7 @@ impl Driver {
             self.disconnected_at = Some(now);
             self.channel.discard_transmit_queue();
             // Frames in flight on a dead socket are lost, as they would be on a real one.
-            while self.outbound.poll(far_future(now).into_std()).is_some() {}
+            self.outbound.clear();
         }
     }
 
@@ -619,11 +619,7 @@ impl Driver {
             .send_channel_closed(&self.spec.session_id, &self.spec.target, "");
         self.flush_outbound(Instant::now()).await;
         // channel_closed must not wait behind an injected delay: send what is left now.
-        let later = far_future(Instant::now()).into_std();
-        let mut rest = Vec::new();
-        while let Some(frame) = self.outbound.poll(later) {
-            rest.push(frame);
-        }
+        let rest = self.outbound.drain_all(Instant::now().into_std());
         if let Some(link) = self.link.as_mut() {
             for frame in rest {
                 let _ = link.sink.feed(Message::Binary(frame)).await;
@@ -704,10 +700,6 @@ fn trace_frame(direction: &str, bytes: &Bytes) {
         ),
         Err(error) => tracing::trace!(direction, %error, "undecodable frame"),
     }
-}
-
-fn far_future(now: Instant) -> Instant {
-    now + Duration::from_secs(86_400 * 365)
 }
 
 fn frame_info(bytes: &[u8]) -> Option<(MessageType, i64)> {
