@@ -371,6 +371,9 @@ pub struct Session {
 
     handshake_seen: bool,
     last_size: Option<TerminalSize>,
+    /// A size given while the send window was full; only the latest matters, and it goes out
+    /// once an ack opens the window, so resizes cannot grow the unacked buffer without bound.
+    deferred_size: Option<TerminalSize>,
     events: VecDeque<Event>,
     timers: TimerTable,
     stats: SessionStats,
@@ -416,6 +419,7 @@ impl Session {
             reorder_bytes: 0,
             handshake_seen: false,
             last_size: None,
+            deferred_size: None,
             events: VecDeque::new(),
             timers: TimerTable::default(),
             stats: SessionStats::default(),
@@ -505,12 +509,18 @@ impl Session {
         Ok(())
     }
 
-    /// Queues a terminal size message (payload type 3).
+    /// Queues a terminal size message (payload type 3). While the send window is full only the
+    /// latest size is kept, and sent once an acknowledgement opens the window.
     pub fn send_resize(&mut self, cols: u32, rows: u32) -> Result<(), ChannelError> {
         self.check_open()?;
         let size = TerminalSize { cols, rows };
         self.last_size = Some(size);
-        self.queue_stream(PayloadType::Size, size.to_bytes());
+        if self.can_send() {
+            self.deferred_size = None;
+            self.queue_stream(PayloadType::Size, size.to_bytes());
+        } else {
+            self.deferred_size = Some(size);
+        }
         Ok(())
     }
 
@@ -877,6 +887,11 @@ impl Session {
             self.stats.unmatched_acks += 1;
             return;
         };
+        if self.can_send()
+            && let Some(size) = self.deferred_size.take()
+        {
+            self.queue_stream(PayloadType::Size, size.to_bytes());
+        }
         if let Some(sent) = entry.last_sent
             && entry.retransmits == 0
         {
@@ -1471,6 +1486,46 @@ mod tests {
             Uuid::from_u128(1),
         )
         .to_bytes()
+    }
+
+    /// Found by the `session_frames` fuzz target: every resize used to be queued, so a stream
+    /// of them against an agent that acks nothing grew the unacked buffer without bound.
+    #[test]
+    fn resizes_while_the_window_is_full_keep_only_the_latest() {
+        let now = Instant::now();
+        let mut session = session_with(
+            SessionConfig {
+                max_unacked_bytes: 2048,
+                ..config()
+            },
+            now,
+        );
+        session
+            .send_input(Bytes::from(vec![b'x'; 2048]))
+            .expect("open");
+        let sent = drain(&mut session, now);
+        assert!(!session.can_send());
+        let unacked = session.unacked_bytes();
+        for cols in 1..=500 {
+            session.send_resize(cols, 24).expect("open");
+        }
+        assert_eq!(session.unacked_bytes(), unacked);
+        assert!(drain(&mut session, now).is_empty());
+
+        session.handle_frame(now, ack_of(&sent[0]));
+        let frames = drain(&mut session, now);
+        let sizes: Vec<_> = frames
+            .iter()
+            .filter(|f| f.payload_type == PayloadType::Size)
+            .map(|f| TerminalSize::from_payload(&f.payload).expect("json"))
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![TerminalSize {
+                cols: 500,
+                rows: 24
+            }]
+        );
     }
 
     #[test]
