@@ -301,6 +301,17 @@ pub fn parse_exit_code(payload: &[u8]) -> Option<i32> {
 mod tests {
     use super::*;
 
+    /// Found by the `payloads` fuzz target: without serde_json's exact float parsing a number
+    /// in ActionParameters changed on every pass through the parser.
+    #[test]
+    fn handshake_request_numbers_survive_a_round_trip() {
+        let payload = br#"{"AgentVersion":"da","RequestedClientActions":[{"ActionType":"x","ActionParameters":[3.333333333333333e+39]}]}"#;
+        let once = HandshakeRequest::from_payload(payload).map(|r| r.to_bytes());
+        let once = once.expect("the request parses");
+        let twice = HandshakeRequest::from_payload(&once).map(|r| r.to_bytes());
+        assert_eq!(twice.ok(), Some(once));
+    }
+
     #[test]
     fn size_serialises_as_the_vector() {
         let size = TerminalSize {
