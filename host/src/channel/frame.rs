@@ -10,7 +10,6 @@
 use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// Value always written in the HeaderLength field: the offset of PayloadLength.
@@ -333,7 +332,7 @@ impl Frame {
         let id = self.message_id.as_bytes();
         dst.put_slice(&id[8..16]);
         dst.put_slice(&id[0..8]);
-        dst.put_slice(Sha256::digest(&self.payload).as_slice());
+        dst.put_slice(sha256(&self.payload).as_ref());
         dst.put_u32(self.payload_type.as_u32());
         dst.put_u32(u32::try_from(self.payload.len()).unwrap_or(u32::MAX));
         dst.put_slice(&self.payload);
@@ -383,6 +382,10 @@ impl Header {
             payload,
         }
     }
+}
+
+fn sha256(bytes: &[u8]) -> aws_lc_rs::digest::Digest {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
 }
 
 fn array_at<const N: usize>(src: &[u8], offset: usize) -> [u8; N] {
@@ -436,7 +439,7 @@ fn parse(src: &[u8]) -> Result<(Header, &[u8]), FrameError> {
             return Err(FrameError::ZeroCreatedDate);
         }
         let digest: [u8; 32] = array_at(src, OFFSET_PAYLOAD_DIGEST);
-        if payload_length != 0 && Sha256::digest(payload).as_slice() != digest {
+        if payload_length != 0 && sha256(payload).as_ref() != digest.as_slice() {
             return Err(FrameError::DigestMismatch);
         }
     }
