@@ -159,7 +159,7 @@ pub struct AdapterInfo {
 }
 
 /// Checks an `info` record against the contract.
-pub(crate) fn validate_info(info: &AdapterInfo) -> Result<(), String> {
+pub fn validate_info(info: &AdapterInfo) -> Result<(), String> {
     let name_ok = info.name.len() <= MAX_NAME_CHARS
         && info.name.starts_with(|c: char| c.is_ascii_lowercase())
         && info
@@ -200,12 +200,9 @@ pub(crate) fn validate_info(info: &AdapterInfo) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a plan against the contract and the invocation it answers.
-pub(crate) fn validate_plan(
-    plan: &Plan,
-    invocation: &Invocation,
-    nonce: &str,
-) -> Result<(), String> {
+/// Checks a plan against the contract and the invocation it answers. Public so that adapter
+/// authors' tests and the fuzz targets can hold a plan to the same rules as the host.
+pub fn validate_plan(plan: &Plan, invocation: &Invocation, nonce: &str) -> Result<(), String> {
     if plan.command.trim().is_empty() {
         return Err("empty command".to_owned());
     }

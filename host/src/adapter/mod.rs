@@ -31,7 +31,7 @@ use std::sync::{Arc, OnceLock};
 pub use cache::default_cache_dir;
 pub use contract::{
     AdapterInfo, Invocation, MAX_COMMAND_BYTES, MAX_INLINE_INPUT, MAX_MARKER_BYTES, Plan,
-    STREAM_EOF_BYTE, STREAM_LINE_BASE64_CHARS, StdinMode, new_nonce,
+    STREAM_EOF_BYTE, STREAM_LINE_BASE64_CHARS, StdinMode, new_nonce, validate_info, validate_plan,
 };
 pub use error::{AdapterError, AdapterErrorKind};
 pub use sandbox::{CONTRACT_INTERFACE, Limits};
