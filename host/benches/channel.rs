@@ -1,6 +1,7 @@
 //! Data-channel speed: frame encode and decode at 1 KiB and 64 KiB payloads, and the client
 //! session against the test fake agent back to back in memory (no sockets, no faults), in
-//! each direction. Run: `cargo bench -p ecs-exec --bench channel`.
+//! each direction, beside SHA-256 alone as the baseline that bounds them.
+//! Run: `cargo bench -p ecs-exec --bench channel`.
 
 #[path = "../tests/suite/channel_support/mod.rs"]
 mod channel_support;
@@ -43,6 +44,13 @@ fn codec(c: &mut Criterion) {
         let wire = frame.to_bytes();
         group.bench_with_input(BenchmarkId::new("decode", len), &wire, |b, wire| {
             b.iter(|| Frame::decode_shared(black_box(wire)).map(|frame| frame.payload.len()))
+        });
+        // The baseline: every frame's payload is hashed once to encode and once to decode, so
+        // SHA-256 alone bounds the codec, and at half its rate the session pair.
+        group.bench_with_input(BenchmarkId::new("sha256_only", len), &frame, |b, frame| {
+            b.iter(|| {
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, black_box(&frame.payload))
+            })
         });
     }
     group.finish();
