@@ -11,7 +11,7 @@
 use crate::adapter_common;
 
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -89,27 +89,40 @@ impl FakeBin {
 }
 
 /// Opens a pseudo-terminal with the kernel's default settings (canonical, echo, ONLCR).
+///
+/// Both descriptors are close-on-exec from the start: tests run in parallel threads, and a
+/// descriptor without it leaks into whatever another test spawns at that moment (a tmux
+/// server, an `ecs-exec`), which then holds this terminal open and its reader never sees the
+/// end. The child gets the slave through `Stdio`, which clears the flag on fds 0-2.
 fn open_pty() -> (OwnedFd, OwnedFd) {
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: openpty writes two descriptors into the provided integers; the name, termios and
-    // winsize pointers may be null.
-    let result = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(
-        result,
-        0,
-        "openpty failed: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: both descriptors were just opened by openpty and are owned by nobody else.
-    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+    // SAFETY: plain libc calls on a descriptor we own; ptsname_r writes into our buffer.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(
+            master >= 0,
+            "posix_openpt: {}",
+            std::io::Error::last_os_error()
+        );
+        let master = OwnedFd::from_raw_fd(master);
+        assert_eq!(libc::grantpt(master.as_raw_fd()), 0, "grantpt");
+        assert_eq!(libc::unlockpt(master.as_raw_fd()), 0, "unlockpt");
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(
+            libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()),
+            0,
+            "ptsname_r"
+        );
+        let slave = libc::open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        assert!(
+            slave >= 0,
+            "open slave: {}",
+            std::io::Error::last_os_error()
+        );
+        (master, OwnedFd::from_raw_fd(slave))
+    }
 }
 
 /// Splits the plan's command like the agent and starts it on a new pty; returns the master side.
@@ -155,17 +168,34 @@ fn read_all_in_background(mut master: std::fs::File) -> mpsc::Receiver<Vec<u8>> 
     receiver
 }
 
+/// How long a program under test may stay silent before the test calls it a hang.
+const OUTPUT_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Receives until `needle` has appeared in `seen`; returns the index just past it.
 fn receive_until(receiver: &mpsc::Receiver<Vec<u8>>, seen: &mut Vec<u8>, needle: &[u8]) -> usize {
     loop {
         if let Some(at) = find(seen, needle) {
             return at + needle.len();
         }
-        match receiver.recv() {
+        match receiver.recv_timeout(OUTPUT_LIMIT) {
             Ok(chunk) => seen.extend_from_slice(&chunk),
             Err(_) => panic!(
-                "output ended before {:?}; got {:?}",
+                "output ended or stalled before {:?}; got {:?}",
                 String::from_utf8_lossy(needle),
+                String::from_utf8_lossy(seen)
+            ),
+        }
+    }
+}
+
+/// Receives until the program's terminal is closed (the reader thread then ends).
+fn receive_to_end(receiver: &mpsc::Receiver<Vec<u8>>, seen: &mut Vec<u8>) {
+    loop {
+        match receiver.recv_timeout(OUTPUT_LIMIT) {
+            Ok(chunk) => seen.extend_from_slice(&chunk),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                "the terminal stayed open and silent; got {:?}",
                 String::from_utf8_lossy(seen)
             ),
         }
@@ -201,9 +231,7 @@ fn execute(plan: &Plan, input: &[u8], path_var: &str) -> Outcome {
         // Write from another thread: the pty may push back while we are not reading.
         std::thread::spawn(move || writer.write_all(&wire));
     }
-    for chunk in receiver.iter() {
-        seen.extend_from_slice(&chunk);
-    }
+    receive_to_end(&receiver, &mut seen);
     child.wait().unwrap();
     let trailer = plan
         .exit_trailer
@@ -401,9 +429,7 @@ fn interactive_plans_survive_ctrl_c_and_report_the_status() {
     writer.write_all(&[0x03]).unwrap(); // Ctrl-C: SIGINT to the whole foreground group
     receive_until(&receiver, &mut seen, b"interrupted");
     writer.write_all(b"quit\n").unwrap();
-    for chunk in receiver.iter() {
-        seen.extend_from_slice(&chunk);
-    }
+    receive_to_end(&receiver, &mut seen);
     child.wait().unwrap();
     let trailer = plan.exit_trailer.unwrap();
     let expected_end = format!("{trailer}9\r\n");
