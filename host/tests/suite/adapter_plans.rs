@@ -138,10 +138,15 @@ fn spawn_on_pty(plan: &Plan, path_var: &str) -> (std::fs::File, std::process::Ch
         .stdin(Stdio::from(slave.try_clone().unwrap()))
         .stdout(Stdio::from(slave.try_clone().unwrap()))
         .stderr(Stdio::from(slave));
-    // SAFETY: only async-signal-safe calls between fork and exec: a new session, then make the
-    // pty (already on fd 0) its controlling terminal, as the agent's pty does.
+    // SAFETY: only async-signal-safe calls between fork and exec: default dispositions, a new
+    // session, then make the pty (already on fd 0) its controlling terminal, as the agent does.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            // As a container would: Ctrl-C must work even when the tests run with SIGINT
+            // ignored (from the background of a script), since a shell cannot trap a signal it
+            // was started ignoring.
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
             if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -100,9 +100,17 @@ pub fn spawn(
     cmd.stdin(stdio(&pty.slave)?)
         .stdout(stdio(&pty.slave)?)
         .stderr(stdio(&pty.slave)?);
-    // SAFETY: between fork and exec only async-signal-safe calls are made (setsid, ioctl).
+    // SAFETY: between fork and exec only async-signal-safe calls are made (signal, setsid,
+    // ioctl).
     unsafe {
         cmd.pre_exec(|| {
+            // A container's processes start with the default dispositions. Ignored signals are
+            // inherited across exec, and a shell cannot trap a signal it was started ignoring:
+            // an emulator launched in the background of a script (SIGINT and SIGQUIT ignored)
+            // would otherwise run commands that Ctrl-C cannot reach.
+            for signal in [nix::libc::SIGINT, nix::libc::SIGQUIT] {
+                nix::libc::signal(signal, nix::libc::SIG_DFL);
+            }
             nix::unistd::setsid().map_err(io::Error::from)?;
             // Make the PTY (already on fd 0) the controlling terminal of the new session.
             if nix::libc::ioctl(0, nix::libc::TIOCSCTTY as _, 0) != 0 {
