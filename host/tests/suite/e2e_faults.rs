@@ -72,24 +72,8 @@ fn through_a_hostile_network(len: usize, disconnect_after_frames: u64) {
         World::start_with(|config| hostile_network(config, 0x5eed, Some(disconnect_after_frames)));
     let input = pseudo_random_bytes(len);
 
-    let mut cat = world.ecs_exec();
-    cat.args(["--pipe", "cat"]);
-    let outcome = world.run_within(cat, &input, RUN_LIMIT);
-    assert_eq!(outcome.code(), 0, "stderr: {}", outcome.stderr);
-    assert_eq!(outcome.stdout.len(), input.len());
-    assert!(outcome.stdout == input, "cat output differs from its input");
-
-    let mut sha = world.ecs_exec();
-    sha.args(["--pipe", "sha256sum"]);
-    let outcome = world.run_within(sha, &input, RUN_LIMIT);
-    assert_eq!(outcome.code(), 0, "stderr: {}", outcome.stderr);
-    let expected = format!("{}  -\n", hex::encode(Sha256::digest(&input)));
-    assert_eq!(outcome.stdout_text(), expected);
-
-    let counters = world.emulator.counters();
-    assert!(counters.frames_dropped > 0, "{counters:?}");
-    assert!(counters.frames_duplicated > 0, "{counters:?}");
-    assert!(counters.frames_reordered > 0, "{counters:?}");
+    cat_and_sha256sum_are_exact(&world, &input);
+    let counters = every_fault_was_injected(&world);
     assert_eq!(
         counters.disconnects_injected, 2,
         "one per session: {counters:?}"
@@ -104,21 +88,34 @@ fn through_a_hostile_network(len: usize, disconnect_after_frames: u64) {
 fn four_mib_survive_loss_duplication_reordering_and_delay() {
     let world = World::start_with(|config| hostile_network(config, 0x5eed, None));
     let input = pseudo_random_bytes(4 * 1024 * 1024);
-    let mut sha = world.ecs_exec();
-    sha.args(["--pipe", "sha256sum"]);
-    let outcome = world.run_within(sha, &input, RUN_LIMIT);
-    assert_eq!(outcome.code(), 0, "stderr: {}", outcome.stderr);
-    let expected = format!("{}  -\n", hex::encode(Sha256::digest(&input)));
-    assert_eq!(outcome.stdout_text(), expected);
+    cat_and_sha256sum_are_exact(&world, &input);
+    every_fault_was_injected(&world);
+}
+
+/// `input` through `--pipe cat` comes back byte for byte, and `--pipe sha256sum` hashes it right.
+fn cat_and_sha256sum_are_exact(world: &World, input: &[u8]) {
     let mut cat = world.ecs_exec();
     cat.args(["--pipe", "cat"]);
-    let outcome = world.run_within(cat, &input, RUN_LIMIT);
+    let outcome = world.run_within(cat, input, RUN_LIMIT);
     assert_eq!(outcome.code(), 0, "stderr: {}", outcome.stderr);
+    assert_eq!(outcome.stdout.len(), input.len());
     assert!(outcome.stdout == input, "cat output differs from its input");
+
+    let mut sha = world.ecs_exec();
+    sha.args(["--pipe", "sha256sum"]);
+    let outcome = world.run_within(sha, input, RUN_LIMIT);
+    assert_eq!(outcome.code(), 0, "stderr: {}", outcome.stderr);
+    let expected = format!("{}  -\n", hex::encode(Sha256::digest(input)));
+    assert_eq!(outcome.stdout_text(), expected);
+}
+
+/// The transfers really crossed a hostile network: frames were dropped, duplicated, reordered.
+fn every_fault_was_injected(world: &World) -> ecs_exec_emulator::CountersSnapshot {
     let counters = world.emulator.counters();
     assert!(counters.frames_dropped > 0, "{counters:?}");
     assert!(counters.frames_duplicated > 0, "{counters:?}");
     assert!(counters.frames_reordered > 0, "{counters:?}");
+    counters
 }
 
 #[test]
