@@ -18,6 +18,8 @@ pub enum Exit {
     Unavailable,
     /// 70: a bug or an unexpected internal failure in `ecs-exec`.
     Software,
+    /// 74: an input/output error on our side: reading stdin or writing stderr failed.
+    IoError,
     /// 75: a temporary failure: throttled after retries, timeout, endpoint unreachable, AWS
     /// server error, or a data channel that dropped and could not be resumed (the remote
     /// command may still be running). Trying again later may work.
@@ -32,10 +34,11 @@ pub enum Exit {
 
 impl Exit {
     /// Every code, in numeric order, for `--help` and the README.
-    pub const ALL: [Exit; 7] = [
+    pub const ALL: [Exit; 8] = [
         Exit::Usage,
         Exit::Unavailable,
         Exit::Software,
+        Exit::IoError,
         Exit::TempFail,
         Exit::Protocol,
         Exit::NoPerm,
@@ -48,6 +51,7 @@ impl Exit {
             Exit::Usage => 64,
             Exit::Unavailable => 69,
             Exit::Software => 70,
+            Exit::IoError => 74,
             Exit::TempFail => 75,
             Exit::Protocol => 76,
             Exit::NoPerm => 77,
@@ -63,6 +67,7 @@ impl Exit {
                 "target unavailable: no running task or agent, task gone, not connected"
             }
             Exit::Software => "internal error in ecs-exec",
+            Exit::IoError => "I/O error: reading stdin or writing stderr failed",
             Exit::TempFail => {
                 "temporary failure: throttled, timeout, unreachable, AWS 5xx, channel lost"
             }
@@ -103,7 +108,7 @@ mod tests {
     #[test]
     fn codes_are_the_sysexits_values() {
         let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
-        assert_eq!(codes, [64, 69, 70, 75, 76, 77, 78]);
+        assert_eq!(codes, [64, 69, 70, 74, 75, 76, 77, 78]);
     }
 
     #[test]

@@ -113,7 +113,7 @@ impl ExecEnv {
     }
 }
 
-/// A validated exec request: what to resolve and what to run.
+/// A validated exec request: what to run, and where to find the task to run it in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecRequest {
     /// Cluster name or ARN.
@@ -122,16 +122,8 @@ pub struct ExecRequest {
     pub selector: TaskSelector,
     /// The container, if named.
     pub container: Option<String>,
-    /// `--pipe`.
-    pub pipe: Option<String>,
-    /// `--interactive`.
-    pub interactive: bool,
-    /// `--adapter`.
-    pub adapter: Option<String>,
-    /// `--adapter-dir` or `ECS_EXEC_ADAPTER_DIR`.
-    pub adapter_dir: Option<PathBuf>,
-    /// Words for the adapter.
-    pub adapter_args: Vec<String>,
+    /// `--pipe`, `--interactive`, `--adapter`, `--adapter-dir` and the adapter's words.
+    pub run: RunRequest,
     /// `--region`, `--profile`, `--endpoint-url`.
     pub aws: AwsSettings,
     /// 0 quiet, 1 `-v`/`CONNECTION_DEBUG=1`, 2 `-vv`.
@@ -376,11 +368,13 @@ pub fn validate(args: ExecArgs, env: &ExecEnv) -> Result<ExecRequest, UsageError
         cluster,
         selector,
         container,
-        pipe: given(args.pipe),
-        interactive: args.interactive,
-        adapter,
-        adapter_dir,
-        adapter_args: args.words,
+        run: RunRequest {
+            pipe: given(args.pipe),
+            interactive: args.interactive,
+            adapter,
+            adapter_dir,
+            adapter_args: args.words,
+        },
         aws: AwsSettings {
             region,
             profile: given(args.profile),
@@ -513,7 +507,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
             return Exit::Software.to_exit_code();
         }
     };
-    let outcome = runtime.block_on(resolve_and_run(request));
+    let outcome = runtime.block_on(plan_resolve_and_run(request));
     // A read of stdin may still be blocked in a worker thread (a terminal nobody types into);
     // waiting for it would hang the exit, and there is nothing left for it to do.
     runtime.shutdown_background();
@@ -539,8 +533,10 @@ enum Step {
     Print(String),
 }
 
-/// Resolve: load AWS config, find the target; then hand over to the run layer.
-async fn resolve_and_run(request: ExecRequest) -> anyhow::Result<i32> {
+/// Plan first (local: adapters and stdin, no network), then load the AWS config, resolve the
+/// target and run, so a bad adapter or a refused plan costs no AWS call.
+async fn plan_resolve_and_run(request: ExecRequest) -> anyhow::Result<i32> {
+    let prepared = run::prepare(&request.run).await?;
     tracing::debug!(cluster = %request.cluster, selector = ?request.selector, container = ?request.container, "resolving target");
     let config = ecs::load_sdk_config(&request.aws).await;
     let api = EcsApi::new(&config)?;
@@ -553,17 +549,8 @@ async fn resolve_and_run(request: ExecRequest) -> anyhow::Result<i32> {
         )
         .await?;
     tracing::debug!(task = %target.task_id, container = %target.container_name, "target resolved");
-    let run_request = RunRequest {
-        target,
-        pipe: request.pipe,
-        adapter_args: request.adapter_args,
-        interactive: request.interactive,
-        adapter: request.adapter,
-        adapter_dir: request.adapter_dir,
-        verbosity: request.verbosity,
-    };
     let ssm = SsmApi::new(&config);
-    run::run(&api, ssm.as_ref(), run_request).await
+    run::execute(&api, ssm.as_ref(), prepared, &target).await
 }
 
 /// Prints `ecs-exec: error: <message>` as one line on stderr; a closed stderr is ignored
@@ -755,22 +742,22 @@ mod tests {
     #[test]
     fn adapter_name_or_wasm_file_and_dir_with_env_fallback() {
         let req = request(&["--cluster=c", "--task=t", "--adapter=rails"]).unwrap();
-        assert_eq!(req.adapter.as_deref(), Some("rails"));
+        assert_eq!(req.run.adapter.as_deref(), Some("rails"));
         let req = request(&["--cluster=c", "--task=t", "--adapter", "./my adapter.wasm"]).unwrap();
-        assert_eq!(req.adapter.as_deref(), Some("./my adapter.wasm"));
+        assert_eq!(req.run.adapter.as_deref(), Some("./my adapter.wasm"));
         assert!(request(&["--cluster=c", "--task=t", "--adapter=../x"]).is_err());
         let env = ExecEnv {
             adapter_dir: Some(PathBuf::from("/env/dir")),
             ..ExecEnv::default()
         };
         let req = validate(args(&["--cluster=c", "--task=t"]), &env).unwrap();
-        assert_eq!(req.adapter_dir, Some(PathBuf::from("/env/dir")));
+        assert_eq!(req.run.adapter_dir, Some(PathBuf::from("/env/dir")));
         let req = validate(
             args(&["--cluster=c", "--task=t", "--adapter-dir=/flag"]),
             &env,
         )
         .unwrap();
-        assert_eq!(req.adapter_dir, Some(PathBuf::from("/flag")));
+        assert_eq!(req.run.adapter_dir, Some(PathBuf::from("/flag")));
     }
 
     #[test]
@@ -827,7 +814,7 @@ mod tests {
         .unwrap();
         assert_eq!(req.cluster, "envc");
         assert_eq!(req.container, None);
-        assert_eq!(req.pipe, None);
+        assert_eq!(req.run.pipe, None);
         let req = validate(args(&["--cluster=c", "--service-name=s", "--task="]), &env).unwrap();
         assert_eq!(req.selector, TaskSelector::Service("s".to_owned()));
     }
@@ -883,9 +870,9 @@ mod tests {
             "/bin/bash",
         ])
         .unwrap();
-        assert!(req.interactive);
-        assert_eq!(req.pipe.as_deref(), Some("/bin/bash"));
-        assert!(req.adapter_args.is_empty());
+        assert!(req.run.interactive);
+        assert_eq!(req.run.pipe.as_deref(), Some("/bin/bash"));
+        assert!(req.run.adapter_args.is_empty());
         let req = request(&["--cluster=c", "--service-name=s", "--task", "mytaskid"]).unwrap();
         assert_eq!(req.selector, TaskSelector::Task("mytaskid".to_owned()));
     }
@@ -931,7 +918,7 @@ mod tests {
     #[test]
     fn positional_words_go_to_the_adapter() {
         let req = request(&["--cluster=c", "--task=t", "one", "--", "two", "-v"]).unwrap();
-        assert_eq!(req.adapter_args, ["one", "two", "-v"]);
+        assert_eq!(req.run.adapter_args, ["one", "two", "-v"]);
         assert_eq!(
             req.verbosity, 0,
             "a short flag after -- belongs to the adapter"

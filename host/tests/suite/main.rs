@@ -22,6 +22,7 @@ mod e2e_hoop;
 mod e2e_interactive;
 mod e2e_load;
 mod e2e_oneoff;
+mod e2e_runpath;
 mod e2e_secrets;
 mod e2e_teardown;
 mod ecs_api;

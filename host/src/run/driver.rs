@@ -1,0 +1,301 @@
+//! One event loop for every run, one-off or interactive: remote output to stdout and stderr,
+//! input to the remote side, window sizes, termination signals. It does what the pure
+//! [`RunState`] decides: the state says when the run is over, with which status or error, and
+//! what the session is still owed (Ctrl-C, a close); this loop only carries bytes and waits.
+
+use std::future;
+use std::io::{self, Write as _};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncReadExt as _;
+use tokio::task::JoinHandle;
+
+use crate::adapter::StdinMode;
+use crate::channel::session::Event;
+use crate::channel::transport::{ChannelEvents, ChannelWriter};
+use crate::plan_io::{END_OF_INPUT, InputEncoder};
+use crate::terminal::{self, RawModeGuard, ResizeEvents, TerminationSignals, WindowSize};
+
+use super::state::{Mode, RunState, Teardown};
+use super::{InputSource, PreparedRun, RunError};
+
+/// The terminal size sent when there is no terminal to ask (a one-off under Hoop).
+const DEFAULT_SIZE: (u32, u32) = (80, 24);
+/// How much input is read per chunk when streaming.
+const INPUT_CHUNK: usize = 64 * 1024;
+/// How much is read per keystroke read in an interactive session.
+const KEYS_CHUNK: usize = 4096;
+/// After the result is known, how long to wait for the service to close the session.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Drives the session until the state says the run is over, then tears it down as told.
+pub(super) async fn drive(
+    prepared: PreparedRun,
+    writer: ChannelWriter,
+    mut events: ChannelEvents,
+) -> Result<i32, RunError> {
+    let PreparedRun {
+        plan,
+        mode,
+        input_prefix,
+        input,
+    } = prepared;
+    // Held until the end: dropping it restores the terminal on every way out.
+    let raw_mode = match mode {
+        Mode::Interactive => RawModeGuard::enter().map_err(RunError::Setup)?,
+        Mode::OneOff => None,
+    };
+    let mut signals = TerminationSignals::new().map_err(RunError::Setup)?;
+    let mut resizes = match mode {
+        Mode::Interactive => Some(ResizeEvents::new().map_err(RunError::Setup)?),
+        Mode::OneOff => None,
+    };
+    let initial_size = match &resizes {
+        Some(resizes) => resizes.initial(),
+        None => terminal::window_size(),
+    };
+    let (cols, rows) = initial_size.map_or(DEFAULT_SIZE, cols_rows);
+    writer.send_resize(cols, rows)?;
+
+    let mut input =
+        match (mode, plan.stdin) {
+            (Mode::Interactive, StdinMode::Raw) => InputPump::Running(tokio::spawn(
+                pump_keystrokes(input, writer.clone(), raw_mode.is_some()),
+            )),
+            (Mode::OneOff, StdinMode::StreamBase64) => InputPump::Waiting {
+                prefix: input_prefix,
+                input,
+            },
+            _ => InputPump::Done,
+        };
+    let mut state = RunState::new(mode, &plan);
+    let mut stdout = StdoutSink::new();
+    let mut output = Vec::with_capacity(INPUT_CHUNK);
+
+    while state.outcome().is_none() {
+        if state.wants_streamed_input() {
+            input.start_streaming(&writer);
+        }
+        tokio::select! {
+            event = events.next() => {
+                output.clear();
+                match event {
+                    Some(Event::Output(data)) => state.on_output(&data, &mut output),
+                    Some(Event::Stderr(data)) => {
+                        if let Err(error) = write_stderr(&data) {
+                            state.on_local_failure(RunError::Stderr(error));
+                        }
+                    }
+                    Some(Event::ExitCode(code)) => state.on_exit_code(code),
+                    Some(Event::Closed { output: said }) => state.on_closed(said, &mut output),
+                    Some(Event::LocallyClosed { .. }) | None => {
+                        state.on_closed(String::new(), &mut output);
+                    }
+                    Some(Event::Lost { reason }) => state.on_lost(reason),
+                    Some(other) => tracing::debug!(?other, "session event"),
+                }
+                if !stdout.write(&output) {
+                    state.on_stdout_closed();
+                }
+            }
+            Some(size) = next_resize(&mut resizes) => {
+                let (cols, rows) = cols_rows(size);
+                if let Err(reason) = writer.send_resize(cols, rows) {
+                    state.on_lost(reason);
+                }
+            }
+            signal = signals.recv() => state.on_signal(signal),
+            result = input.finished() => {
+                if let Err(error) = result {
+                    state.on_local_failure(error);
+                }
+            }
+        }
+    }
+    input.stop();
+
+    let Some(outcome) = state.into_outcome() else {
+        return Err(RunError::ChannelVanished);
+    };
+    match outcome.teardown {
+        Teardown::Nothing => {}
+        Teardown::Close => finish_session(&writer, &mut events).await,
+        Teardown::InterruptThenClose => {
+            interrupt_remote(&writer).await;
+            finish_session(&writer, &mut events).await;
+        }
+    }
+    drop(raw_mode);
+    outcome.result
+}
+
+fn cols_rows(size: WindowSize) -> (u32, u32) {
+    (u32::from(size.cols), u32::from(size.rows))
+}
+
+/// The next window size, or never when the run has no terminal to watch.
+async fn next_resize(resizes: &mut Option<ResizeEvents>) -> Option<WindowSize> {
+    match resizes {
+        Some(resizes) => resizes.next().await,
+        None => future::pending().await,
+    }
+}
+
+/// The task that sends input, from before it starts to after it is done. Its result is
+/// awaited by the loop, so a failed read ends the run instead of leaving the remote side
+/// waiting for the rest of its input.
+enum InputPump {
+    /// A streaming one-off waits for the remote side's ready marker.
+    Waiting {
+        prefix: Vec<u8>,
+        input: InputSource,
+    },
+    Running(JoinHandle<Result<(), RunError>>),
+    /// Sent, or nothing to send.
+    Done,
+}
+
+impl InputPump {
+    fn start_streaming(&mut self, writer: &ChannelWriter) {
+        if let InputPump::Waiting { .. } = self {
+            let InputPump::Waiting { prefix, input } = std::mem::replace(self, InputPump::Done)
+            else {
+                return;
+            };
+            *self = InputPump::Running(tokio::spawn(pump_base64_input(
+                prefix,
+                input,
+                writer.clone(),
+            )));
+        }
+    }
+
+    /// Resolves when a running pump ends; never while there is none. Cancel-safe: the join
+    /// handle keeps the result until it is awaited again.
+    async fn finished(&mut self) -> Result<(), RunError> {
+        let InputPump::Running(task) = self else {
+            return future::pending().await;
+        };
+        let result = task.await;
+        *self = InputPump::Done;
+        result?
+    }
+
+    /// The run is over: stop reading input.
+    fn stop(self) {
+        if let InputPump::Running(task) = self {
+            task.abort();
+        }
+    }
+}
+
+/// Streams the input as base64 lines, the bytes already read first, then end-of-input.
+async fn pump_base64_input(
+    prefix: Vec<u8>,
+    mut input: InputSource,
+    writer: ChannelWriter,
+) -> Result<(), RunError> {
+    let mut encoder = InputEncoder::new();
+    let mut encoded = Vec::with_capacity(INPUT_CHUNK * 4 / 3 + 64);
+    encoder.push(&prefix, &mut encoded);
+    let mut chunk = vec![0; INPUT_CHUNK];
+    loop {
+        if !encoded.is_empty() {
+            writer
+                .send_input(Bytes::from(std::mem::take(&mut encoded)))
+                .await?;
+            encoded.reserve(INPUT_CHUNK * 4 / 3 + 64);
+        }
+        let read = input.read(&mut chunk).await.map_err(RunError::Stdin)?;
+        if read == 0 {
+            break;
+        }
+        encoder.push(&chunk[..read], &mut encoded);
+    }
+    encoder.finish(&mut encoded);
+    writer.send_input(Bytes::from(encoded)).await?;
+    tracing::debug!("input sent");
+    Ok(())
+}
+
+/// Forwards keys as typed. Without a terminal (a pipe), end of input becomes Ctrl-D so the
+/// remote program sees end of file too, and the session carries on until it ends remotely.
+async fn pump_keystrokes(
+    mut input: InputSource,
+    writer: ChannelWriter,
+    is_terminal: bool,
+) -> Result<(), RunError> {
+    let mut chunk = vec![0; KEYS_CHUNK];
+    loop {
+        let read = input.read(&mut chunk).await.map_err(RunError::Stdin)?;
+        if read == 0 {
+            if !is_terminal {
+                writer
+                    .send_input(Bytes::from_static(&[END_OF_INPUT]))
+                    .await?;
+            }
+            return Ok(());
+        }
+        writer
+            .send_input(Bytes::copy_from_slice(&chunk[..read]))
+            .await?;
+    }
+}
+
+/// stdout, which stops taking output once it is closed (`| head -1`).
+struct StdoutSink {
+    stdout: io::Stdout,
+    closed: bool,
+}
+
+impl StdoutSink {
+    fn new() -> Self {
+        Self {
+            stdout: io::stdout(),
+            closed: false,
+        }
+    }
+
+    /// Writes and flushes; false once stdout is closed. A write error of any kind counts as
+    /// closed: there is nowhere left to put the output.
+    fn write(&mut self, bytes: &[u8]) -> bool {
+        if self.closed || bytes.is_empty() {
+            return !self.closed;
+        }
+        let mut stdout = self.stdout.lock();
+        if let Err(error) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+            tracing::debug!(%error, "stdout closed");
+            self.closed = true;
+        }
+        !self.closed
+    }
+}
+
+fn write_stderr(data: &[u8]) -> io::Result<()> {
+    let mut stderr = io::stderr().lock();
+    stderr.write_all(data).and_then(|()| stderr.flush())
+}
+
+/// Ctrl-C for the remote terminal: the remote line discipline turns it into SIGINT. Bounded:
+/// with the send window full (a stalled agent) the byte could wait forever, and a user who
+/// pressed Ctrl-C must not.
+async fn interrupt_remote(writer: &ChannelWriter) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, writer.send_input(Bytes::from_static(&[0x03]))).await;
+}
+
+/// Closes our side and waits, bounded, for the session to end so the remote side is clean.
+async fn finish_session(writer: &ChannelWriter, events: &mut ChannelEvents) {
+    let _ = writer.close();
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(event) = events.next().await {
+            if matches!(
+                event,
+                Event::Closed { .. } | Event::LocallyClosed { .. } | Event::Lost { .. }
+            ) {
+                break;
+            }
+        }
+    })
+    .await;
+}

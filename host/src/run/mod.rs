@@ -1,0 +1,260 @@
+//! Wires one run together: adapter plan, ExecuteCommand, data channel, terminal, exit status.
+//!
+//! A run has two steps, in this order. [`prepare`] is local: it loads the adapters, reads the
+//! start of stdin and asks the adapter for a plan, so that a bad `--adapter` or a refused plan
+//! costs no AWS call. [`execute`] then starts the session with ExecuteCommand on the target the
+//! CLI resolved and hands the data channel to the driver ([`driver`]), one loop for one-off and
+//! interactive runs, whose ending and exit-status rules live in the pure [`state`] machine. This
+//! module holds no protocol logic: the byte conventions are [`crate::plan_io`], the session is
+//! [`crate::channel`].
+
+mod driver;
+mod state;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+
+use crate::adapter::{self, AdapterError, AdapterSet, Invocation, LoadOptions, Plan};
+use crate::channel::ChannelError;
+use crate::channel::transport::{ConnectParams, DataChannel, ResumePolicy, ResumeTicket, Resumer};
+use crate::ecs::{EcsApi, Target};
+use crate::exit::Exit;
+use crate::ssm::SsmApi;
+
+pub(crate) use state::Mode;
+
+/// What to run, as the user asked for it; where it runs is resolved separately.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunRequest {
+    /// `--pipe`: the program that reads stdin remotely; `None` means the adapter's default
+    /// (stdin is a script for the shell).
+    pub pipe: Option<String>,
+    /// Words the host did not take, for the adapter (`args` in the WIT invocation).
+    pub adapter_args: Vec<String>,
+    /// `--interactive`: raw terminal session instead of a one-off with stdin as input.
+    pub interactive: bool,
+    /// `--adapter NAME|FILE.wasm`; `None` lets the host choose by the pipe's program.
+    pub adapter: Option<String>,
+    /// `--adapter-dir` / `ECS_EXEC_ADAPTER_DIR`: where third-party adapters are looked up.
+    pub adapter_dir: Option<PathBuf>,
+}
+
+/// Why a run failed after the target was resolved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    #[error(transparent)]
+    Adapter(#[from] AdapterError),
+    #[error("data channel: {0}")]
+    Channel(#[from] ChannelError),
+    #[error(
+        "data channel: {reason}; the remote command may still be running in task {task_id} \
+         (container {container}): check it before running it again"
+    )]
+    Orphaned {
+        reason: ChannelError,
+        task_id: String,
+        container: String,
+    },
+    #[error(
+        "the session ended before the remote command reported its exit status{}; \
+         it may have been killed, or the adapter's command did not print its trailer",
+        closed_detail(.closed_output)
+    )]
+    NoExitStatus { closed_output: String },
+    #[error("the remote command printed an unreadable exit status after its trailer")]
+    MalformedExitStatus,
+    #[error("the data channel stopped without saying why")]
+    ChannelVanished,
+    #[error(
+        "reading standard input failed: {0}; the remote command was interrupted, \
+         since the rest of its input cannot be sent"
+    )]
+    Stdin(io::Error),
+    #[error("the task that sends the input stopped: {0}")]
+    InputTask(#[from] tokio::task::JoinError),
+    #[error("setting up the terminal and signals: {0}")]
+    Setup(io::Error),
+    #[error("writing standard error: {0}")]
+    Stderr(io::Error),
+}
+
+fn closed_detail(output: &str) -> String {
+    if output.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" (the service said: {})", output.trim())
+    }
+}
+
+impl RunError {
+    /// The process exit code for this failure.
+    pub fn exit(&self) -> Exit {
+        match self {
+            RunError::Adapter(_) => Exit::Config,
+            RunError::Channel(ChannelError::Transport(_)) => Exit::Unavailable,
+            RunError::Orphaned { .. } => Exit::TempFail,
+            RunError::Channel(_)
+            | RunError::NoExitStatus { .. }
+            | RunError::MalformedExitStatus
+            | RunError::ChannelVanished => Exit::Protocol,
+            RunError::Stdin(_) | RunError::Stderr(_) => Exit::IoError,
+            RunError::InputTask(_) | RunError::Setup(_) => Exit::Software,
+        }
+    }
+}
+
+/// Where a one-off's input comes from: the process's stdin, or a reader a test supplies.
+pub type InputSource = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A run whose adapter has planned. Everything local is done; nothing has called AWS yet.
+pub struct PreparedRun {
+    plan: Plan,
+    mode: Mode,
+    /// The start of stdin, already read to size the input (empty for interactive runs).
+    input_prefix: Vec<u8>,
+    input: InputSource,
+}
+
+impl PreparedRun {
+    /// The command string ExecuteCommand will carry.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+}
+
+/// Loads the adapters, reads the start of stdin (one-off) and asks the adapter for its plan.
+pub async fn prepare(req: &RunRequest) -> Result<PreparedRun, RunError> {
+    prepare_with_input(req, Box::new(tokio::io::stdin())).await
+}
+
+/// [`prepare`] with the input read from `input` instead of stdin.
+pub async fn prepare_with_input(
+    req: &RunRequest,
+    mut input: InputSource,
+) -> Result<PreparedRun, RunError> {
+    let mut adapters = AdapterSet::load(&LoadOptions {
+        adapter_dir: req.adapter_dir.clone(),
+        ..LoadOptions::default()
+    })?;
+    let adapter = adapters.select(req.pipe.as_deref(), req.adapter.as_deref())?;
+
+    let (mode, invocation, input_prefix) = if req.interactive {
+        let invocation = Invocation::interactive(req.pipe.clone(), req.adapter_args.clone());
+        (Mode::Interactive, invocation, Vec::new())
+    } else {
+        let (invocation, prefix) = read_invocation_input(req, &mut input).await?;
+        (Mode::OneOff, invocation, prefix)
+    };
+    let nonce = adapter::new_nonce();
+    let plan = adapter.plan(&invocation, &nonce)?;
+    tracing::debug!(
+        adapter = %adapter.info().name,
+        stdin = %plan.stdin,
+        command_bytes = plan.command.len(),
+        "plan ready"
+    );
+    Ok(PreparedRun {
+        plan,
+        mode,
+        input_prefix,
+        input,
+    })
+}
+
+/// Starts the session on `target` and drives it until the remote program's exit status is
+/// known. With `ssm`, a data channel that drops mid-session is resumed (SSM ResumeSession)
+/// instead of ending the run.
+pub async fn execute(
+    api: &EcsApi,
+    ssm: Option<&SsmApi>,
+    prepared: PreparedRun,
+    target: &Target,
+) -> anyhow::Result<i32> {
+    let session = api
+        .execute_command(target, &prepared.plan.command, true)
+        .await?;
+    tracing::debug!(session_id = %session.session_id, "session started");
+    let mut params = ConnectParams::new(&session.stream_url, session.token.expose());
+    params.resume = ssm.map(|ssm| {
+        ResumePolicy::new(Arc::new(SsmResumer {
+            ssm: ssm.clone(),
+            session_id: session.session_id.clone(),
+        }))
+    });
+    let (writer, events) = DataChannel::connect(params).await.map_err(RunError::from)?;
+
+    match driver::drive(prepared, writer, events).await {
+        Ok(status) => Ok(status),
+        Err(RunError::Channel(reason @ ChannelError::ResumeFailed { .. })) => {
+            Err(RunError::Orphaned {
+                reason,
+                task_id: target.task_id.clone(),
+                container: target.container_name.clone(),
+            }
+            .into())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Resumes the run's session through SSM.
+struct SsmResumer {
+    ssm: SsmApi,
+    session_id: String,
+}
+
+impl Resumer for SsmResumer {
+    fn resume(&self) -> BoxFuture<'_, Result<ResumeTicket, String>> {
+        Box::pin(async move {
+            let resumed = self
+                .ssm
+                .resume_session(&self.session_id)
+                .await
+                .map_err(|error| error.to_string())?;
+            Ok(ResumeTicket {
+                stream_url: resumed.stream_url,
+                token: resumed.token.expose().to_owned(),
+            })
+        })
+    }
+}
+
+/// Reads the start of the input to tell a small input (inlinable, length known) from a stream.
+async fn read_invocation_input(
+    req: &RunRequest,
+    input: &mut InputSource,
+) -> Result<(Invocation, Vec<u8>), RunError> {
+    let limit = adapter::MAX_INLINE_INPUT + 1;
+    let mut prefix = vec![0; limit];
+    let mut filled = 0;
+    while filled < limit {
+        let read = input
+            .read(&mut prefix[filled..])
+            .await
+            .map_err(RunError::Stdin)?;
+        if read == 0 {
+            prefix.truncate(filled);
+            let invocation =
+                Invocation::one_off_with_input(req.pipe.clone(), req.adapter_args.clone(), &prefix);
+            return Ok((invocation, prefix));
+        }
+        filled += read;
+    }
+    let invocation = Invocation::one_off_streamed(
+        req.pipe.clone(),
+        req.adapter_args.clone(),
+        stdin_file_len(prefix.len() as u64),
+    );
+    Ok((invocation, prefix))
+}
+
+/// When stdin is a regular file, its length: the bytes already read are part of it.
+fn stdin_file_len(already_read: u64) -> Option<u64> {
+    let metadata = std::fs::metadata("/dev/stdin").ok()?;
+    metadata.is_file().then(|| metadata.len().max(already_read))
+}
