@@ -14,8 +14,10 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 
-use crate::ecs::{self, AwsSettings, EcsApi, EcsError, TaskSelector};
+use crate::ecs::{self, AwsSettings, EcsApi, EcsError, FanoutTasks, TaskSelector};
 use crate::exit::{self, Exit};
+use crate::run::fanout::{self, FanoutOptions, SpooledInput};
+use crate::run::output::{OutputFormat, ProcessOutput};
 use crate::run::{self, RunRequest};
 use crate::ssm::SsmApi;
 
@@ -48,6 +50,18 @@ pub struct ExecArgs {
     /// Interactive session on a raw terminal instead of a one-off with stdin as input
     #[arg(long)]
     pub interactive: bool,
+    /// Run the one-off on every RUNNING task of the service whose ExecuteCommandAgent runs
+    #[arg(long = "all-tasks")]
+    pub all_tasks: bool,
+    /// Run the one-off on these tasks (ids or ARNs, comma-separated)
+    #[arg(long, value_name = "ID,ID")]
+    pub tasks: Option<String>,
+    /// With --all-tasks/--tasks: at most N tasks at a time [default: 8]
+    #[arg(long = "max-parallel", value_name = "N")]
+    pub max_parallel: Option<String>,
+    /// With --all-tasks/--tasks: text (lines marked [TASK]) or json (one object per line)
+    #[arg(long, value_name = "text|json")]
+    pub output: Option<String>,
     /// AWS region [env: AWS_REGION, AWS_DEFAULT_REGION]
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
@@ -118,8 +132,8 @@ impl ExecEnv {
 pub struct ExecRequest {
     /// Cluster name or ARN.
     pub cluster: String,
-    /// The task as given, or the service to pick one from.
-    pub selector: TaskSelector,
+    /// The task or tasks to run on.
+    pub targets: Targets,
     /// The container, if named.
     pub container: Option<String>,
     /// `--pipe`, `--interactive`, `--adapter`, `--adapter-dir` and the adapter's words.
@@ -129,6 +143,23 @@ pub struct ExecRequest {
     /// 0 quiet, 1 `-v`/`CONNECTION_DEBUG=1`, 2 `-vv`.
     pub verbosity: u8,
 }
+
+/// Where a request runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Targets {
+    /// One task: as given, or picked from the service.
+    One(TaskSelector),
+    /// A one-off on each of several tasks (`--all-tasks`, `--tasks`).
+    Each {
+        tasks: FanoutTasks,
+        options: FanoutOptions,
+    },
+}
+
+/// `--max-parallel` when not given.
+pub const DEFAULT_MAX_PARALLEL: usize = 8;
+/// The most tasks run at once: each holds a websocket and a few buffers.
+pub const MAX_PARALLEL_LIMIT: usize = 256;
 
 /// A mistake on the command line: one line, exit 64.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -155,8 +186,11 @@ pub enum Parsed {
 }
 
 /// Flags (long form, without `--`) that take a value; shared by [`split_words`] and clap.
-const VALUE_FLAGS: [&str; 10] = [
+const VALUE_FLAGS: [&str; 13] = [
     "cluster",
+    "tasks",
+    "max-parallel",
+    "output",
     "service-name",
     "task",
     "container",
@@ -168,7 +202,7 @@ const VALUE_FLAGS: [&str; 10] = [
     "adapter-dir",
 ];
 /// Long flags without a value that are also taken after `--`.
-const SWITCH_FLAGS: [&str; 3] = ["interactive", "verbose", "help"];
+const SWITCH_FLAGS: [&str; 4] = ["interactive", "all-tasks", "verbose", "help"];
 
 /// Splits argv (without the program name) into the words clap parses and the adapter's words.
 ///
@@ -314,25 +348,11 @@ fn one_line_clap_error(err: &clap::Error) -> String {
 
 /// Validates parsed flags against the environment fallbacks. Pure.
 pub fn validate(args: ExecArgs, env: &ExecEnv) -> Result<ExecRequest, UsageError> {
-    let cluster = given(args.cluster)
+    let cluster = given(args.cluster.clone())
         .or_else(|| env.cluster_name.clone())
         .ok_or_else(|| UsageError::new("missing --cluster (or CLUSTER_NAME)"))?;
     validate_resource("--cluster", &cluster)?;
-    let selector = match given(args.task) {
-        Some(task) => {
-            validate_resource("--task", &task)?;
-            TaskSelector::Task(task)
-        }
-        None => {
-            let service = given(args.service_name)
-                .or_else(|| env.service_name.clone())
-                .ok_or_else(|| {
-                    UsageError::new("missing --service-name (or SERVICE_NAME) or --task")
-                })?;
-            validate_resource("--service-name", &service)?;
-            TaskSelector::Service(service)
-        }
-    };
+    let targets = validate_targets(&args, env)?;
     let container = given(args.container).or_else(|| env.container.clone());
     if let Some(container) = &container {
         validate_name("--container", container)?;
@@ -366,7 +386,7 @@ pub fn validate(args: ExecArgs, env: &ExecEnv) -> Result<ExecRequest, UsageError
     };
     Ok(ExecRequest {
         cluster,
-        selector,
+        targets,
         container,
         run: RunRequest {
             pipe: given(args.pipe),
@@ -381,6 +401,102 @@ pub fn validate(args: ExecArgs, env: &ExecEnv) -> Result<ExecRequest, UsageError
             endpoint_url,
         },
         verbosity,
+    })
+}
+
+/// `--task`, `--service-name`, and the fan-out flags `--all-tasks`, `--tasks`,
+/// `--max-parallel`, `--output`.
+fn validate_targets(args: &ExecArgs, env: &ExecEnv) -> Result<Targets, UsageError> {
+    let task = given(args.task.clone());
+    let tasks = given(args.tasks.clone());
+    let service = || given(args.service_name.clone()).or_else(|| env.service_name.clone());
+    let fanout = args.all_tasks || tasks.is_some();
+    if !fanout {
+        if args.max_parallel.is_some() || args.output.is_some() {
+            return Err(UsageError::new(
+                "--max-parallel and --output apply to --all-tasks and --tasks",
+            ));
+        }
+        let selector = match task {
+            Some(task) => {
+                validate_resource("--task", &task)?;
+                TaskSelector::Task(task)
+            }
+            None => {
+                let service = service().ok_or_else(|| {
+                    UsageError::new("missing --service-name (or SERVICE_NAME) or --task")
+                })?;
+                validate_resource("--service-name", &service)?;
+                TaskSelector::Service(service)
+            }
+        };
+        return Ok(Targets::One(selector));
+    }
+    if args.interactive {
+        return Err(UsageError::new(
+            "--all-tasks and --tasks run a one-off on each task; they cannot be --interactive",
+        ));
+    }
+    if task.is_some() {
+        return Err(UsageError::new(
+            "--task names one task; use --tasks ID,ID for several, or --all-tasks",
+        ));
+    }
+    let tasks = match (args.all_tasks, tasks) {
+        (true, Some(_)) => {
+            return Err(UsageError::new(
+                "--all-tasks and --tasks both pick the tasks; give one of them",
+            ));
+        }
+        (_, Some(list)) => {
+            let ids: Vec<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if ids.is_empty() {
+                return Err(UsageError::new("--tasks needs at least one task id"));
+            }
+            for id in &ids {
+                validate_resource("--tasks", id)?;
+            }
+            FanoutTasks::Tasks(ids)
+        }
+        (_, None) => {
+            let service = service().ok_or_else(|| {
+                UsageError::new("--all-tasks needs --service-name (or SERVICE_NAME)")
+            })?;
+            validate_resource("--service-name", &service)?;
+            FanoutTasks::Service(service)
+        }
+    };
+    let max_parallel = match given(args.max_parallel.clone()) {
+        None => DEFAULT_MAX_PARALLEL,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=MAX_PARALLEL_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(UsageError::new(format!(
+                    "invalid --max-parallel {text:?}: a number from 1 to {MAX_PARALLEL_LIMIT}"
+                )));
+            }
+        },
+    };
+    let format = match given(args.output.clone()).as_deref() {
+        None | Some("text") => OutputFormat::Text,
+        Some("json") => OutputFormat::Json,
+        Some(other) => {
+            return Err(UsageError::new(format!(
+                "invalid --output {other:?}: text or json"
+            )));
+        }
+    };
+    Ok(Targets::Each {
+        tasks,
+        options: FanoutOptions {
+            max_parallel,
+            format,
+        },
     })
 }
 
@@ -536,21 +652,65 @@ enum Step {
 /// Plan first (local: adapters and stdin, no network), then load the AWS config, resolve the
 /// target and run, so a bad adapter or a refused plan costs no AWS call.
 async fn plan_resolve_and_run(request: ExecRequest) -> anyhow::Result<i32> {
+    let selector = match &request.targets {
+        Targets::One(selector) => selector,
+        Targets::Each { tasks, options } => {
+            return run_on_each_task(&request, tasks, *options).await;
+        }
+    };
     let prepared = run::prepare(&request.run).await?;
-    tracing::debug!(cluster = %request.cluster, selector = ?request.selector, container = ?request.container, "resolving target");
+    tracing::debug!(cluster = %request.cluster, ?selector, container = ?request.container, "resolving target");
     let config = ecs::load_sdk_config(&request.aws).await;
     let api = EcsApi::new(&config)?;
     tracing::debug!(region = %api.region(), endpoint = ?config.endpoint_url(), "AWS config loaded");
     let target = api
-        .resolve_target(
-            &request.cluster,
-            &request.selector,
-            request.container.as_deref(),
-        )
+        .resolve_target(&request.cluster, selector, request.container.as_deref())
         .await?;
     tracing::debug!(task = %target.task_id, container = %target.container_name, "target resolved");
     let ssm = SsmApi::new(&config);
-    run::execute(&api, ssm.as_ref(), prepared, &target).await
+    run::execute(
+        &api,
+        ssm.as_ref(),
+        prepared,
+        &target,
+        &mut ProcessOutput::default(),
+    )
+    .await
+}
+
+/// `--all-tasks` / `--tasks`: the input is read once, the adapter plans once locally (so a bad
+/// adapter still costs no AWS call), then each task runs; the summary goes to stderr.
+async fn run_on_each_task(
+    request: &ExecRequest,
+    tasks: &FanoutTasks,
+    options: FanoutOptions,
+) -> anyhow::Result<i32> {
+    let input = SpooledInput::from_stdin().await?;
+    input.check_plan(&request.run).await?;
+    let config = ecs::load_sdk_config(&request.aws).await;
+    let api = EcsApi::new(&config)?;
+    let targets = api
+        .resolve_targets(&request.cluster, tasks, request.container.as_deref())
+        .await?;
+    tracing::debug!(tasks = targets.len(), "fan-out targets resolved");
+    let ssm = SsmApi::new(&config);
+    let describe = |error: &anyhow::Error| (one_line(&chain_text(error)), exit_for(error));
+    let reports = fanout::run_on_tasks(
+        &api,
+        ssm.as_ref(),
+        &request.run,
+        &input,
+        targets,
+        options,
+        &describe,
+    )
+    .await;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "ecs-exec: {}",
+        fanout::summary(&reports)
+    );
+    Ok(i32::from(fanout::overall_status(&reports)))
 }
 
 /// Prints `ecs-exec: error: <message>` as one line on stderr; a closed stderr is ignored
@@ -660,16 +820,25 @@ mod tests {
     #[test]
     fn task_wins_over_service() {
         let req = request(&["--cluster=c", "--service-name=s", "--task", "abc"]).unwrap();
-        assert_eq!(req.selector, TaskSelector::Task("abc".to_owned()));
+        assert_eq!(
+            req.targets,
+            Targets::One(TaskSelector::Task("abc".to_owned()))
+        );
         let req = request(&["--cluster=c", "--service-name=s"]).unwrap();
-        assert_eq!(req.selector, TaskSelector::Service("s".to_owned()));
+        assert_eq!(
+            req.targets,
+            Targets::One(TaskSelector::Service("s".to_owned()))
+        );
     }
 
     #[test]
     fn task_accepts_an_arn() {
         let arn = "arn:aws:ecs:us-east-1:123456789012:task/prod/0123456789abcdef";
         let req = request(&["--cluster=c", &format!("--task={arn}")]).unwrap();
-        assert_eq!(req.selector, TaskSelector::Task(arn.to_owned()));
+        assert_eq!(
+            req.targets,
+            Targets::One(TaskSelector::Task(arn.to_owned()))
+        );
         assert!(request(&["--cluster=c", "--task=arn:aws:ecs:bad arn/x"]).is_err());
     }
 
@@ -796,7 +965,10 @@ mod tests {
         };
         let req = validate(args(&[]), &env).unwrap();
         assert_eq!(req.cluster, "envc");
-        assert_eq!(req.selector, TaskSelector::Service("envs".to_owned()));
+        assert_eq!(
+            req.targets,
+            Targets::One(TaskSelector::Service("envs".to_owned()))
+        );
         let req = validate(args(&["--cluster=flagc"]), &env).unwrap();
         assert_eq!(req.cluster, "flagc");
     }
@@ -816,7 +988,10 @@ mod tests {
         assert_eq!(req.container, None);
         assert_eq!(req.run.pipe, None);
         let req = validate(args(&["--cluster=c", "--service-name=s", "--task="]), &env).unwrap();
-        assert_eq!(req.selector, TaskSelector::Service("s".to_owned()));
+        assert_eq!(
+            req.targets,
+            Targets::One(TaskSelector::Service("s".to_owned()))
+        );
     }
 
     #[test]
@@ -874,7 +1049,10 @@ mod tests {
         assert_eq!(req.run.pipe.as_deref(), Some("/bin/bash"));
         assert!(req.run.adapter_args.is_empty());
         let req = request(&["--cluster=c", "--service-name=s", "--task", "mytaskid"]).unwrap();
-        assert_eq!(req.selector, TaskSelector::Task("mytaskid".to_owned()));
+        assert_eq!(
+            req.targets,
+            Targets::One(TaskSelector::Task("mytaskid".to_owned()))
+        );
     }
 
     #[test]

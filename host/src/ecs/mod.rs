@@ -106,6 +106,15 @@ pub enum TaskSelector {
     Service(String),
 }
 
+/// The tasks a fan-out runs on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FanoutTasks {
+    /// `--all-tasks`: every RUNNING task of this service whose ExecuteCommand agent runs.
+    Service(String),
+    /// `--tasks ID,ID`: these tasks (ids or ARNs), in this order.
+    Tasks(Vec<String>),
+}
+
 /// Where a session runs: the resolved task and container.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
@@ -207,7 +216,11 @@ impl EcsApi {
         };
         let mut described: Vec<TaskView> = Vec::new();
         for batch in task_arns.chunks(DESCRIBE_TASKS_BATCH) {
-            let views = self.describe_tasks(cluster, batch, selector).await?;
+            let single_task = match selector {
+                TaskSelector::Task(task) => Some(task.as_str()),
+                TaskSelector::Service(_) => None,
+            };
+            let views = self.describe_tasks(cluster, batch, single_task).await?;
             if let Ok(target) = select_target(cluster, &views, container) {
                 tracing::debug!(?target, "target resolved");
                 return Ok(target);
@@ -215,6 +228,75 @@ impl EcsApi {
             described.extend(views);
         }
         select_target(cluster, &described, container)
+    }
+
+    /// Finds every target of a fan-out (`--all-tasks`, `--tasks`), one result per task.
+    ///
+    /// With a service: every RUNNING task whose ExecuteCommand agent runs (in `container`, or
+    /// in its first container with one); tasks that fit nothing are left out, and when none fits
+    /// the error is the one a single run would give. With task ids: one entry per id, in the
+    /// order given, each the task's target or why it cannot be used, so that one task that is
+    /// gone or not ready does not stop the others.
+    pub async fn resolve_targets(
+        &self,
+        cluster: &str,
+        tasks: &FanoutTasks,
+        container: Option<&str>,
+    ) -> Result<Vec<(String, Result<Target, EcsError>)>, EcsError> {
+        match tasks {
+            FanoutTasks::Service(service) => {
+                let arns = self.list_service_tasks(cluster, service).await?;
+                if arns.is_empty() {
+                    return Err(EcsError::ServiceHasNoTasks {
+                        cluster: cluster.to_owned(),
+                        service: service.clone(),
+                    });
+                }
+                let mut described = Vec::with_capacity(arns.len());
+                for batch in arns.chunks(DESCRIBE_TASKS_BATCH) {
+                    described.extend(self.describe_tasks(cluster, batch, None).await?);
+                }
+                let targets: Vec<_> = described
+                    .iter()
+                    .filter_map(|view| {
+                        select_target(cluster, std::slice::from_ref(view), container)
+                            .ok()
+                            .map(|target| (target.task_id.clone(), Ok(target)))
+                    })
+                    .collect();
+                if targets.is_empty() {
+                    // No task fits: the single-run error says why, task by task.
+                    return Err(select_target(cluster, &described, container)
+                        .err()
+                        .unwrap_or(EcsError::ServiceHasNoTasks {
+                            cluster: cluster.to_owned(),
+                            service: service.clone(),
+                        }));
+                }
+                Ok(targets)
+            }
+            FanoutTasks::Tasks(ids) => {
+                let mut resolved = Vec::with_capacity(ids.len());
+                for batch in ids.chunks(DESCRIBE_TASKS_BATCH) {
+                    let views = self.describe_tasks(cluster, batch, None).await?;
+                    for id in batch {
+                        let wanted = select::task_id_of(id);
+                        let result = match views.iter().find(|view| view.task_id() == wanted) {
+                            Some(view) => {
+                                select_target(cluster, std::slice::from_ref(view), container)
+                            }
+                            None => Err(EcsError::TaskNotFound {
+                                cluster: cluster.to_owned(),
+                                task: id.clone(),
+                                reason: "not returned by DescribeTasks".to_owned(),
+                            }),
+                        };
+                        resolved.push((wanted.to_owned(), result));
+                    }
+                }
+                Ok(resolved)
+            }
+        }
     }
 
     /// ExecuteCommand on the target: returns the data channel's URL and token.
@@ -295,13 +377,13 @@ impl EcsApi {
         Ok(arns)
     }
 
-    /// DescribeTasks for one batch; a `--task` that DescribeTasks reports as a failure is
-    /// [`EcsError::TaskNotFound`].
+    /// DescribeTasks for one batch. With `single_task` (`--task`), a task that DescribeTasks
+    /// reports as a failure is [`EcsError::TaskNotFound`].
     async fn describe_tasks(
         &self,
         cluster: &str,
         batch: &[String],
-        selector: &TaskSelector,
+        single_task: Option<&str>,
     ) -> Result<Vec<TaskView>, EcsError> {
         let context = CallContext {
             cluster,
@@ -328,7 +410,7 @@ impl EcsApi {
             failures = output.failures().len(),
             "DescribeTasks"
         );
-        if let TaskSelector::Task(task) = selector
+        if let Some(task) = single_task
             && views.is_empty()
         {
             let reason = output
@@ -338,7 +420,7 @@ impl EcsApi {
                 .unwrap_or("not returned by DescribeTasks");
             return Err(EcsError::TaskNotFound {
                 cluster: cluster.to_owned(),
-                task: task.clone(),
+                task: task.to_owned(),
                 reason: error::one_line(reason),
             });
         }

@@ -4,7 +4,6 @@
 //! what the session is still owed (Ctrl-C, a close); this loop only carries bytes and waits.
 
 use std::future;
-use std::io::{self, Write as _};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +16,7 @@ use crate::channel::transport::{ChannelEvents, ChannelWriter};
 use crate::plan_io::{END_OF_INPUT, InputEncoder};
 use crate::terminal::{self, RawModeGuard, ResizeEvents, TerminationSignals, WindowSize};
 
+use super::output::RunOutput;
 use super::state::{Mode, RunState, Teardown};
 use super::{InputSource, PreparedRun, RunError};
 
@@ -34,6 +34,7 @@ pub(super) async fn drive(
     prepared: PreparedRun,
     writer: ChannelWriter,
     mut events: ChannelEvents,
+    sink: &mut dyn RunOutput,
 ) -> Result<i32, RunError> {
     let PreparedRun {
         plan,
@@ -70,7 +71,6 @@ pub(super) async fn drive(
             _ => InputPump::Done,
         };
     let mut state = RunState::new(mode, &plan);
-    let mut stdout = StdoutSink::new();
     let mut output = Vec::with_capacity(INPUT_CHUNK);
 
     while state.outcome().is_none() {
@@ -83,7 +83,7 @@ pub(super) async fn drive(
                 match event {
                     Some(Event::Output(data)) => state.on_output(&data, &mut output),
                     Some(Event::Stderr(data)) => {
-                        if let Err(error) = write_stderr(&data) {
+                        if let Err(error) = sink.stderr(&data) {
                             state.on_local_failure(RunError::Stderr(error));
                         }
                     }
@@ -95,7 +95,7 @@ pub(super) async fn drive(
                     Some(Event::Lost { reason }) => state.on_lost(reason),
                     Some(other) => tracing::debug!(?other, "session event"),
                 }
-                if !stdout.write(&output) {
+                if !sink.stdout(&output) {
                     state.on_stdout_closed();
                 }
             }
@@ -114,6 +114,9 @@ pub(super) async fn drive(
         }
     }
     input.stop();
+    if let Err(error) = sink.finish() {
+        tracing::debug!(%error, "writing the last output");
+    }
 
     let Some(outcome) = state.into_outcome() else {
         return Err(RunError::ChannelVanished);
@@ -241,40 +244,6 @@ async fn pump_keystrokes(
             .send_input(Bytes::copy_from_slice(&chunk[..read]))
             .await?;
     }
-}
-
-/// stdout, which stops taking output once it is closed (`| head -1`).
-struct StdoutSink {
-    stdout: io::Stdout,
-    closed: bool,
-}
-
-impl StdoutSink {
-    fn new() -> Self {
-        Self {
-            stdout: io::stdout(),
-            closed: false,
-        }
-    }
-
-    /// Writes and flushes; false once stdout is closed. A write error of any kind counts as
-    /// closed: there is nowhere left to put the output.
-    fn write(&mut self, bytes: &[u8]) -> bool {
-        if self.closed || bytes.is_empty() {
-            return !self.closed;
-        }
-        let mut stdout = self.stdout.lock();
-        if let Err(error) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
-            tracing::debug!(%error, "stdout closed");
-            self.closed = true;
-        }
-        !self.closed
-    }
-}
-
-fn write_stderr(data: &[u8]) -> io::Result<()> {
-    let mut stderr = io::stderr().lock();
-    stderr.write_all(data).and_then(|()| stderr.flush())
 }
 
 /// Ctrl-C for the remote terminal: the remote line discipline turns it into SIGINT. Bounded:

@@ -9,6 +9,8 @@
 //! [`crate::channel`].
 
 mod driver;
+pub mod fanout;
+pub mod output;
 mod state;
 
 use std::io;
@@ -25,6 +27,7 @@ use crate::ecs::{EcsApi, Target};
 use crate::exit::Exit;
 use crate::ssm::SsmApi;
 
+use output::RunOutput;
 pub(crate) use state::Mode;
 
 /// What to run, as the user asked for it; where it runs is resolved separately.
@@ -129,13 +132,15 @@ impl PreparedRun {
 
 /// Loads the adapters, reads the start of stdin (one-off) and asks the adapter for its plan.
 pub async fn prepare(req: &RunRequest) -> Result<PreparedRun, RunError> {
-    prepare_with_input(req, Box::new(tokio::io::stdin())).await
+    prepare_with_input(req, Box::new(tokio::io::stdin()), stdin_file_len()).await
 }
 
-/// [`prepare`] with the input read from `input` instead of stdin.
+/// [`prepare`] with the input read from `input` instead of stdin; `input_len` is its length
+/// when known (a file), so an adapter can size a stream.
 pub async fn prepare_with_input(
     req: &RunRequest,
     mut input: InputSource,
+    input_len: Option<u64>,
 ) -> Result<PreparedRun, RunError> {
     let mut adapters = AdapterSet::load(&LoadOptions {
         adapter_dir: req.adapter_dir.clone(),
@@ -147,7 +152,7 @@ pub async fn prepare_with_input(
         let invocation = Invocation::interactive(req.pipe.clone(), req.adapter_args.clone());
         (Mode::Interactive, invocation, Vec::new())
     } else {
-        let (invocation, prefix) = read_invocation_input(req, &mut input).await?;
+        let (invocation, prefix) = read_invocation_input(req, &mut input, input_len).await?;
         (Mode::OneOff, invocation, prefix)
     };
     let nonce = adapter::new_nonce();
@@ -174,6 +179,7 @@ pub async fn execute(
     ssm: Option<&SsmApi>,
     prepared: PreparedRun,
     target: &Target,
+    output: &mut dyn RunOutput,
 ) -> anyhow::Result<i32> {
     let session = api
         .execute_command(target, &prepared.plan.command, true)
@@ -188,7 +194,7 @@ pub async fn execute(
     });
     let (writer, events) = DataChannel::connect(params).await.map_err(RunError::from)?;
 
-    match driver::drive(prepared, writer, events).await {
+    match driver::drive(prepared, writer, events, output).await {
         Ok(status) => Ok(status),
         Err(RunError::Channel(reason @ ChannelError::ResumeFailed { .. })) => {
             Err(RunError::Orphaned {
@@ -228,6 +234,7 @@ impl Resumer for SsmResumer {
 async fn read_invocation_input(
     req: &RunRequest,
     input: &mut InputSource,
+    input_len: Option<u64>,
 ) -> Result<(Invocation, Vec<u8>), RunError> {
     let limit = adapter::MAX_INLINE_INPUT + 1;
     let mut prefix = vec![0; limit];
@@ -248,13 +255,13 @@ async fn read_invocation_input(
     let invocation = Invocation::one_off_streamed(
         req.pipe.clone(),
         req.adapter_args.clone(),
-        stdin_file_len(prefix.len() as u64),
+        input_len.map(|len| len.max(prefix.len() as u64)),
     );
     Ok((invocation, prefix))
 }
 
-/// When stdin is a regular file, its length: the bytes already read are part of it.
-fn stdin_file_len(already_read: u64) -> Option<u64> {
+/// When stdin is a regular file, its length.
+fn stdin_file_len() -> Option<u64> {
     let metadata = std::fs::metadata("/dev/stdin").ok()?;
-    metadata.is_file().then(|| metadata.len().max(already_read))
+    metadata.is_file().then(|| metadata.len())
 }
