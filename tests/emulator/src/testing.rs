@@ -114,26 +114,21 @@ fn skip_note(tool: &str, hint: &str) {
 /// 2-core machine), so only a hang reaches it.
 pub const PROCESS_DEADLINE: Duration = Duration::from_secs(600);
 
-/// Kills a process (or its whole process group) still running after a limit. Disarmed before
-/// the process is reaped, since after that its pid may belong to someone else.
+/// Kills the process group of a group leader still running after a limit (the whole group, so
+/// that helpers it started cannot keep its pipes open). Disarmed before the leader is reaped,
+/// since after that its pid may belong to someone else.
 struct Watchdog {
     done: mpsc::Sender<()>,
     thread: thread::JoinHandle<bool>,
 }
 
 impl Watchdog {
-    fn arm(pid: Pid, limit: Duration, group: bool) -> Watchdog {
+    fn arm(leader: Pid, limit: Duration) -> Watchdog {
         let (done, finished) = mpsc::channel::<()>();
         let thread = thread::spawn(move || {
             let expired = finished.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout);
             if expired {
-                // A group leader's whole group: helpers it started must not keep its pipes open.
-                let target = if group {
-                    Pid::from_raw(-pid.as_raw())
-                } else {
-                    pid
-                };
-                let _ = kill(target, Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(-leader.as_raw()), Signal::SIGKILL);
             }
             expired
         });
@@ -176,7 +171,7 @@ impl Spawned {
         let pid = Pid::from_raw(child.id() as i32);
         Spawned {
             child,
-            watchdog: Some(Watchdog::arm(pid, limit, true)),
+            watchdog: Some(Watchdog::arm(pid, limit)),
             limit,
         }
     }
