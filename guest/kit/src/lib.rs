@@ -4,7 +4,7 @@
 //! the build machine as well as inside the wasm guests. It owns the three things every default
 //! adapter must get exactly right: splitting a pipe into words, quoting words for the agent's
 //! shell-style splitter, and the `sh -c` bootstrap that carries input and reports the exit status
-//! (see "Shared decisions" in the project brief and `wit/adapter.wit`). It must not guess what a
+//! (see the README's adapter section and `wit/adapter.wit`). It must not guess what a
 //! program means; adapters decide the program's argv, this crate only wraps it.
 
 #![forbid(unsafe_code)]

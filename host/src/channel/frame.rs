@@ -1,6 +1,6 @@
 //! The binary message codec of the SSM data channel ("ClientMessage" / "AgentMessage").
 //!
-//! Owns the 120-byte header layout of brief §4 (big-endian integers, space-padded type name,
+//! Owns the 120-byte header of docs/protocol.md §4 (big-endian integers, space-padded type,
 //! swapped UUID halves, SHA-256 payload digest) and the receiver checks of §4.3–4.4. Decoding
 //! untrusted bytes never panics: every malformed frame is a typed [`FrameError`].
 //! It holds no session state, does no IO and reads no clock: `created_date` is a field the
@@ -65,7 +65,7 @@ impl Clock for FixedClock {
     }
 }
 
-/// The 32-byte MessageType field (brief §5).
+/// The 32-byte MessageType field (docs/protocol.md §5).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum MessageType {
     InputStreamData,
@@ -148,7 +148,7 @@ impl fmt::Display for MessageType {
     }
 }
 
-/// The PayloadType field (brief §6). Unknown values are preserved in `Other`.
+/// The PayloadType field (docs/protocol.md §6). Unknown values are preserved in `Other`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PayloadType {
     /// 0: used by acknowledge, channel_closed and other non-stream messages.
@@ -300,7 +300,7 @@ impl Frame {
         }
     }
 
-    /// An `acknowledge` frame for `acked` (brief §8.2).
+    /// An `acknowledge` frame for `acked` (docs/protocol.md §8.2).
     pub fn acknowledge(acked: &Frame, created_date: u64, message_id: Uuid) -> Self {
         let ack = crate::channel::payload::Acknowledge::for_frame(acked);
         Self::control(

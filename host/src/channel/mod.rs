@@ -38,7 +38,7 @@ pub enum ChannelError {
     ResumeFailed { attempts: u32, reason: String },
 }
 
-/// Why the optional handshake (brief §7) cannot complete.
+/// Why the optional handshake (docs/protocol.md §7) cannot complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandshakeError {

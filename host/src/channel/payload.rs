@@ -1,7 +1,7 @@
 //! The JSON bodies carried on the data channel: the OpenDataChannel text frame, acknowledgements,
 //! channel_closed, the handshake messages, terminal size and the exit-code text.
 //!
-//! Field names and order match what the reference peers write (brief §3.2, §7, §8.2, §9.2,
+//! Field names and order match the reference peers' (docs/protocol.md §3.2, §7, §8.2, §9.2,
 //! §10.1), so serialised bytes equal the golden vectors. Parsing is lenient where peers differ
 //! (missing fields default, a number where a string is expected) and never panics.
 //! No framing and no policy here: see `frame.rs` and `session.rs`.
@@ -31,7 +31,7 @@ fn to_bytes<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(serde_json::to_vec(value).unwrap_or_default())
 }
 
-/// The first (text) frame on every websocket connection (brief §3.2).
+/// The first (text) frame on every websocket connection (docs/protocol.md §3.2).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct OpenDataChannel {
@@ -83,7 +83,7 @@ impl fmt::Debug for OpenDataChannel {
     }
 }
 
-/// The body of an `acknowledge` message (brief §8.2).
+/// The body of an `acknowledge` message (docs/protocol.md §8.2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Acknowledge {
@@ -121,7 +121,7 @@ impl Acknowledge {
     }
 }
 
-/// The body of a `channel_closed` message (brief §10.1). All fields are optional on receipt.
+/// The body of a `channel_closed` message (docs/protocol.md §10.1). Every field is optional.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ChannelClosed {
@@ -155,13 +155,13 @@ impl ChannelClosed {
     }
 }
 
-/// Action types a HandshakeRequest may carry (brief §7.2).
+/// Action types a HandshakeRequest may carry (docs/protocol.md §7.2).
 pub mod action {
     pub const SESSION_TYPE: &str = "SessionType";
     pub const KMS_ENCRYPTION: &str = "KMSEncryption";
 }
 
-/// ActionStatus values in a HandshakeResponse (brief §7.3).
+/// ActionStatus values in a HandshakeResponse (docs/protocol.md §7.3).
 pub mod action_status {
     pub const SUCCESS: i64 = 1;
     pub const FAILED: i64 = 2;

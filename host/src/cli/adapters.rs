@@ -305,3 +305,8 @@ fn check(options: &LoadOptions, file: &std::path::Path) -> anyhow::Result<ExitCo
         Ok(ExitCode::from(1))
     }
 }
+
+/// The `adapters` grammar as clap sees it, for the completion script and the man page.
+pub fn command() -> clap::Command {
+    <AdaptersArgs as clap::CommandFactory>::command()
+}

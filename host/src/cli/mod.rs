@@ -7,6 +7,7 @@
 //! not talk to AWS or the network itself.
 
 pub mod adapters;
+pub mod completions;
 pub mod exec;
 
 use std::ffi::OsString;
@@ -28,6 +29,8 @@ pub fn main() -> ExitCode {
 fn dispatch(argv: Vec<OsString>) -> ExitCode {
     if argv.get(1).is_some_and(|word| word == "adapters") {
         adapters::main(argv)
+    } else if argv.get(1).is_some_and(completions::handles) {
+        completions::main(argv)
     } else {
         exec::main(argv)
     }

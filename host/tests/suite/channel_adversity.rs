@@ -1,7 +1,7 @@
 //! The client session against an independent fake agent over a faulty simulated link, on a
 //! virtual clock: every byte must arrive exactly once and in order in both directions, the
 //! session must end on channel_closed, and buffers must stay within their bounds. Covers the
-//! reference plugin's failure cases from brief §14 explicitly, then a proptest over schedules.
+//! reference plugin's failure cases (docs/protocol.md §14) one by one, then a proptest.
 
 use crate::channel_support;
 

@@ -1,8 +1,7 @@
 //! Golden frames from the reference plugin's serializer: the codec must encode each vector's
-//! fields to its exact wire bytes and decode them back. The vectors are the project's
-//! `shared/testdata/ssm-frames.json`, copied into `host/tests/fixtures` so a clone alone can run
-//! them; when the shared file sits beside the checkout, the copy must still equal it. The file is
-//! required; a missing or malformed file fails the test rather than skipping it.
+//! fields to its exact wire bytes and decode them back. The vectors are in
+//! `host/tests/fixtures/ssm-frames.json`. The file and every vector the tests name are required:
+//! a missing file, a malformed one or a missing vector fails the test rather than skipping it.
 
 use bytes::Bytes;
 use ecs_exec::channel::frame::{Frame, MessageType, PayloadType};
@@ -13,24 +12,6 @@ const VECTORS_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/ssm-frames.json"
 );
-/// Where the project keeps the original, beside the checkout (absent in a bare clone).
-const SHARED_VECTORS_PATH: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/testdata/ssm-frames.json"
-);
-
-#[test]
-fn the_fixture_copy_equals_the_shared_vectors_when_they_are_beside_the_checkout() {
-    let Ok(shared) = std::fs::read(SHARED_VECTORS_PATH) else {
-        eprintln!("note: {SHARED_VECTORS_PATH} is not beside this checkout; nothing to compare");
-        return;
-    };
-    let copy = std::fs::read(VECTORS_PATH).expect("the fixture copy");
-    assert!(
-        copy == shared,
-        "host/tests/fixtures/ssm-frames.json differs from shared/testdata: copy it again"
-    );
-}
 
 #[derive(Deserialize)]
 struct VectorFile {
@@ -52,17 +33,54 @@ struct Vector {
 }
 
 fn load() -> Vec<Vector> {
-    let text = std::fs::read_to_string(VECTORS_PATH).unwrap_or_else(|error| {
-        panic!("golden frame file {VECTORS_PATH} is required but could not be read: {error}")
+    load_from(VECTORS_PATH)
+}
+
+fn load_from(path: &str) -> Vec<Vector> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|error| {
+        panic!("golden frame file {path} is required but could not be read: {error}")
     });
     let file: VectorFile = serde_json::from_str(&text)
-        .unwrap_or_else(|error| panic!("golden frame file {VECTORS_PATH} is malformed: {error}"));
-    assert!(
-        file.vectors.len() >= 8,
-        "expected at least 8 golden vectors, found {}",
-        file.vectors.len()
-    );
+        .unwrap_or_else(|error| panic!("golden frame file {path} is malformed: {error}"));
+    let names: Vec<&str> = file.vectors.iter().map(|v| v.name.as_str()).collect();
+    for required in REQUIRED_VECTORS {
+        assert!(
+            names.contains(required),
+            "golden frame file {path} lacks the vector {required:?}; it has {names:?}"
+        );
+    }
     file.vectors
+}
+
+/// Every vector the file must hold: each kind of frame the codec handles, and each one a test
+/// below checks by name.
+const REQUIRED_VECTORS: &[&str] = &[
+    "input_text",
+    "input_binary_all_bytes",
+    "output_text",
+    "acknowledge",
+    "size",
+    "handshake_response",
+    "exit_code",
+    "large_seq",
+];
+
+#[test]
+#[should_panic(expected = "is required but could not be read")]
+fn a_missing_golden_file_fails_instead_of_passing() {
+    load_from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/no-such-frames.json"
+    ));
+}
+
+#[test]
+#[should_panic(expected = "lacks the vector \"input_text\"")]
+fn a_golden_file_without_a_named_vector_fails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("frames.json");
+    std::fs::write(&path, r#"{"vectors": []}"#).expect("write");
+    load_from(path.to_str().expect("utf-8 temp path"));
 }
 
 fn frame_of(vector: &Vector) -> Frame {

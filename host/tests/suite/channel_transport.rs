@@ -66,6 +66,20 @@ async fn next_frame(socket: &mut ServerSocket) -> Frame {
     }
 }
 
+/// Ends the session from the agent's side.
+async fn send_channel_closed(socket: &mut ServerSocket, closed: &ChannelClosed) {
+    let frame = Frame::control(
+        MessageType::ChannelClosed,
+        closed.to_bytes(),
+        DATE,
+        Uuid::new_v4(),
+    );
+    socket
+        .send(Message::Binary(frame.to_bytes()))
+        .await
+        .expect("send channel_closed");
+}
+
 fn output(seq: i64, payload: &'static [u8]) -> Message {
     Message::Binary(
         Frame::stream(
@@ -86,10 +100,19 @@ async fn listener() -> (TcpListener, String) {
     (listener, format!("ws://127.0.0.1:{port}"))
 }
 
-async fn next_event(events: &mut ecs_exec::channel::transport::ChannelEvents) -> Event {
-    tokio::time::timeout(Duration::from_secs(20), events.next())
+/// How long one step may take: minutes, so only a hang reaches it, even on a loaded CI machine.
+const STEP_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Awaits `future`, failing the test with `what` if it has not finished within [`STEP_DEADLINE`].
+async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(STEP_DEADLINE, future)
         .await
-        .expect("an event within 20 s")
+        .unwrap_or_else(|_| panic!("{what}: not done within {STEP_DEADLINE:?}"))
+}
+
+async fn next_event(events: &mut ecs_exec::channel::transport::ChannelEvents) -> Event {
+    within("the next channel event", events.next())
+        .await
         .expect("the channel is still running")
 }
 
@@ -133,16 +156,7 @@ async fn a_whole_session_over_loopback() {
             output: "done".to_owned(),
             ..ChannelClosed::default()
         };
-        let frame = Frame::control(
-            MessageType::ChannelClosed,
-            closed.to_bytes(),
-            DATE,
-            Uuid::new_v4(),
-        );
-        socket
-            .send(Message::Binary(frame.to_bytes()))
-            .await
-            .expect("send");
+        send_channel_closed(&mut socket, &closed).await;
         // The client closes the websocket after channel_closed.
         while let Some(Ok(message)) = socket.next().await {
             if matches!(message, Message::Close(_)) {
@@ -169,10 +183,12 @@ async fn a_whole_session_over_loopback() {
     assert_eq!(closing, "done");
     assert_eq!(output, b"hello world");
     assert!(
-        events.next().await.is_none(),
+        within("the end of the events", events.next())
+            .await
+            .is_none(),
         "the driver stops after channel_closed"
     );
-    let (uri, input, acked) = server.await.expect("server");
+    let (uri, input, acked) = within("the server task", server).await.expect("server");
     assert_eq!(
         uri,
         "/v1/data-channel/sess-1?role=publish_subscribe&cell-number=AAAA"
@@ -262,7 +278,11 @@ async fn closing_before_any_frame_means_the_token_was_rejected() {
             })
         }
     );
-    assert!(events.next().await.is_none());
+    assert!(
+        within("the end of the events", events.next())
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -293,7 +313,11 @@ async fn a_drop_mid_session_is_reported_as_closed_midway() {
         ),
         "{reason:?}"
     );
-    assert!(events.next().await.is_none());
+    assert!(
+        within("the end of the events", events.next())
+            .await
+            .is_none()
+    );
     // Commands after the end fail cleanly.
     assert!(writer.send_input(Bytes::from_static(b"x")).await.is_err());
 }
@@ -333,16 +357,7 @@ async fn an_explicit_proxy_is_used_with_connect() {
         let open = read_open(&mut socket).await;
         socket.send(output(0, b"via proxy")).await.expect("send");
         let _ = next_frame(&mut socket).await;
-        let frame = Frame::control(
-            MessageType::ChannelClosed,
-            ChannelClosed::default().to_bytes(),
-            DATE,
-            Uuid::new_v4(),
-        );
-        socket
-            .send(Message::Binary(frame.to_bytes()))
-            .await
-            .expect("send");
+        send_channel_closed(&mut socket, &ChannelClosed::default()).await;
         (uri, open.token_value)
     });
     let proxy_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -372,7 +387,7 @@ async fn an_explicit_proxy_is_used_with_connect() {
         next_event(&mut events).await,
         Event::Closed { .. }
     ));
-    let (uri, token) = server.await.expect("server");
+    let (uri, token) = within("the server task", server).await.expect("server");
     assert_eq!(uri, "/tunnelled?q=1");
     assert_eq!(token, "loopback-token");
     let request = proxy.await.expect("proxy");
@@ -458,16 +473,7 @@ async fn input_waits_while_the_unacked_window_is_full() {
                 frames.insert(frame.sequence_number, frame);
             }
         }
-        let closed = Frame::control(
-            MessageType::ChannelClosed,
-            ChannelClosed::default().to_bytes(),
-            DATE,
-            Uuid::new_v4(),
-        );
-        socket
-            .send(Message::Binary(closed.to_bytes()))
-            .await
-            .expect("close");
+        send_channel_closed(&mut socket, &ChannelClosed::default()).await;
         received
     });
     let mut params = params(format!("{base}/x"));
@@ -487,7 +493,9 @@ async fn input_waits_while_the_unacked_window_is_full() {
             }
         })
     };
-    let in_flight = window_rx.await.expect("server saw the window fill");
+    let in_flight = within("the window to fill", window_rx)
+        .await
+        .expect("server saw the window fill");
     assert_eq!(
         in_flight, 4,
         "4 KiB window = four 1 KiB messages, then nothing until acked"
@@ -503,7 +511,7 @@ async fn input_waits_while_the_unacked_window_is_full() {
         Event::Closed { .. }
     ));
     producer.await.expect("producer");
-    let received = server.await.expect("server");
+    let received = within("the server task", server).await.expect("server");
     let expected: Vec<u8> = (0..64u8).flat_map(|index| vec![index; 1024]).collect();
     assert!(received == expected, "input arrives complete and in order");
 }

@@ -4,12 +4,12 @@
 use std::process::{Command, Output};
 
 fn ecs_exec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ecs-exec"))
-        .args(args)
-        .env_clear()
-        .env("HOME", env!("CARGO_TARGET_TMPDIR"))
-        .output()
-        .expect("run ecs-exec")
+    ecs_exec_emulator::testing::output(
+        Command::new(env!("CARGO_BIN_EXE_ecs-exec"))
+            .args(args)
+            .env_clear()
+            .env("HOME", env!("CARGO_TARGET_TMPDIR")),
+    )
 }
 
 fn assert_usage_error(args: &[&str], needle: &str) {

@@ -144,6 +144,9 @@ fn a_session_that_cannot_be_resumed_is_one_line_and_exit_75() {
 
 #[test]
 fn an_interactive_session_keeps_working_over_a_bad_network() {
+    if !ecs_exec_emulator::require_tool("tmux") {
+        return;
+    }
     let world = World::start_with(|config| hostile_network(config, 0xbad, Some(30)));
     let command = world.hoop_connect(&["--pipe", "/bin/bash"]);
     let terminal = Terminal::start(&command, 100, 30);

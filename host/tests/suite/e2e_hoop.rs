@@ -1,6 +1,7 @@
-//! Every one-off example of Hoop's ECS page (shared/docs/hoop-ecs-connection.md), run for real:
-//! the `ecs-exec` binary against the emulator, with bash, ruby (a small `rails` shim on the
-//! container's PATH), python3 and clojure in the emulated container.
+//! Every one-off example of Hoop's ECS page, run for real: the `ecs-exec` binary against the
+//! emulator, with bash, ruby (a small `rails` shim on the container's PATH), python3 and clojure
+//! in the emulated container. A test whose interpreter is not installed is skipped, except under
+//! `CI=true` ([`require_tool`]).
 //!
 //! Hoop runs the connection command `ecs-exec --cluster=$CLUSTER_NAME --service-name=$SERVICE_NAME`
 //! with the user's words after `--` appended and the input (`-i '…'` or a heredoc) on stdin; these
@@ -9,6 +10,7 @@
 use crate::e2e_support;
 
 use e2e_support::{CLUSTER, SERVICE, World};
+use ecs_exec_emulator::require_tool;
 
 /// The connection command Hoop runs for a one-off, plus the user's words.
 fn hoop_exec(world: &World, user_words: &[&str]) -> std::process::Command {
@@ -30,55 +32,57 @@ fn assert_success(outcome: &e2e_support::Outcome) {
     );
 }
 
+/// A one-off with `user_words` after the connection command and `input` on stdin, in a fresh
+/// world; it must succeed, and its stdout is returned.
+fn hoop_one_off(user_words: &[&str], input: &str) -> String {
+    let world = World::start();
+    let outcome = world.run(hoop_exec(&world, user_words), input.as_bytes());
+    assert_success(&outcome);
+    outcome.stdout_text()
+}
+
 #[test]
 fn rails_runner_reads_a_heredoc() {
-    let world = World::start();
+    if !require_tool("ruby") {
+        return;
+    }
     let script = "myvar='Hello from Rails'\nputs myvar\n";
-    let outcome = world.run(
-        hoop_exec(&world, &["--pipe", "rails runner -"]),
-        script.as_bytes(),
-    );
-    assert_success(&outcome);
-    assert_eq!(outcome.stdout_text(), "Hello from Rails\n");
+    let stdout = hoop_one_off(&["--pipe", "rails runner -"], script);
+    assert_eq!(stdout, "Hello from Rails\n");
 }
 
 #[test]
 fn rails_runner_with_inline_input() {
-    let world = World::start();
-    let outcome = world.run(
-        hoop_exec(&world, &["--pipe", "rails runner -"]),
-        b"puts Rails.env",
-    );
-    assert_success(&outcome);
-    assert_eq!(outcome.stdout_text(), "production\n");
+    if !require_tool("ruby") {
+        return;
+    }
+    let stdout = hoop_one_off(&["--pipe", "rails runner -"], "puts Rails.env");
+    assert_eq!(stdout, "production\n");
 }
 
 #[test]
 fn clojure_prints_from_inline_input() {
-    let world = World::start();
-    let outcome = world.run(
-        hoop_exec(&world, &["--pipe", "clojure"]),
-        b"(println \"Clojure REPL\")",
-    );
-    assert_success(&outcome);
-    assert_eq!(outcome.stdout_text(), "Clojure REPL\n");
+    if !require_tool("clojure") {
+        return;
+    }
+    let stdout = hoop_one_off(&["--pipe", "clojure"], "(println \"Clojure REPL\")");
+    assert_eq!(stdout, "Clojure REPL\n");
 }
 
 #[test]
 fn python3_reads_the_container_environment() {
-    let world = World::start();
+    if !require_tool("python3") {
+        return;
+    }
     let script = "import os\nprint(os.environ.get(\"CLUSTER_NAME\"))\n";
-    let outcome = world.run(hoop_exec(&world, &["--pipe", "python3"]), script.as_bytes());
-    assert_success(&outcome);
-    assert_eq!(outcome.stdout_text(), "demo\n");
+    let stdout = hoop_one_off(&["--pipe", "python3"], script);
+    assert_eq!(stdout, "demo\n");
 }
 
 #[test]
 fn default_bash_runs_the_input_as_a_script() {
-    let world = World::start();
-    let outcome = world.run(hoop_exec(&world, &[]), b"echo \"hello world from bash\"");
-    assert_success(&outcome);
-    assert_eq!(outcome.stdout_text(), "hello world from bash\n");
+    let stdout = hoop_one_off(&[], "echo \"hello world from bash\"");
+    assert_eq!(stdout, "hello world from bash\n");
 }
 
 #[test]
@@ -124,6 +128,9 @@ fn task_override_after_the_separator() {
 
 #[test]
 fn rails_runner_with_a_script_file() {
+    if !require_tool("ruby") {
+        return;
+    }
     let world = World::start();
     let script = world.workdir.path().join("script.rb");
     std::fs::write(&script, "puts \"#{Rails.env}: #{1 + 1}\"\n").expect("write");

@@ -2,13 +2,18 @@
 //! with the interactive examples of Hoop's ECS page (`--pipe /bin/bash`, `--pipe 'rails
 //! console'`, `--pipe clojure`). Keys are typed, the screen is read, the window is resized, a
 //! `sleep` is interrupted with Ctrl-C and the shell's exit status becomes ours. Also interactive
-//! mode with stdin a pipe, as when a script drives it.
+//! mode with stdin a pipe, as when a script drives it. Without tmux (or the interpreter) a test
+//! is skipped, except under `CI=true` ([`require_tool`]).
 
 use crate::e2e_support::World;
 use crate::e2e_support::tmux::Terminal;
+use ecs_exec_emulator::require_tool;
 
 #[test]
 fn bash_session_types_resizes_interrupts_and_exits_with_the_shell_status() {
+    if !require_tool("tmux") {
+        return;
+    }
     let world = World::start();
     let terminal = Terminal::start(&world.hoop_connect(&["--pipe", "/bin/bash"]), 100, 30);
 
@@ -50,6 +55,9 @@ fn bash_session_types_resizes_interrupts_and_exits_with_the_shell_status() {
 
 #[test]
 fn ctrl_d_ends_the_remote_shell() {
+    if !require_tool("tmux") {
+        return;
+    }
     let world = World::start();
     let terminal = Terminal::start(&world.hoop_connect(&["--pipe", "/bin/bash"]), 80, 24);
     terminal.type_line("echo ready-$((1 + 1))");
@@ -60,6 +68,9 @@ fn ctrl_d_ends_the_remote_shell() {
 
 #[test]
 fn rails_console_evaluates_what_is_typed() {
+    if !require_tool("tmux") || !require_tool("ruby") {
+        return;
+    }
     let world = World::start();
     let terminal = Terminal::start(&world.hoop_connect(&["--pipe", "rails console"]), 100, 30);
     terminal.type_line("puts \"env-#{Rails.env}\"");
@@ -70,6 +81,9 @@ fn rails_console_evaluates_what_is_typed() {
 
 #[test]
 fn clojure_repl_evaluates_what_is_typed() {
+    if !require_tool("tmux") || !require_tool("clojure") {
+        return;
+    }
     let world = World::start();
     let terminal = Terminal::start(&world.hoop_connect(&["--pipe", "clojure"]), 100, 30);
     terminal.type_line("(println (str \"sum-\" (+ 40 2)))");

@@ -3,24 +3,26 @@
 //! in the container.
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 use crate::e2e_support::World;
+use ecs_exec_emulator::Spawned;
 
 /// Starts a one-off of the default shell running `script`, and waits for its first line of
-/// output, so the remote command is known to be running.
-fn start_one_off(world: &World, script: &[u8], first_line: &str) -> (Child, RemoteOutput) {
-    let mut child = world
-        .ecs_exec()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ecs-exec");
-    let mut stdin = child.stdin.take().expect("stdin");
+/// output, so the remote command is known to be running. A run that hangs is killed by the
+/// watchdog of [`Spawned`], which ends the read with the wrong line.
+fn start_one_off(world: &World, script: &[u8], first_line: &str) -> (Spawned, RemoteOutput) {
+    let mut child = Spawned::spawn(
+        world
+            .ecs_exec()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let mut stdin = child.child().stdin.take().expect("stdin");
     stdin.write_all(script).expect("write the script");
     drop(stdin);
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut stdout = BufReader::new(child.child().stdout.take().expect("stdout"));
     let mut line = String::new();
     stdout.read_line(&mut line).expect("read the first line");
     assert_eq!(line, first_line);
@@ -31,7 +33,7 @@ fn start_one_off(world: &World, script: &[u8], first_line: &str) -> (Child, Remo
 type RemoteOutput = BufReader<std::process::ChildStdout>;
 
 /// A one-off that prints `started` then runs until it is stopped.
-fn start_long_one_off(world: &World) -> (Child, RemoteOutput) {
+fn start_long_one_off(world: &World) -> (Spawned, RemoteOutput) {
     start_one_off(
         world,
         b"echo started; sleep 600; echo not-interrupted\n",
@@ -44,9 +46,9 @@ fn signal_ends_the_remote_command(signal: libc::c_int, expected_status: i32) {
     let (mut child, mut stdout) = start_long_one_off(&world);
     assert_eq!(world.emulator.counters().processes_running, 1);
     // SAFETY: kill(2) on our own child, which has not been waited for yet.
-    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
-    let status = child.wait().expect("wait");
-    assert_eq!(status.code(), Some(expected_status));
+    unsafe { libc::kill(child.child().id() as libc::pid_t, signal) };
+    let (status, stderr) = child.wait("ecs-exec after the signal");
+    assert_eq!(status.code(), Some(expected_status), "stderr: {stderr}");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read the rest");
     assert!(!rest.contains("not-interrupted"), "stdout: {rest:?}");
@@ -70,12 +72,11 @@ fn a_closed_stdout_ends_the_run_like_head_does() {
     let world = World::start();
     let (child, stdout) = start_one_off(&world, b"yes line\n", "line\n");
     drop(stdout);
-    let output = child.wait_with_output().expect("wait");
-    assert_eq!(output.status.code(), Some(141));
+    let (status, stderr) = child.wait("ecs-exec with its stdout closed");
+    assert_eq!(status.code(), Some(141), "stderr: {stderr}");
     assert!(
-        output.stderr.is_empty(),
-        "a closed stdout is not an error: {}",
-        String::from_utf8_lossy(&output.stderr)
+        stderr.is_empty(),
+        "a closed stdout is not an error: {stderr}"
     );
     world
         .emulator

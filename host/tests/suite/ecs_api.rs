@@ -9,12 +9,22 @@ use ecs_support::{FakeServer, Request, Response, describe_answer, task_arn, task
 use serde_json::json;
 
 async fn api_for(server: &FakeServer) -> EcsApi {
+    api_at(server.url(), None).await
+}
+
+/// An `EcsApi` for `endpoint` with test credentials and nothing from the environment; with
+/// `timeouts`, those instead of the production ones.
+async fn api_at(endpoint: String, timeouts: Option<aws_config::timeout::TimeoutConfig>) -> EcsApi {
     let settings = AwsSettings {
         region: Some("us-east-1".to_owned()),
         profile: None,
-        endpoint_url: Some(server.url()),
+        endpoint_url: Some(endpoint),
     };
-    let config = ecs::config_loader(&settings)
+    let mut loader = ecs::config_loader(&settings);
+    if let Some(timeouts) = timeouts {
+        loader = loader.timeout_config(timeouts);
+    }
+    let config = loader
         .empty_test_environment()
         .test_credentials()
         .load()
@@ -323,17 +333,7 @@ async fn unreachable_endpoint_is_a_temporary_failure() {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap();
-    let settings = AwsSettings {
-        region: Some("us-east-1".to_owned()),
-        profile: None,
-        endpoint_url: Some(format!("http://127.0.0.1:{port}")),
-    };
-    let config = ecs::config_loader(&settings)
-        .empty_test_environment()
-        .test_credentials()
-        .load()
-        .await;
-    let api = EcsApi::new(&config).unwrap();
+    let api = api_at(format!("http://127.0.0.1:{port}"), None).await;
     let err = api
         .resolve_target("prod", &service(), None)
         .await
@@ -445,23 +445,13 @@ async fn execute_command_errors() {
 async fn a_silent_endpoint_times_out_instead_of_hanging() {
     // The kernel completes the TCP handshake from the backlog, but nobody ever answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let settings = AwsSettings {
-        region: Some("us-east-1".to_owned()),
-        profile: None,
-        endpoint_url: Some(format!("http://{}", silent.local_addr().unwrap())),
-    };
     // Short timeouts so the test is quick; the production values are checked in the unit tests.
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .operation_attempt_timeout(std::time::Duration::from_millis(100))
         .operation_timeout(std::time::Duration::from_millis(300))
         .build();
-    let config = ecs::config_loader(&settings)
-        .timeout_config(timeouts)
-        .empty_test_environment()
-        .test_credentials()
-        .load()
-        .await;
-    let api = EcsApi::new(&config).unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let api = api_at(endpoint, Some(timeouts)).await;
     let err = api
         .resolve_target("prod", &service(), None)
         .await

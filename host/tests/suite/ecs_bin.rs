@@ -70,7 +70,7 @@ fn with_env_keys(command: &mut Command) -> &mut Command {
 }
 
 fn run(command: &mut Command) -> (Output, String) {
-    let output = command.output().expect("run ecs-exec");
+    let output = ecs_exec_emulator::testing::output(command);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     (output, stderr)
 }

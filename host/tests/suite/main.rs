@@ -16,6 +16,7 @@ mod channel_adversity;
 mod channel_fuzz;
 mod channel_golden;
 mod channel_transport;
+mod cli_completions;
 mod cli_usage;
 mod e2e_fanout;
 mod e2e_faults;

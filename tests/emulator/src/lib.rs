@@ -10,7 +10,8 @@
 //!
 //! Layout: [`config`] and [`world`] describe what exists; [`sigv4`] and [`api`] answer API
 //! calls; [`sessions`] holds channel tokens; [`agent`] runs sessions; [`faults`] injects
-//! faults; [`server`] wires them to sockets.
+//! faults; [`server`] wires them to sockets; [`testing`] has helpers
+//! for tests: which programs are on this machine, child processes with a deadline.
 
 pub mod agent;
 pub mod api;
@@ -20,6 +21,7 @@ pub mod faults;
 pub mod server;
 pub mod sessions;
 pub mod sigv4;
+pub mod testing;
 pub mod world;
 
 pub use config::{
@@ -28,5 +30,6 @@ pub use config::{
     FaultConfig, FaultRates, FaultRule, ServiceConfig,
 };
 pub use counters::CountersSnapshot;
-pub use server::{Emulator, EmulatorError, EmulatorHandle};
+pub use server::{COUNTER_WAIT_DEADLINE, Emulator, EmulatorError, EmulatorHandle};
+pub use testing::{Spawned, optional_tool, require_tool};
 pub use world::World;

@@ -37,6 +37,9 @@ use ecs_exec::channel::payload::OpenDataChannel;
 
 /// Largest API request body accepted.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long a test may wait for the counters ([`EmulatorHandle::wait_until`]) before it fails:
+/// minutes, so only a hang reaches it, even on a loaded 2-core CI machine.
+pub const COUNTER_WAIT_DEADLINE: Duration = Duration::from_secs(300);
 /// How long a new websocket may take to send its OpenDataChannel frame.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest websocket message accepted from a client.
@@ -280,22 +283,40 @@ impl EmulatorHandle {
         self.counters.snapshot()
     }
 
-    /// Waits (without polling) until the counters satisfy `condition`.
-    pub async fn wait_until(
+    /// Waits (without polling) until the counters satisfy `condition`. It is for tests, where a
+    /// hang must become a failure: a condition still unmet after [`COUNTER_WAIT_DEADLINE`]
+    /// panics, naming the caller's line and the last counters.
+    #[track_caller]
+    pub fn wait_until(
         &self,
         condition: impl Fn(&CountersSnapshot) -> bool,
-    ) -> CountersSnapshot {
-        self.counters.wait_until(condition).await
+    ) -> impl Future<Output = CountersSnapshot> {
+        let caller = std::panic::Location::caller();
+        async move {
+            let waited = self.counters.wait_until(condition);
+            match tokio::time::timeout(COUNTER_WAIT_DEADLINE, waited).await {
+                Ok(snapshot) => snapshot,
+                Err(_) => panic!(
+                    "the emulator's counters did not reach the condition at {caller} within \
+                     {COUNTER_WAIT_DEADLINE:?}; last counters: {:?}",
+                    self.counters.snapshot()
+                ),
+            }
+        }
     }
 
     /// Blocking form of [`EmulatorHandle::wait_until`], for tests that are not async. Must
     /// not be called from inside a tokio runtime.
+    #[track_caller]
     pub fn wait_until_blocking(
         &self,
         condition: impl Fn(&CountersSnapshot) -> bool,
     ) -> CountersSnapshot {
-        match tokio::runtime::Builder::new_current_thread().build() {
-            Ok(runtime) => runtime.block_on(self.counters.wait_until(condition)),
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(self.wait_until(condition)),
             Err(_) => self.counters.snapshot(),
         }
     }

@@ -1,5 +1,5 @@
 //! Test support shared by the channel tests and benches: a fake agent written independently
-//! from the client `Session` (the agent column of brief §8, with its own simple policy), a
+//! from the client `Session` (the agent side of docs/protocol.md §8, with its own policy), a
 //! simulated link with a seeded fault schedule, and a `Pair` that runs both on a virtual clock.
 //! Nothing here touches a socket or the real clock; time is virtual milliseconds.
 

@@ -8,13 +8,12 @@
 
 pub mod tmux;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{OnceLock, mpsc};
-use std::thread;
+use std::process::{Command, ExitStatus};
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use ecs_exec_emulator::testing::{self, PROCESS_DEADLINE};
 use ecs_exec_emulator::{Config, ContainerConfig, EmulatorHandle};
 
 pub const CLUSTER: &str = "demo";
@@ -121,7 +120,8 @@ impl World {
         command
     }
 
-    /// Runs `command` with `stdin` as its input and collects everything it printed.
+    /// Runs `command` with `stdin` as its input and collects everything it printed. A run still
+    /// going after [`PROCESS_DEADLINE`] is killed and fails the test.
     pub fn run(&self, mut command: Command, stdin: &[u8]) -> Outcome {
         run_with_input(&mut command, stdin)
     }
@@ -129,7 +129,7 @@ impl World {
     /// As [`World::run`], but a run still going after `limit` is killed and fails the test:
     /// a hang must not stall the suite.
     pub fn run_within(&self, mut command: Command, stdin: &[u8], limit: Duration) -> Outcome {
-        run_with_input_within(&mut command, stdin, Some(limit))
+        run_with_input_within(&mut command, stdin, limit)
     }
 
     /// The ids of the RUNNING tasks of `web`.
@@ -174,63 +174,17 @@ pub fn pseudo_random_bytes(len: usize) -> Vec<u8> {
 }
 
 /// Feeds `stdin` from a thread (so a large input cannot deadlock against a full stdout pipe)
-/// and waits for the process.
+/// and waits for the process; a run still going after [`PROCESS_DEADLINE`] is killed and fails
+/// the test with what it printed.
 pub fn run_with_input(command: &mut Command, stdin: &[u8]) -> Outcome {
-    run_with_input_within(command, stdin, None)
+    run_with_input_within(command, stdin, PROCESS_DEADLINE)
 }
 
-fn run_with_input_within(command: &mut Command, stdin: &[u8], limit: Option<Duration>) -> Outcome {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ecs-exec");
-    let mut child_stdin = child.stdin.take().expect("stdin");
-    let input = stdin.to_vec();
-    let writer = thread::spawn(move || {
-        // The remote side may finish without reading everything (exit 7): a broken pipe is fine.
-        let _ = child_stdin.write_all(&input);
-    });
-    let mut child_stderr = child.stderr.take().expect("stderr");
-    let stderr_reader = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = child_stderr.read_to_string(&mut text);
-        text
-    });
-    // The watchdog kills the process at the limit; `done` tells it the run ended first.
-    let (done, finished) = mpsc::channel::<()>();
-    let pid = child.id();
-    let watchdog = limit.map(|limit| {
-        thread::spawn(move || {
-            let expired = finished.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout);
-            if expired {
-                // SAFETY: kill(2) on the pid of our own child, which has not been reaped:
-                // `wait` below is only called after this thread has been told or has fired.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            }
-            expired
-        })
-    });
-    let mut stdout = Vec::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_end(&mut stdout)
-        .expect("read stdout");
-    let _ = done.send(());
-    let timed_out = watchdog.is_some_and(|watchdog| watchdog.join().expect("watchdog"));
-    let status = child.wait().expect("wait for ecs-exec");
-    writer.join().expect("stdin writer");
-    let stderr = stderr_reader.join().expect("stderr reader");
-    assert!(
-        !timed_out,
-        "ecs-exec was still running after {limit:?} and was killed; its stderr:\n{stderr}"
-    );
+fn run_with_input_within(command: &mut Command, stdin: &[u8], limit: Duration) -> Outcome {
+    let output = testing::output_within(command, stdin, limit);
     Outcome {
-        status,
-        stdout,
-        stderr,
+        status: output.status,
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }

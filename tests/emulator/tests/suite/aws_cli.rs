@@ -1,27 +1,19 @@
 //! The real AWS CLI against the emulator: `aws ecs list-tasks`, `describe-tasks` (SigV4 from
 //! botocore, JSON 1.1 parsing by botocore) and, when session-manager-plugin is installed,
-//! `execute-command`. Each test prints a notice and passes when `aws` is not on PATH.
+//! `execute-command`. Without `aws` a test is skipped, except under `CI=true`, where it is
+//! required ([`require_tool`]). The plugin is in no package registry CI reaches, so the tests
+//! that need it are skipped without it even in CI ([`optional_tool`]).
 
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
-use ecs_exec_emulator::{Config, EmulatorHandle};
+use ecs_exec_emulator::{Config, EmulatorHandle, Spawned, optional_tool, require_tool};
 
 fn aws_available() -> bool {
-    let found = Command::new("aws")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("NOTICE: `aws` is not on PATH; skipping the AWS CLI test (pip install awscli)");
-    }
-    found
+    require_tool("aws")
 }
 
 fn plugin_available() -> bool {
-    Command::new("session-manager-plugin")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    optional_tool("session-manager-plugin")
 }
 
 /// Runs `aws <args>` against the emulator with its credentials and nothing from the user's
@@ -42,9 +34,8 @@ fn aws(handle: &EmulatorHandle, secret: &str, args: &[&str]) -> Output {
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_PAGER", "")
-        .output()
-        .expect("aws runs")
+        .env("AWS_PAGER", "");
+    ecs_exec_emulator::testing::output(&mut command)
 }
 
 fn json_of(output: &Output) -> serde_json::Value {
@@ -147,9 +138,6 @@ fn aws_cli_execute_command_through_the_plugin() {
         return;
     }
     if !plugin_available() {
-        eprintln!(
-            "NOTICE: session-manager-plugin is not installed; `aws ecs execute-command` cannot run here"
-        );
         return;
     }
     let handle = EmulatorHandle::spawn_in_thread(Config::default()).unwrap();
@@ -213,7 +201,7 @@ fn aws_cli_interactive_shell_with_handshake_and_realistic_timing() {
 
 /// The same session with frames lost, repeated and delayed in both directions: the plugin's
 /// and the emulator's retransmissions repair it. (No reordering: the plugin drops output
-/// that overtakes its first message, see section 16 of the protocol brief.)
+/// that overtakes its first message, see docs/protocol.md §16.)
 #[test]
 fn aws_cli_interactive_shell_survives_faults() {
     let mut config = Config::default();
@@ -259,9 +247,6 @@ fn interactive_shell(config: Config) -> Option<ecs_exec_emulator::CountersSnapsh
         return None;
     }
     if !plugin_available() {
-        eprintln!(
-            "NOTICE: session-manager-plugin is not installed; the interactive CLI session cannot run here"
-        );
         return None;
     }
     let handle = EmulatorHandle::spawn_in_thread(config).unwrap();
@@ -288,35 +273,34 @@ fn interactive_shell(config: Config) -> Option<ecs_exec_emulator::CountersSnapsh
         }
     }
     let slave = std::fs::File::from(pty.slave);
-    let child = command
-        .args([
-            "ecs",
-            "execute-command",
-            "--cluster",
-            "demo",
-            "--task",
-            &task,
-            "--container",
-            "app",
-            "--command",
-            "sh",
-            "--interactive",
-            "--endpoint-url",
-            &handle.endpoint(),
-        ])
-        .env("AWS_ACCESS_KEY_ID", handle.access_key_id())
-        .env("AWS_SECRET_ACCESS_KEY", handle.secret_access_key())
-        .env("AWS_DEFAULT_REGION", handle.region())
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave)
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    // If an assertion fails, do not leave the CLI and its plugin running behind us.
-    let mut child = KillOnDrop(child, false);
+    // If an assertion fails, do not leave the CLI and its plugin running behind us: the whole
+    // process group is killed then, and also if it hangs.
+    let child = Spawned::spawn(
+        command
+            .args([
+                "ecs",
+                "execute-command",
+                "--cluster",
+                "demo",
+                "--task",
+                &task,
+                "--container",
+                "app",
+                "--command",
+                "sh",
+                "--interactive",
+                "--endpoint-url",
+                &handle.endpoint(),
+            ])
+            .env("AWS_ACCESS_KEY_ID", handle.access_key_id())
+            .env("AWS_SECRET_ACCESS_KEY", handle.secret_access_key())
+            .env("AWS_DEFAULT_REGION", handle.region())
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave),
+    );
     let mut master = std::fs::File::from(pty.master);
     let mut writer = master.try_clone().unwrap();
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
@@ -336,7 +320,7 @@ fn interactive_shell(config: Config) -> Option<ecs_exec_emulator::CountersSnapsh
             .iter()
             .any(|n| String::from_utf8_lossy(screen).contains(n))
         {
-            match rx.recv_timeout(Duration::from_secs(30)) {
+            match rx.recv_timeout(Duration::from_secs(180)) {
                 Ok(bytes) => screen.extend_from_slice(&bytes),
                 Err(_) => panic!(
                     "{needle:?} never appeared in {:?}",
@@ -351,8 +335,8 @@ fn interactive_shell(config: Config) -> Option<ecs_exec_emulator::CountersSnapsh
     wait_for("42", &mut screen);
     writer.write_all(b"exit\r").unwrap();
     wait_for("Exiting session with sessionId", &mut screen);
-    let status = child.wait();
-    assert!(status.success());
+    let (status, _) = child.wait("aws ecs execute-command after `exit`");
+    assert!(status.success(), "{status:?}");
     let counters = handle.wait_until_blocking(|c| c.sessions_finished == 1);
     assert_eq!(
         counters.sessions_closed_cleanly, 1,
@@ -360,32 +344,4 @@ fn interactive_shell(config: Config) -> Option<ecs_exec_emulator::CountersSnapsh
     );
     assert_eq!(counters.processes_running, 0);
     Some(counters)
-}
-
-/// Kills a child's whole process group (the CLI and the plugin it started) and reaps the
-/// child when the test ends, however it ends.
-struct KillOnDrop(std::process::Child, bool);
-
-impl KillOnDrop {
-    /// Waits for a normal exit; afterwards nothing is killed.
-    fn wait(&mut self) -> std::process::ExitStatus {
-        let status = self.0.wait().unwrap();
-        self.1 = true;
-        status
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if self.1 {
-            return;
-        }
-        if let Ok(pid) = i32::try_from(self.0.id()) {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = self.0.wait();
-    }
 }

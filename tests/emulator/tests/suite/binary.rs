@@ -5,27 +5,31 @@ use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 
 use common::{ECS, RawClient, Signer, call};
+use ecs_exec_emulator::Spawned;
+use ecs_exec_emulator::testing::output;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 struct Running {
-    child: Child,
+    child: Spawned,
     stdout: BufReader<ChildStdout>,
     addr: SocketAddr,
 }
 
+/// Starts the binary; a hang before its first line is ended by the watchdog of [`Spawned`]
+/// (the line is then empty and the test fails naming it).
 fn start(extra: &[&str]) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ecs-exec-emulator"))
-        .args(["--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut child = Spawned::spawn(
+        Command::new(env!("CARGO_BIN_EXE_ecs-exec-emulator"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let mut stdout = BufReader::new(child.child().stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     let addr = line
@@ -40,19 +44,11 @@ fn start(extra: &[&str]) -> Running {
 }
 
 fn stop(mut running: Running, signal: Signal) -> (String, String) {
-    kill(Pid::from_raw(running.child.id() as i32), signal).unwrap();
-    let status = running.child.wait().unwrap();
-    assert!(status.success(), "exit status {status:?}");
+    kill(Pid::from_raw(running.child.child().id() as i32), signal).unwrap();
+    let (status, stderr) = running.child.wait("the emulator stopping on a signal");
+    assert!(status.success(), "exit status {status:?}; stderr: {stderr}");
     let mut rest = String::new();
     running.stdout.read_to_string(&mut rest).unwrap();
-    let mut stderr = String::new();
-    running
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
     (rest, stderr)
 }
 
@@ -203,10 +199,10 @@ fn config_file_changes_the_world() {
 
 #[test]
 fn a_bad_config_file_is_one_clear_error() {
-    let output = Command::new(env!("CARGO_BIN_EXE_ecs-exec-emulator"))
-        .args(["--config", "/nonexistent/emulator.toml"])
-        .output()
-        .unwrap();
+    let output = output(
+        Command::new(env!("CARGO_BIN_EXE_ecs-exec-emulator"))
+            .args(["--config", "/nonexistent/emulator.toml"]),
+    );
     assert!(!output.status.success());
     assert!(output.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&output.stderr);

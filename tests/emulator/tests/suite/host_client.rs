@@ -98,16 +98,12 @@ async fn input_survives_faults_with_the_host_client() {
     .await;
     let text = String::from_utf8(output).unwrap();
     // cksum of the same bytes, computed here by the same tool.
-    let mut cksum = std::process::Command::new("cksum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        cksum.stdin.take().unwrap().write_all(&data).unwrap();
-    }
-    let local = String::from_utf8(cksum.wait_with_output().unwrap().stdout).unwrap();
+    let cksum = ecs_exec_emulator::testing::output_within(
+        &mut std::process::Command::new("cksum"),
+        &data,
+        ecs_exec_emulator::testing::PROCESS_DEADLINE,
+    );
+    let local = String::from_utf8(cksum.stdout).unwrap();
     assert!(
         text.contains(local.trim()),
         "remote {text:?} vs local {local:?}"

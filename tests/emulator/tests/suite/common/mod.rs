@@ -121,6 +121,16 @@ pub async fn raw_post(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Reply {
+    tokio::time::timeout(LIMIT, raw_post_unbounded(addr, headers, body))
+        .await
+        .unwrap_or_else(|_| panic!("no whole reply from {addr} within {LIMIT:?}"))
+}
+
+async fn raw_post_unbounded(
+    addr: std::net::SocketAddr,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Reply {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut request = String::from("POST / HTTP/1.1\r\n");
     for (name, value) in headers {
@@ -224,7 +234,11 @@ pub struct RawClient {
 impl RawClient {
     /// Dials `stream_url` and sends OpenDataChannel with `token`.
     pub async fn connect(stream_url: &str, token: &str) -> Self {
-        let (mut socket, _) = tokio_tungstenite::connect_async(stream_url).await.unwrap();
+        let (mut socket, _) =
+            tokio::time::timeout(LIMIT, tokio_tungstenite::connect_async(stream_url))
+                .await
+                .unwrap_or_else(|_| panic!("no websocket from {stream_url} within {LIMIT:?}"))
+                .unwrap();
         let open = OpenDataChannel::client(
             &Uuid::new_v4().to_string(),
             token,
@@ -332,7 +346,13 @@ impl RawClient {
             while self.step().await {}
         })
         .await
-        .expect("session did not end in time");
+        .unwrap_or_else(|_| {
+            panic!(
+                "the session did not end within {limit:?}; channel_closed: {:?}; output so far: {:?}",
+                self.closed,
+                String::from_utf8_lossy(&self.output)
+            )
+        });
     }
 
     /// Runs until the in-order output contains `needle`.
@@ -347,7 +367,13 @@ impl RawClient {
             }
         })
         .await
-        .expect("output did not appear in time");
+        .unwrap_or_else(|_| {
+            panic!(
+                "{:?} did not appear within {limit:?}; output so far: {:?}",
+                String::from_utf8_lossy(needle),
+                String::from_utf8_lossy(&self.output)
+            )
+        });
     }
 
     /// Runs until input `seq` is acked.
@@ -358,7 +384,7 @@ impl RawClient {
             }
         })
         .await
-        .expect("ack did not come in time");
+        .unwrap_or_else(|_| panic!("no ack of {seq} within {limit:?}; acked: {:?}", self.acked));
     }
 }
 
@@ -366,4 +392,6 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-pub const LIMIT: Duration = Duration::from_secs(20);
+/// How long one step of a test may take: minutes, so only a hang reaches it, even on a loaded
+/// 2-core CI machine.
+pub const LIMIT: Duration = Duration::from_secs(180);
