@@ -124,9 +124,13 @@ pub async fn run(api: &EcsApi, ssm: Option<&SsmApi>, req: RunRequest) -> anyhow:
         ..LoadOptions::default()
     })
     .map_err(RunError::from)?;
-    let adapter = adapters
-        .select(req.pipe.as_deref(), req.adapter.as_deref())
+    let selection = adapters
+        .select_run(req.pipe.as_deref(), req.adapter.as_deref())
         .map_err(RunError::from)?;
+    if let Some(warning) = selection.warning() {
+        write_stderr(format!("ecs-exec: warning: {warning}\n").as_bytes())?;
+    }
+    let adapter = selection.adapter;
 
     let (invocation, stdin_prefix) = if req.interactive {
         (
@@ -134,10 +138,13 @@ pub async fn run(api: &EcsApi, ssm: Option<&SsmApi>, req: RunRequest) -> anyhow:
             Vec::new(),
         )
     } else {
-        read_invocation_input(&req).await?
+        read_invocation_input(&req.pipe, &req.adapter_args).await?
     };
     let nonce = adapter::new_nonce();
     let plan = adapter.plan(&invocation, &nonce).map_err(RunError::from)?;
+    for line in selection.explain(&plan) {
+        tracing::debug!("{line}");
+    }
     tracing::debug!(
         adapter = %adapter.info().name,
         stdin = %plan.stdin,
@@ -200,7 +207,10 @@ impl Resumer for SsmResumer {
 }
 
 /// Reads the start of stdin to tell a small input (inlinable, length known) from a stream.
-async fn read_invocation_input(req: &RunRequest) -> Result<(Invocation, Vec<u8>), RunError> {
+pub(crate) async fn read_invocation_input(
+    pipe: &Option<String>,
+    adapter_args: &[String],
+) -> Result<(Invocation, Vec<u8>), RunError> {
     let limit = adapter::MAX_INLINE_INPUT + 1;
     let mut prefix = Vec::with_capacity(limit);
     let mut stdin = tokio::io::stdin();
@@ -209,14 +219,14 @@ async fn read_invocation_input(req: &RunRequest) -> Result<(Invocation, Vec<u8>)
         let read = stdin.read(&mut chunk).await.map_err(RunError::Stdin)?;
         if read == 0 {
             let invocation =
-                Invocation::one_off_with_input(req.pipe.clone(), req.adapter_args.clone(), &prefix);
+                Invocation::one_off_with_input(pipe.clone(), adapter_args.to_vec(), &prefix);
             return Ok((invocation, prefix));
         }
         prefix.extend_from_slice(&chunk[..read]);
     }
     let invocation = Invocation::one_off_streamed(
-        req.pipe.clone(),
-        req.adapter_args.clone(),
+        pipe.clone(),
+        adapter_args.to_vec(),
         stdin_file_len(prefix.len() as u64),
     );
     Ok((invocation, prefix))

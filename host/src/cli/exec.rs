@@ -8,15 +8,16 @@
 //! validation is an `anyhow` chain printed as one `ecs-exec: error: …` line.
 
 use std::ffi::OsString;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 
+use super::{print_stdout, report_error, report_warning};
+use crate::adapter::{AdapterSet, Invocation, LoadOptions, new_nonce};
 use crate::ecs::{self, AwsSettings, EcsApi, EcsError, TaskSelector};
 use crate::exit::{self, Exit};
-use crate::run::{self, RunRequest};
+use crate::run::{self, RunError, RunRequest};
 use crate::ssm::SsmApi;
 
 /// The exec grammar as clap sees it (after [`split_words`] took the adapter's words out).
@@ -63,6 +64,9 @@ pub struct ExecArgs {
     /// Directory of third-party .wasm adapters [env: ECS_EXEC_ADAPTER_DIR]
     #[arg(long = "adapter-dir", value_name = "DIR")]
     pub adapter_dir: Option<PathBuf>,
+    /// Print the adapter that would serve the run and its exact plan, then exit; calls no AWS API
+    #[arg(long)]
+    pub explain: bool,
     /// Trace on stderr; -vv for more (also CONNECTION_DEBUG=1)
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     pub verbose: u8,
@@ -132,6 +136,8 @@ pub struct ExecRequest {
     pub adapter_dir: Option<PathBuf>,
     /// Words for the adapter.
     pub adapter_args: Vec<String>,
+    /// `--explain`: print the adapter and its plan instead of running.
+    pub explain: bool,
     /// `--region`, `--profile`, `--endpoint-url`.
     pub aws: AwsSettings,
     /// 0 quiet, 1 `-v`/`CONNECTION_DEBUG=1`, 2 `-vv`.
@@ -176,7 +182,7 @@ const VALUE_FLAGS: [&str; 10] = [
     "adapter-dir",
 ];
 /// Long flags without a value that are also taken after `--`.
-const SWITCH_FLAGS: [&str; 3] = ["interactive", "verbose", "help"];
+const SWITCH_FLAGS: [&str; 4] = ["interactive", "verbose", "help", "explain"];
 
 /// Splits argv (without the program name) into the words clap parses and the adapter's words.
 ///
@@ -381,6 +387,7 @@ pub fn validate(args: ExecArgs, env: &ExecEnv) -> Result<ExecRequest, UsageError
         adapter,
         adapter_dir,
         adapter_args: args.words,
+        explain: args.explain,
         aws: AwsSettings {
             region,
             profile: given(args.profile),
@@ -463,7 +470,7 @@ fn validate_adapter(adapter: &str) -> Result<(), UsageError> {
 
 /// Installs the stderr trace for `-v`/`CONNECTION_DEBUG=1`. AWS crates are capped at `debug`:
 /// their `trace` level logs whole requests and responses, which carry the session token.
-fn init_tracing(verbosity: u8) {
+pub(crate) fn init_tracing(verbosity: u8) {
     let filter = match verbosity {
         0 => return,
         1 => "warn,ecs_exec=debug",
@@ -492,9 +499,8 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
         Ok(Step::Run(request)) => *request,
         Ok(Step::Print(text)) => {
             let newline = if text.ends_with('\n') { "" } else { "\n" };
-            // A closed stdout (e.g. `--help | head -1`) is not an error worth a panic.
-            let _ = write!(std::io::stdout().lock(), "{text}{newline}");
-            return ExitCode::SUCCESS;
+            return print_stdout(&format!("{text}{newline}"))
+                .map_or_else(|code| code, |()| ExitCode::SUCCESS);
         }
         Err(usage) => {
             report_error(&format!("{usage}; see 'ecs-exec --help'"));
@@ -513,6 +519,17 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
             return Exit::Software.to_exit_code();
         }
     };
+    if request.explain {
+        let outcome = runtime.block_on(explain(request));
+        runtime.shutdown_background();
+        return match outcome {
+            Ok(lines) => print_stdout(&lines).map_or_else(|code| code, |()| ExitCode::SUCCESS),
+            Err(err) => {
+                report_error(&one_line(&chain_text(&err)));
+                exit_for(&err).to_exit_code()
+            }
+        };
+    }
     let outcome = runtime.block_on(resolve_and_run(request));
     // A read of stdin may still be blocked in a worker thread (a terminal nobody types into);
     // waiting for it would hang the exit, and there is nothing left for it to do.
@@ -537,6 +554,36 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
 enum Step {
     Run(Box<ExecRequest>),
     Print(String),
+}
+
+/// `--explain`: the adapter that would serve the run and its plan, as lines for stdout. Reads
+/// stdin as a run would (the plan depends on the input), and calls no AWS API.
+async fn explain(request: ExecRequest) -> anyhow::Result<String> {
+    let mut adapters = AdapterSet::load(&LoadOptions {
+        adapter_dir: request.adapter_dir.clone(),
+        ..LoadOptions::default()
+    })
+    .map_err(RunError::from)?;
+    let selection = adapters
+        .select_run(request.pipe.as_deref(), request.adapter.as_deref())
+        .map_err(RunError::from)?;
+    if let Some(warning) = selection.warning() {
+        report_warning(&warning);
+    }
+    let invocation = if request.interactive {
+        Invocation::interactive(request.pipe.clone(), request.adapter_args.clone())
+    } else {
+        run::read_invocation_input(&request.pipe, &request.adapter_args)
+            .await?
+            .0
+    };
+    let plan = selection
+        .adapter
+        .plan(&invocation, &new_nonce())
+        .map_err(RunError::from)?;
+    let mut text = selection.explain(&plan).join("\n");
+    text.push('\n');
+    Ok(text)
 }
 
 /// Resolve: load AWS config, find the target; then hand over to the run layer.
@@ -564,12 +611,6 @@ async fn resolve_and_run(request: ExecRequest) -> anyhow::Result<i32> {
     };
     let ssm = SsmApi::new(&config);
     run::run(&api, ssm.as_ref(), run_request).await
-}
-
-/// Prints `ecs-exec: error: <message>` as one line on stderr; a closed stderr is ignored
-/// (the `eprintln` macro would panic).
-pub fn report_error(message: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "ecs-exec: error: {message}");
 }
 
 /// Collapses whitespace runs (line breaks included) so an error prints as one line.
