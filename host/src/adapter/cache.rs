@@ -175,12 +175,19 @@ pub(crate) fn open_cache_dir(path: &Path) -> Option<Arc<TrustedDir>> {
     }
 }
 
+/// The part of a cache key that names the engine and its settings. Computed once per load:
+/// hashing the engine's settings is not free, and a directory may hold thousands of adapters.
+pub(crate) fn engine_key(engine: &Engine) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.finish()
+}
+
 impl CacheEntry {
-    /// The entry for an adapter whose content hash is `content_key` (hex), under `dir`.
-    pub(crate) fn new(dir: &Arc<TrustedDir>, engine: &Engine, content_key: &str) -> Self {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let stem = format!("{content_key}-{:016x}", hasher.finish());
+    /// The entry for an adapter whose content hash is `content_key` (hex), under `dir`, for an
+    /// engine whose [`engine_key`] is `engine_key`.
+    pub(crate) fn new(dir: &Arc<TrustedDir>, engine_key: u64, content_key: &str) -> Self {
+        let stem = format!("{content_key}-{engine_key:016x}");
         Self {
             dir: Arc::clone(dir),
             compiled: format!("{stem}.cwasm"),
@@ -306,7 +313,7 @@ mod tests {
     fn info_round_trips_and_garbage_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::default();
-        let entry = CacheEntry::new(&trusted(dir.path()), &engine, "abc");
+        let entry = CacheEntry::new(&trusted(dir.path()), engine_key(&engine), "abc");
         assert_eq!(entry.load_info(), None);
         entry.store_info(&info());
         assert_eq!(entry.load_info(), Some(info()));

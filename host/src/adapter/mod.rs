@@ -238,6 +238,15 @@ impl Adapter {
         (plan, cost)
     }
 
+    /// The same adapter, with what it takes over and its pre-instance when already prepared.
+    fn with(mut self, takes_over: Vec<Takeover>, pre: Option<PipeAdapterPre<GuestState>>) -> Self {
+        self.takes_over = takes_over;
+        if let Some(pre) = pre {
+            let _ = self.prepared.set(pre);
+        }
+        self
+    }
+
     fn prepared(&self) -> Result<&PipeAdapterPre<GuestState>, AdapterErrorKind> {
         if let Some(pre) = self.prepared.get() {
             return Ok(pre);
@@ -353,6 +362,7 @@ pub struct AdapterSet {
     sandbox: Arc<Sandbox>,
     cache_dir: Option<PathBuf>,
     cache: Option<Arc<TrustedDir>>,
+    engine_key: u64,
     pins: Pins,
 }
 
@@ -384,11 +394,13 @@ impl AdapterSet {
             CacheMode::Off => None,
         };
         let cache = cache_dir.as_deref().and_then(cache::open_cache_dir);
+        let engine_key = cache::engine_key(sandbox.engine());
         let mut set = AdapterSet {
             adapters: Vec::new(),
             sandbox: Arc::new(sandbox),
             cache_dir,
             cache,
+            engine_key,
             pins: Pins::default(),
         };
         for (name, key, bytes) in embedded::EMBEDDED {
@@ -430,8 +442,9 @@ impl AdapterSet {
             Err(kind) => return Err(fail(kind)),
         };
         let (info, pre) = self.describe(&bytes, &digest).map_err(fail)?;
-        let adapter = self.third_party(info, path, Wasm::Owned(bytes), digest, pinned, pre);
-        self.adapters.push(adapter);
+        let takes_over = self.takeovers_of(&info);
+        let adapter = self.third_party(info, path, Wasm::Owned(bytes), digest, pinned);
+        self.adapters.push(adapter.with(takes_over, pre));
         self.last(&label)
     }
 
@@ -441,6 +454,7 @@ impl AdapterSet {
             .map_err(|(path, kind)| AdapterError::new(file_label(&path), kind))?;
         let mut index = index::Index::open(self.cache.as_ref(), dir);
         let mut described: HashMap<String, Described> = HashMap::new();
+        let mut takeovers: HashMap<String, Vec<Takeover>> = HashMap::new();
         for (path, identity) in files {
             let label = file_label(&path);
             let fail = |kind| AdapterError::new(&label, kind);
@@ -466,9 +480,12 @@ impl AdapterSet {
                 }
             };
             let pinned = self.pins.check(&path, &digest).map_err(fail)?;
-            let adapter =
-                self.third_party(info, &path, Wasm::File(path.clone()), digest, pinned, pre);
-            self.adapters.push(adapter);
+            let takes_over = takeovers
+                .entry(digest.clone())
+                .or_insert_with(|| self.takeovers_of(&info))
+                .clone();
+            let adapter = self.third_party(info, &path, Wasm::File(path.clone()), digest, pinned);
+            self.adapters.push(adapter.with(takes_over, pre));
         }
         index.save();
         Ok(())
@@ -501,31 +518,24 @@ impl AdapterSet {
         wasm: Wasm,
         digest: String,
         pinned: bool,
-        pre: Option<PipeAdapterPre<GuestState>>,
     ) -> Adapter {
-        let takes_over = self.takeovers_of(&info);
-        let cache = self.cache_entry(&digest);
-        let prepared = OnceLock::new();
-        if let Some(pre) = pre {
-            let _ = prepared.set(pre);
-        }
         Adapter {
+            cache: self.cache_entry(&digest),
             info,
             source: AdapterSource::File(path.to_owned()),
             wasm,
             sha256: OnceLock::from(digest),
             pinned,
-            takes_over,
-            cache,
+            takes_over: Vec::new(),
             sandbox: Arc::clone(&self.sandbox),
-            prepared,
+            prepared: OnceLock::new(),
         }
     }
 
     fn cache_entry(&self, key: &str) -> Option<CacheEntry> {
         self.cache
             .as_ref()
-            .map(|dir| CacheEntry::new(dir, self.sandbox.engine(), key))
+            .map(|dir| CacheEntry::new(dir, self.engine_key, key))
     }
 
     fn add(
