@@ -22,10 +22,11 @@ const SHIPPED: [(&str, &str); 4] = [
 ];
 
 /// Guests built for the tests only, never embedded.
-const TEST_ONLY: [&str; 3] = [
+const TEST_ONLY: [&str; 4] = [
     "ecs-exec-adapter-template",
     "ecs-exec-test-hostile",
     "ecs-exec-test-other-wit",
+    "ecs-exec-test-wit-0-1-1",
 ];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
@@ -128,6 +129,7 @@ fn main() {
     for wit_dir in [
         workspace.join("wit"),
         guest_dir.join("test-other-wit").join("wit"),
+        guest_dir.join("test-wit-0-1-1").join("wit"),
     ] {
         for entry in fs::read_dir(&wit_dir)
             .expect("could not list a wit/ directory")

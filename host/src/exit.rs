@@ -13,6 +13,8 @@ use std::fmt;
 pub enum Exit {
     /// 64: the command line is wrong (unknown flag, missing `--cluster`, bad value).
     Usage,
+    /// 65: `ecs-exec adapters check` ran and the adapter failed it.
+    DataErr,
     /// 69: the target is not available: no running task, no running ExecuteCommand agent,
     /// task not found, or the agent is not connected.
     Unavailable,
@@ -34,8 +36,9 @@ pub enum Exit {
 
 impl Exit {
     /// Every code, in numeric order, for `--help` and the README.
-    pub const ALL: [Exit; 8] = [
+    pub const ALL: [Exit; 9] = [
         Exit::Usage,
+        Exit::DataErr,
         Exit::Unavailable,
         Exit::Software,
         Exit::IoError,
@@ -49,6 +52,7 @@ impl Exit {
     pub const fn code(self) -> u8 {
         match self {
             Exit::Usage => 64,
+            Exit::DataErr => 65,
             Exit::Unavailable => 69,
             Exit::Software => 70,
             Exit::IoError => 74,
@@ -63,6 +67,7 @@ impl Exit {
     pub const fn meaning(self) -> &'static str {
         match self {
             Exit::Usage => "usage error: unknown flag, missing or invalid value",
+            Exit::DataErr => "`ecs-exec adapters check`: the adapter failed the check",
             Exit::Unavailable => {
                 "target unavailable: no running task or agent, task gone, not connected"
             }
@@ -108,7 +113,7 @@ mod tests {
     #[test]
     fn codes_are_the_sysexits_values() {
         let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
-        assert_eq!(codes, [64, 69, 70, 74, 75, 76, 77, 78]);
+        assert_eq!(codes, [64, 65, 69, 70, 74, 75, 76, 77, 78]);
     }
 
     #[test]

@@ -18,21 +18,40 @@ impl Guest for Hostile {
             name: "hostile".to_owned(),
             version: "0.0.0".to_owned(),
             // It also claims `python3`, a built-in adapter's program, so the tests can prove that a
-            // third-party adapter wins such a tie.
-            programs: vec!["hostile".to_owned(), "python3".to_owned()],
-            summary: "misbehaves on request (test only)".to_owned(),
+            // third-party adapter wins such a tie, and that the takeover is never silent.
+            // `hostile-slow` plans slowly (but within the per-call limits), for `check`'s budget.
+            programs: vec![
+                "hostile".to_owned(),
+                "python3".to_owned(),
+                "hostile-slow".to_owned(),
+            ],
+            // A right-to-left override and a zero-width space: the terminal must show escapes.
+            summary: "misbehaves on request (test only) \u{202e}exe.txt\u{200b}".to_owned(),
         }
     }
 
     fn plan_run(inv: Invocation, nonce: String) -> Result<Plan, String> {
+        // A plan that really runs: it prints `hostile ran` and reports status 0.
         let valid = Plan {
-            command: "true".to_owned(),
+            command: format!("sh -c 'echo hostile ran; printf \"%s%d\\n\" \"$0\" 0' x{nonce}:"),
             stdin: StdinMode::None,
             ready_marker: None,
             exit_trailer: Some(format!("x{nonce}:")),
         };
+        if inv
+            .pipe
+            .as_deref()
+            .is_some_and(|pipe| pipe.starts_with("hostile-slow"))
+        {
+            // Half the per-call wall-clock limit, spent waiting rather than computing (no fuel):
+            // each plan passes on its own, and many of them add up (`adapters check --budget`).
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            return Ok(valid);
+        }
         match inv.args.first().map(String::as_str) {
-            None | Some("valid") => Ok(valid),
+            // `-a` is the argument of `adapters check`'s fixed streamed sample: behaving on the
+            // samples alone must not pass the check.
+            None | Some("valid") | Some("-a") => Ok(valid),
             Some("loop") => loop {
                 std::hint::black_box(&nonce);
             },
@@ -71,9 +90,37 @@ impl Guest for Hostile {
             }),
             Some("long-error") => Err(format!("\x1b[31m{}\nsecond line", "e".repeat(100_000))),
             Some("snoop") => Err(snoop(inv.args.get(1).map(String::as_str))),
+            Some("entropy") => Err(entropy()),
+            Some("bidi") => {
+                Err("\u{202e}gnp.exe\u{2066}x\u{2069}\u{200b} \x1b]0;owned\x07 \x1b[2J".to_owned())
+            }
+            Some("bidi-command") => Ok(Plan {
+                command: "echo \u{202e}gnp.exe \x1b[2J\x1b]8;;http://x\x07".to_owned(),
+                ..valid
+            }),
             Some(other) => Err(format!("unknown behaviour {other}")),
         }
     }
+}
+
+/// What the guest can learn that might vary between calls: hash seeds (which std takes from
+/// `wasi:random`), a hash map's iteration order, and the clocks.
+fn entropy() -> String {
+    use std::hash::BuildHasher as _;
+    let seeded = std::collections::hash_map::RandomState::new().hash_one(42u64);
+    let order: Vec<u32> = (0..16u32)
+        .collect::<std::collections::HashSet<u32>>()
+        .into_iter()
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos())
+        .unwrap_or(0);
+    let float = f64::from_bits(0x7ff8_0000_0000_0001) + 1.0;
+    format!(
+        "seed={seeded:x} order={order:?} now={now} nan={:x}",
+        float.to_bits()
+    )
 }
 
 /// Reports what the sandbox lets the guest see: environment, arguments, files, clocks, network.

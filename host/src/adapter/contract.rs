@@ -285,18 +285,11 @@ fn is_printable_ascii(text: &str) -> bool {
     text.bytes().all(|byte| (0x20..0x7f).contains(&byte))
 }
 
-/// Makes guest-controlled text safe for one line of a terminal: control characters become
-/// `?`, and it is cut to `max_chars` characters with a `…` when longer.
+/// Makes guest-controlled text safe for one line of a terminal (see [`super::safe`]): control,
+/// bidi and invisible characters become visible escapes, and it is cut to `max_chars` characters
+/// with a `…` when longer.
 pub(crate) fn one_line(text: &str, max_chars: usize) -> String {
-    let mut line: String = text
-        .chars()
-        .take(max_chars)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if text.chars().count() > max_chars {
-        line.push('…');
-    }
-    line
+    super::safe::safe_truncated(text, max_chars)
 }
 
 /// Guest text quoted for an error message.
@@ -494,7 +487,7 @@ mod tests {
 
     #[test]
     fn one_line_strips_controls_and_cuts() {
-        assert_eq!(one_line("a\x1b[2J\nb", 100), "a?[2J?b");
+        assert_eq!(one_line("a\x1b[2J\nb", 100), "a\\u{1b}[2J\\u{a}b");
         assert_eq!(one_line("abcdef", 3), "abc…");
     }
 }

@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::safe::safe_path;
+
 /// An adapter failed; `Display` is one line: `adapter `NAME`: CAUSE`.
 #[derive(Debug, thiserror::Error)]
 #[error("adapter `{adapter}`: {kind}")]
@@ -31,12 +33,85 @@ impl AdapterError {
 #[non_exhaustive]
 pub enum AdapterErrorKind {
     /// The adapter file or directory could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {source}", safe_path(path))]
     Read {
         /// The path that failed.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// Not a regular file (a FIFO, a device, a directory): never opened for reading.
+    #[error(
+        "{} is not a regular file ({kind}); adapters are loaded from regular files only",
+        safe_path(path)
+    )]
+    NotRegular {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// Larger than the per-file limit, as measured on the opened file.
+    #[error(
+        "{} is {size} bytes, more than the {limit} bytes an adapter may have",
+        safe_path(path)
+    )]
+    TooLarge {
+        /// The path.
+        path: PathBuf,
+        /// Its size (at least), in bytes.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Compiling the component took longer than the compile bound.
+    #[error("compiling it took longer than {} s; an adapter this slow to compile is refused", .0.as_secs_f32())]
+    CompileTimedOut(Duration),
+    /// Pins exist and this file's content is not among them.
+    #[error(
+        "{} (sha256 {digest}) is not pinned; add `{digest}  {}` to {lock} or its digest to \
+         ECS_EXEC_ADAPTER_PINS if you trust it",
+        safe_path(path), safe_path(std::path::Path::new(path.file_name().unwrap_or_default())),
+        lock = super::pins::LOCK_FILE_NAME
+    )]
+    NotPinned {
+        /// The file.
+        path: PathBuf,
+        /// Its SHA-256, hex.
+        digest: String,
+    },
+    /// The file's name is pinned to other content: it changed since it was pinned.
+    #[error(
+        "{} changed since it was pinned (pinned sha256 {pinned}, now {found}); \
+         if the new version is trusted, update its line in {lock}",
+        safe_path(path), lock = super::pins::LOCK_FILE_NAME
+    )]
+    PinMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The digest its lock-file line names.
+        pinned: String,
+        /// Its digest now.
+        found: String,
+    },
+    /// The lock file or the pins variable cannot be read as pins.
+    #[error("bad pins in {where_}: {reason}")]
+    BadPins {
+        /// The lock file's path, or the variable's name.
+        where_: String,
+        /// What is wrong (terminal-safe).
+        reason: String,
+    },
+    /// The file changed between choosing the adapter and loading its code.
+    #[error(
+        "{} changed while it was being loaded (expected sha256 {expected}); try again",
+        safe_path(path)
+    )]
+    ChangedWhileLoading {
+        /// The file.
+        path: PathBuf,
+        /// The digest it had when it was chosen.
+        expected: String,
     },
     /// Not a valid WebAssembly component (or wasmtime could not compile it).
     #[error("not a valid WebAssembly component: {0}")]

@@ -22,9 +22,14 @@
 mod cache;
 mod contract;
 mod error;
+mod files;
+mod index;
+mod pins;
+pub mod safe;
 mod sandbox;
 mod select;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -34,10 +39,14 @@ pub use contract::{
     STREAM_EOF_BYTE, STREAM_LINE_BASE64_CHARS, StdinMode, new_nonce, validate_info, validate_plan,
 };
 pub use error::{AdapterError, AdapterErrorKind};
-pub use sandbox::{CONTRACT_INTERFACE, Limits};
+pub use files::MAX_ADAPTER_FILE_BYTES;
+pub use pins::{LOCK_FILE_NAME, PINS_ENV};
+pub use safe::{safe_path, terminal_safe};
+pub use sandbox::{CONTRACT_INTERFACE, Cost, Limits};
 
-use cache::CacheEntry;
+use cache::{CacheEntry, TrustedDir};
 use contract::one_line;
+use pins::Pins;
 use sandbox::{GuestState, PipeAdapterPre, Sandbox};
 
 mod embedded {
@@ -46,8 +55,6 @@ mod embedded {
 
 /// The environment variable naming a directory of third-party adapters (like `--adapter-dir`).
 pub const ADAPTER_DIR_ENV: &str = "ECS_EXEC_ADAPTER_DIR";
-/// Largest adapter file accepted, in bytes.
-pub const MAX_ADAPTER_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// The adapter used when there is no `--pipe`, or when no adapter claims the pipe.
 pub const FALLBACK_ADAPTER: &str = "shell";
 
@@ -63,16 +70,29 @@ pub enum CacheMode {
     Off,
 }
 
+/// Where pinned digests come from, besides the lock file in the adapter directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PinSource {
+    /// [`PINS_ENV`] in the process environment.
+    #[default]
+    Environment,
+    /// This value, in the variable's format (for tests and embedders).
+    Value(String),
+}
+
 /// What [`AdapterSet::load`] loads and how.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// Load every `*.wasm` in this directory (`--adapter-dir`, or [`ADAPTER_DIR_ENV`]; the caller
-    /// resolves which). Loaded in file-name order, after the built-in adapters.
+    /// resolves which). Loaded in file-name order, after the built-in adapters. Its
+    /// [`LOCK_FILE_NAME`], when present, pins adapters.
     pub adapter_dir: Option<PathBuf>,
     /// Further adapter files, loaded after the directory.
     pub adapter_files: Vec<PathBuf>,
     /// The compiled-adapter cache.
     pub cache: CacheMode,
+    /// Pinned digests besides the lock file.
+    pub pins: PinSource,
     /// Bounds for every call into an adapter.
     pub limits: Limits,
 }
@@ -90,7 +110,25 @@ impl std::fmt::Display for AdapterSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AdapterSource::Embedded => f.write_str("embedded"),
-            AdapterSource::File(path) => write!(f, "{}", path.display()),
+            AdapterSource::File(path) => f.write_str(&safe_path(path)),
+        }
+    }
+}
+
+/// Something a built-in adapter serves that a third-party adapter claims too, and so takes over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Takeover {
+    /// The declared program, or `None` for the built-in's name itself.
+    pub program: Option<String>,
+    /// The built-in adapter that serves it otherwise.
+    pub builtin: String,
+}
+
+impl std::fmt::Display for Takeover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.program {
+            Some(program) => write!(f, "`{program}` from the built-in `{}`", self.builtin),
+            None => write!(f, "the name `{}` from the built-in adapter", self.builtin),
         }
     }
 }
@@ -100,6 +138,9 @@ pub struct Adapter {
     info: AdapterInfo,
     source: AdapterSource,
     wasm: Wasm,
+    sha256: OnceLock<String>,
+    pinned: bool,
+    takes_over: Vec<Takeover>,
     cache: Option<CacheEntry>,
     sandbox: Arc<Sandbox>,
     /// Compiled (or deserialized) and pre-instantiated on first use.
@@ -109,15 +150,8 @@ pub struct Adapter {
 enum Wasm {
     Embedded(&'static [u8]),
     Owned(Vec<u8>),
-}
-
-impl Wasm {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Wasm::Embedded(bytes) => bytes,
-            Wasm::Owned(bytes) => bytes,
-        }
-    }
+    /// Not read yet: read (bounded) and checked against the recorded digest on first use.
+    File(PathBuf),
 }
 
 impl std::fmt::Debug for Adapter {
@@ -130,7 +164,8 @@ impl std::fmt::Debug for Adapter {
 }
 
 impl Adapter {
-    /// Name, version, programs and summary, as the adapter declared them (validated).
+    /// Name, version, programs and summary, as the adapter declared them (validated; the
+    /// summary may hold any printable Unicode: print it through [`terminal_safe`]).
     pub fn info(&self) -> &AdapterInfo {
         &self.info
     }
@@ -140,35 +175,96 @@ impl Adapter {
         &self.source
     }
 
+    /// Loaded from a file rather than built in.
+    pub fn is_third_party(&self) -> bool {
+        self.source != AdapterSource::Embedded
+    }
+
+    /// The SHA-256 of the component, hex.
+    pub fn sha256(&self) -> &str {
+        self.sha256.get_or_init(|| match &self.wasm {
+            Wasm::Embedded(bytes) => cache::content_key(bytes),
+            Wasm::Owned(bytes) => cache::content_key(bytes),
+            // Third-party adapters get their digest when they are loaded.
+            Wasm::File(_) => String::new(),
+        })
+    }
+
+    /// Whether its digest is pinned (always `false` for a built-in, and when pinning is off).
+    pub fn pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// What it takes over from the built-in adapters (empty for a built-in).
+    pub fn takes_over(&self) -> &[Takeover] {
+        &self.takes_over
+    }
+
     /// Asks the adapter for the plan of one run, in a fresh sandboxed instance.
     ///
     /// `nonce` must be fresh for each run ([`new_nonce`]). The plan is validated against the
     /// contract and the invocation; any failure (the guest refused, trapped, ran too long, or
     /// answered outside the contract) is one [`AdapterError`] naming this adapter.
     pub fn plan(&self, invocation: &Invocation, nonce: &str) -> Result<Plan, AdapterError> {
+        self.plan_with_cost(invocation, nonce).0
+    }
+
+    /// [`Adapter::plan`], and what the call cost when the guest ran (for `adapters check`).
+    pub fn plan_with_cost(
+        &self,
+        invocation: &Invocation,
+        nonce: &str,
+    ) -> (Result<Plan, AdapterError>, Option<Cost>) {
         let fail = |kind| AdapterError::new(&self.info.name, kind);
-        invocation
+        if let Err(reason) = invocation
             .check()
-            .map_err(|reason| fail(AdapterErrorKind::InvalidRequest(reason)))?;
-        contract::check_nonce(nonce)
-            .map_err(|reason| fail(AdapterErrorKind::InvalidRequest(reason)))?;
-        let pre = self.prepared().map_err(fail)?;
-        let answer = self
-            .sandbox
-            .call_plan(pre, invocation, nonce)
-            .map_err(fail)?;
-        let plan =
-            answer.map_err(|message| fail(AdapterErrorKind::Refused(one_line(&message, 300))))?;
-        contract::validate_plan(&plan, invocation, nonce)
-            .map_err(|reason| fail(AdapterErrorKind::InvalidPlan(reason)))?;
-        Ok(plan)
+            .and_then(|()| contract::check_nonce(nonce))
+        {
+            return (Err(fail(AdapterErrorKind::InvalidRequest(reason))), None);
+        }
+        let pre = match self.prepared() {
+            Ok(pre) => pre,
+            Err(kind) => return (Err(fail(kind)), None),
+        };
+        let (answer, cost) = self.sandbox.call_plan(pre, invocation, nonce);
+        let plan = answer.map_err(fail).and_then(|answer| {
+            answer.map_err(|message| fail(AdapterErrorKind::Refused(one_line(&message, 300))))
+        });
+        let plan = plan.and_then(|plan| {
+            contract::validate_plan(&plan, invocation, nonce)
+                .map_err(|reason| fail(AdapterErrorKind::InvalidPlan(reason)))?;
+            Ok(plan)
+        });
+        (plan, cost)
+    }
+
+    /// The same adapter, with what it takes over and its pre-instance when already prepared.
+    fn with(mut self, takes_over: Vec<Takeover>, pre: Option<PipeAdapterPre<GuestState>>) -> Self {
+        self.takes_over = takes_over;
+        if let Some(pre) = pre {
+            let _ = self.prepared.set(pre);
+        }
+        self
     }
 
     fn prepared(&self) -> Result<&PipeAdapterPre<GuestState>, AdapterErrorKind> {
         if let Some(pre) = self.prepared.get() {
             return Ok(pre);
         }
-        let pre = prepare(&self.sandbox, self.wasm.bytes(), self.cache.as_ref())?;
+        let pre = match &self.wasm {
+            Wasm::Embedded(bytes) => prepare(&self.sandbox, bytes, self.cache.as_ref())?,
+            Wasm::Owned(bytes) => prepare(&self.sandbox, bytes, self.cache.as_ref())?,
+            Wasm::File(path) => {
+                let (bytes, _) = files::read_adapter_file(path, MAX_ADAPTER_FILE_BYTES)?;
+                if cache::content_key(&bytes) != self.sha256() {
+                    return Err(AdapterErrorKind::ChangedWhileLoading {
+                        path: path.clone(),
+                        expected: self.sha256().to_owned(),
+                    });
+                }
+                prepare(&self.sandbox, &bytes, self.cache.as_ref())?
+            }
+        };
         Ok(self.prepared.get_or_init(|| pre))
     }
 }
@@ -193,11 +289,81 @@ fn prepare(
     sandbox.prepare(&component)
 }
 
+/// The adapter chosen for a run, and what it takes over from a built-in one in doing so.
+#[derive(Debug)]
+pub struct Selection<'a> {
+    /// The adapter.
+    pub adapter: &'a Adapter,
+    /// When a third-party adapter serves this run in place of a built-in one: what of the run
+    /// (the pipe, or the `--adapter` name), and which built-in.
+    pub takeover: Option<(String, String)>,
+}
+
+impl Selection<'_> {
+    /// The one-line warning every run served by an unpinned takeover prints (without the
+    /// `ecs-exec: warning: ` prefix); `None` when there is nothing to say.
+    pub fn warning(&self) -> Option<String> {
+        let (what, builtin) = self.takeover.as_ref()?;
+        if self.adapter.pinned() {
+            return None;
+        }
+        Some(format!(
+            "third-party adapter `{}` ({}, sha256 {}) serves {what} in place of the built-in \
+             adapter `{builtin}`; pin it to make this quiet (see `Security model` in the README)",
+            self.adapter.info().name,
+            self.adapter.source(),
+            self.adapter.sha256(),
+        ))
+    }
+
+    /// What serves the run and its exact plan, one `key: value` line each (terminal-safe):
+    /// printed by `--explain` and logged at `-v` before ExecuteCommand.
+    pub fn explain(&self, plan: &Plan) -> Vec<String> {
+        let adapter = self.adapter;
+        let info = adapter.info();
+        let pinned = if !adapter.is_third_party() {
+            "built in"
+        } else if adapter.pinned() {
+            "yes"
+        } else {
+            "no"
+        };
+        let mut lines = vec![
+            format!("adapter: {} {}", info.name, terminal_safe(&info.version)),
+            format!("source: {}", adapter.source()),
+            format!("sha256: {}", adapter.sha256()),
+            format!("pinned: {pinned}"),
+        ];
+        if let Some((what, builtin)) = &self.takeover {
+            lines.push(format!(
+                "takes over: {} from the built-in adapter `{builtin}`",
+                terminal_safe(what)
+            ));
+        }
+        lines.extend([
+            format!("command: {}", terminal_safe(&plan.command)),
+            format!("stdin: {}", plan.stdin),
+            format!(
+                "ready-marker: {}",
+                plan.ready_marker.as_deref().unwrap_or("(none)")
+            ),
+            format!(
+                "exit-trailer: {}",
+                plan.exit_trailer.as_deref().unwrap_or("(none)")
+            ),
+        ]);
+        lines
+    }
+}
+
 /// Every adapter this run can use: the built-in ones, then the third-party ones.
 pub struct AdapterSet {
     adapters: Vec<Adapter>,
     sandbox: Arc<Sandbox>,
     cache_dir: Option<PathBuf>,
+    cache: Option<Arc<TrustedDir>>,
+    engine_key: u64,
+    pins: Pins,
 }
 
 impl std::fmt::Debug for AdapterSet {
@@ -209,12 +375,16 @@ impl std::fmt::Debug for AdapterSet {
     }
 }
 
+/// A compiled adapter's info and pre-instance, shared by every file with the same content.
+type Described = (AdapterInfo, Option<PipeAdapterPre<GuestState>>);
+
 impl AdapterSet {
     /// Loads the built-in adapters and the third-party ones `options` names.
     ///
-    /// With a warm cache this reads each adapter's recorded info and compiles nothing; the
-    /// adapter that is finally used is deserialized on its first [`Adapter::plan`]. A third-party
-    /// adapter that cannot be loaded fails the whole load, naming its file.
+    /// A third-party file is read, hashed and described only when the directory index does not
+    /// know it yet; with a warm cache this compiles nothing, and the adapter finally used is
+    /// read, checked and deserialized on its first [`Adapter::plan`]. A third-party adapter that
+    /// cannot be loaded, or that pins refuse, fails the whole load, naming its file.
     pub fn load(options: &LoadOptions) -> Result<AdapterSet, AdapterError> {
         let sandbox =
             Sandbox::new(options.limits).map_err(|kind| AdapterError::new("(sandbox)", kind))?;
@@ -223,10 +393,15 @@ impl AdapterSet {
             CacheMode::Dir(dir) => Some(dir.clone()),
             CacheMode::Off => None,
         };
+        let cache = cache_dir.as_deref().and_then(cache::open_cache_dir);
+        let engine_key = cache::engine_key(sandbox.engine());
         let mut set = AdapterSet {
             adapters: Vec::new(),
             sandbox: Arc::new(sandbox),
             cache_dir,
+            cache,
+            engine_key,
+            pins: Pins::default(),
         };
         for (name, key, bytes) in embedded::EMBEDDED {
             set.add(
@@ -236,10 +411,9 @@ impl AdapterSet {
                 AdapterSource::Embedded,
             )?;
         }
+        set.pins = load_pins(options)?;
         if let Some(dir) = &options.adapter_dir {
-            for path in wasm_files_in(dir)? {
-                set.add_file(&path)?;
-            }
+            set.add_dir(dir)?;
         }
         for path in &options.adapter_files {
             set.add_file(path)?;
@@ -247,34 +421,121 @@ impl AdapterSet {
         Ok(set)
     }
 
-    /// Loads one more third-party adapter from a `.wasm` component file.
+    /// Loads one more third-party adapter from a `.wasm` component file (pins apply).
     pub fn add_file(&mut self, path: &Path) -> Result<&Adapter, AdapterError> {
-        let label = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |name| name.to_string_lossy().into_owned(),
-        );
-        let read_error = |source| {
-            AdapterError::new(
-                &label,
-                AdapterErrorKind::Read {
-                    path: path.to_owned(),
-                    source,
-                },
-            )
+        self.add_file_with(path, true)
+    }
+
+    /// Loads a third-party adapter for `adapters check`: pins are reported, not enforced.
+    pub fn add_file_for_check(&mut self, path: &Path) -> Result<&Adapter, AdapterError> {
+        self.add_file_with(path, false)
+    }
+
+    fn add_file_with(&mut self, path: &Path, enforce_pins: bool) -> Result<&Adapter, AdapterError> {
+        let label = file_label(path);
+        let fail = |kind| AdapterError::new(&label, kind);
+        let (bytes, _) = files::read_adapter_file(path, MAX_ADAPTER_FILE_BYTES).map_err(fail)?;
+        let digest = cache::content_key(&bytes);
+        let pinned = match self.pins.check(path, &digest) {
+            Ok(pinned) => pinned,
+            Err(_) if !enforce_pins => false,
+            Err(kind) => return Err(fail(kind)),
         };
-        let size = std::fs::metadata(path).map_err(read_error)?.len();
-        if size > MAX_ADAPTER_FILE_BYTES {
-            let reason = format!("{size} bytes, more than the {MAX_ADAPTER_FILE_BYTES} allowed");
-            return Err(AdapterError::new(&label, AdapterErrorKind::Compile(reason)));
+        let (info, pre) = self.describe(&bytes, &digest).map_err(fail)?;
+        let takes_over = self.takeovers_of(&info);
+        let adapter = self.third_party(info, path, Wasm::Owned(bytes), digest, pinned);
+        self.adapters.push(adapter.with(takes_over, pre));
+        self.last(&label)
+    }
+
+    /// Every `*.wasm` of `dir`, through the directory's index.
+    fn add_dir(&mut self, dir: &Path) -> Result<(), AdapterError> {
+        let files = files::wasm_files_in(dir)
+            .map_err(|(path, kind)| AdapterError::new(file_label(&path), kind))?;
+        let mut index = index::Index::open(self.cache.as_ref(), dir);
+        let mut described: HashMap<String, Described> = HashMap::new();
+        let mut takeovers: HashMap<String, Vec<Takeover>> = HashMap::new();
+        for (path, identity) in files {
+            let label = file_label(&path);
+            let fail = |kind| AdapterError::new(&label, kind);
+            let (digest, info, pre) = match index.get(&identity) {
+                Some((digest, info)) if contract::validate_info(&info).is_ok() => {
+                    let pre = described.get(&digest).and_then(|(_, pre)| pre.clone());
+                    (digest, info, pre)
+                }
+                _ => {
+                    let (bytes, identity) =
+                        files::read_adapter_file(&path, MAX_ADAPTER_FILE_BYTES).map_err(fail)?;
+                    let digest = cache::content_key(&bytes);
+                    // Refuse before compiling: an unpinned file's code never runs, not even
+                    // its `describe`.
+                    self.pins.check(&path, &digest).map_err(fail)?;
+                    let (info, pre) = match described.get(&digest) {
+                        Some(known) => known.clone(),
+                        None => self.describe(&bytes, &digest).map_err(fail)?,
+                    };
+                    described.insert(digest.clone(), (info.clone(), pre.clone()));
+                    index.record(identity, &digest, &info);
+                    (digest, info, pre)
+                }
+            };
+            let pinned = self.pins.check(&path, &digest).map_err(fail)?;
+            let takes_over = takeovers
+                .entry(digest.clone())
+                .or_insert_with(|| self.takeovers_of(&info))
+                .clone();
+            let adapter = self.third_party(info, &path, Wasm::File(path.clone()), digest, pinned);
+            self.adapters.push(adapter.with(takes_over, pre));
         }
-        let bytes = std::fs::read(path).map_err(read_error)?;
-        let key = cache::content_key(&bytes);
-        self.add(
-            &label,
-            Wasm::Owned(bytes),
-            key,
-            AdapterSource::File(path.to_owned()),
-        )
+        index.save();
+        Ok(())
+    }
+
+    /// The info of a component (recorded in the cache, else from its `describe()`), and its
+    /// pre-instance when it had to be prepared for that.
+    fn describe(&self, wasm: &[u8], digest: &str) -> Result<Described, AdapterErrorKind> {
+        let cache = self.cache_entry(digest);
+        let recorded = cache
+            .as_ref()
+            .and_then(CacheEntry::load_info)
+            .filter(|info| contract::validate_info(info).is_ok());
+        if let Some(info) = recorded {
+            return Ok((info, None));
+        }
+        let pre = prepare(&self.sandbox, wasm, cache.as_ref())?;
+        let info = self.sandbox.call_info(&pre)?;
+        contract::validate_info(&info).map_err(AdapterErrorKind::InvalidInfo)?;
+        if let Some(entry) = &cache {
+            entry.store_info(&info);
+        }
+        Ok((info, Some(pre)))
+    }
+
+    fn third_party(
+        &self,
+        info: AdapterInfo,
+        path: &Path,
+        wasm: Wasm,
+        digest: String,
+        pinned: bool,
+    ) -> Adapter {
+        Adapter {
+            cache: self.cache_entry(&digest),
+            info,
+            source: AdapterSource::File(path.to_owned()),
+            wasm,
+            sha256: OnceLock::from(digest),
+            pinned,
+            takes_over: Vec::new(),
+            sandbox: Arc::clone(&self.sandbox),
+            prepared: OnceLock::new(),
+        }
+    }
+
+    fn cache_entry(&self, key: &str) -> Option<CacheEntry> {
+        self.cache
+            .as_ref()
+            .map(|dir| CacheEntry::new(dir, self.engine_key, key))
     }
 
     fn add(
@@ -284,10 +545,7 @@ impl AdapterSet {
         key: String,
         source: AdapterSource,
     ) -> Result<&Adapter, AdapterError> {
-        let cache = self
-            .cache_dir
-            .as_deref()
-            .map(|dir| CacheEntry::new(dir, self.sandbox.engine(), &key));
+        let cache = self.cache_entry(&key);
         let recorded = cache
             .as_ref()
             .and_then(CacheEntry::load_info)
@@ -296,7 +554,12 @@ impl AdapterSet {
         let info = match recorded {
             Some(info) => info,
             None => {
-                let pre = prepare(&self.sandbox, wasm.bytes(), cache.as_ref())
+                let bytes = match &wasm {
+                    Wasm::Embedded(bytes) => *bytes,
+                    Wasm::Owned(bytes) => bytes.as_slice(),
+                    Wasm::File(_) => &[],
+                };
+                let pre = prepare(&self.sandbox, bytes, cache.as_ref())
                     .map_err(|kind| AdapterError::new(label, kind))?;
                 let info = self
                     .sandbox
@@ -316,16 +579,67 @@ impl AdapterSet {
             info,
             source,
             wasm,
+            sha256: OnceLock::new(),
+            pinned: false,
+            takes_over: Vec::new(),
             cache,
             sandbox: Arc::clone(&self.sandbox),
             prepared,
         });
+        self.last(label)
+    }
+
+    fn last(&self, label: &str) -> Result<&Adapter, AdapterError> {
         self.adapters.last().ok_or_else(|| {
             AdapterError::new(
                 label,
                 AdapterErrorKind::Host("adapter list is empty".to_owned()),
             )
         })
+    }
+
+    /// What a third-party adapter declaring `info` takes over from the built-in adapters: each
+    /// declared program a built-in would serve as a pipe, and a built-in's name.
+    fn takeovers_of(&self, info: &AdapterInfo) -> Vec<Takeover> {
+        let mut takeovers = Vec::new();
+        if let Some(builtin) = self
+            .builtins()
+            .find(|adapter| adapter.info.name == info.name)
+        {
+            takeovers.push(Takeover {
+                program: None,
+                builtin: builtin.info.name.clone(),
+            });
+        }
+        for program in &info.programs {
+            if let Some(builtin) = self.builtin_serving(program) {
+                takeovers.push(Takeover {
+                    program: Some(program.clone()),
+                    builtin: builtin.info.name.clone(),
+                });
+            }
+        }
+        takeovers
+    }
+
+    fn builtins(&self) -> impl Iterator<Item = &Adapter> {
+        self.adapters
+            .iter()
+            .filter(|adapter| !adapter.is_third_party())
+    }
+
+    /// The built-in adapter that would serve `pipe` if no third-party adapter were loaded.
+    fn builtin_serving(&self, pipe: &str) -> Option<&Adapter> {
+        let words = shell_words::split(pipe).ok()?;
+        let builtins: Vec<&Adapter> = self.builtins().collect();
+        let claimants: Vec<select::Claimant<'_>> = builtins
+            .iter()
+            .map(|adapter| select::Claimant {
+                programs: &adapter.info.programs,
+                third_party: false,
+            })
+            .collect();
+        select::select(&words, &claimants).and_then(|index| builtins.get(index).copied())
     }
 
     /// All loaded adapters: built-in ones first, then third-party ones in load order.
@@ -343,10 +657,43 @@ impl AdapterSet {
         pipe: Option<&str>,
         adapter_override: Option<&str>,
     ) -> Result<&Adapter, AdapterError> {
+        self.select_run(pipe, adapter_override)
+            .map(|selection| selection.adapter)
+    }
+
+    /// [`AdapterSet::select`], and whether the chosen adapter takes the run over from a
+    /// built-in one. A file named with `--adapter` is the user's explicit choice, never a
+    /// takeover.
+    pub fn select_run(
+        &mut self,
+        pipe: Option<&str>,
+        adapter_override: Option<&str>,
+    ) -> Result<Selection<'_>, AdapterError> {
+        if let Some(wanted) = adapter_override
+            && (wanted.contains('/') || wanted.ends_with(".wasm"))
+        {
+            let adapter = self.add_file(Path::new(wanted))?;
+            return Ok(Selection {
+                adapter,
+                takeover: None,
+            });
+        }
+        let this: &AdapterSet = self;
+        let adapter = this.choose(pipe, adapter_override)?;
+        let takeover = if adapter.is_third_party() {
+            this.takeover_of_run(adapter, pipe, adapter_override)
+        } else {
+            None
+        };
+        Ok(Selection { adapter, takeover })
+    }
+
+    fn choose(
+        &self,
+        pipe: Option<&str>,
+        adapter_override: Option<&str>,
+    ) -> Result<&Adapter, AdapterError> {
         if let Some(wanted) = adapter_override {
-            if wanted.contains('/') || wanted.ends_with(".wasm") {
-                return self.add_file(Path::new(wanted));
-            }
             return self.by_name(wanted).ok_or_else(|| {
                 let loaded: Vec<&str> = self
                     .adapters
@@ -373,6 +720,37 @@ impl AdapterSet {
             })
     }
 
+    /// (what of the run, which built-in) when third-party `adapter` serves a run a built-in
+    /// adapter would serve otherwise.
+    fn takeover_of_run(
+        &self,
+        adapter: &Adapter,
+        pipe: Option<&str>,
+        adapter_override: Option<&str>,
+    ) -> Option<(String, String)> {
+        if let Some(name) = adapter_override {
+            return self
+                .builtins()
+                .find(|builtin| builtin.info.name == name)
+                .map(|builtin| (format!("`--adapter {name}`"), builtin.info.name.clone()));
+        }
+        if let Some(builtin) = pipe.and_then(|pipe| self.builtin_serving(pipe)) {
+            let pipe = pipe.unwrap_or_default();
+            return Some((
+                format!("`{}`", one_line(pipe, 100)),
+                builtin.info.name.clone(),
+            ));
+        }
+        // No pipe, or a pipe no built-in claims: the fallback's run, if this one is the fallback.
+        (adapter.info.name == FALLBACK_ADAPTER).then(|| {
+            let what = match pipe {
+                None => "a run with no `--pipe`".to_owned(),
+                Some(pipe) => format!("`{}`", one_line(pipe, 100)),
+            };
+            (what, FALLBACK_ADAPTER.to_owned())
+        })
+    }
+
     /// The adapter whose declared programs match `pipe` best, if any does (no fallback).
     pub fn serving(&self, pipe: &str) -> Result<Option<&Adapter>, AdapterError> {
         let words = shell_words::split(pipe).map_err(|error| {
@@ -386,7 +764,7 @@ impl AdapterSet {
             .iter()
             .map(|adapter| select::Claimant {
                 programs: &adapter.info.programs,
-                third_party: adapter.source != AdapterSource::Embedded,
+                third_party: adapter.is_third_party(),
             })
             .collect();
         Ok(select::select(&words, &claimants).and_then(|index| self.adapters.get(index)))
@@ -401,7 +779,7 @@ impl AdapterSet {
         let first = named.next()?;
         let third_party = std::iter::once(first)
             .chain(named)
-            .find(|adapter| adapter.source != AdapterSource::Embedded);
+            .find(|adapter| adapter.is_third_party());
         Some(third_party.unwrap_or(first))
     }
 
@@ -409,30 +787,47 @@ impl AdapterSet {
     pub fn cache_dir(&self) -> Option<&Path> {
         self.cache_dir.as_deref()
     }
+
+    /// Whether pinning is on for this set (a lock file or [`PINS_ENV`]).
+    pub fn pinning(&self) -> bool {
+        self.pins.active()
+    }
 }
 
-/// Every `*.wasm` file directly in `dir`, sorted by name.
-fn wasm_files_in(dir: &Path) -> Result<Vec<PathBuf>, AdapterError> {
-    let read_error = |source| {
-        AdapterError::new(
-            dir.display().to_string(),
-            AdapterErrorKind::Read {
-                path: dir.to_owned(),
-                source,
-            },
-        )
-    };
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(read_error)? {
-        let path = entry.map_err(read_error)?.path();
-        if path
-            .extension()
-            .is_some_and(|extension| extension == "wasm")
-            && path.is_file()
-        {
-            files.push(path);
+/// The pins for a load: the lock file in the adapter directory, then the variable.
+fn load_pins(options: &LoadOptions) -> Result<Pins, AdapterError> {
+    let mut pins = Pins::default();
+    if let Some(dir) = &options.adapter_dir {
+        let lock = dir.join(LOCK_FILE_NAME);
+        let fail = |kind| AdapterError::new(LOCK_FILE_NAME, kind);
+        match files::read_adapter_file(&lock, pins::MAX_LOCK_FILE_BYTES) {
+            Ok((bytes, _)) => {
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    fail(AdapterErrorKind::BadPins {
+                        where_: safe_path(&lock),
+                        reason: "not UTF-8 text".to_owned(),
+                    })
+                })?;
+                pins.add_lock_file(&text, &lock).map_err(fail)?;
+            }
+            Err(AdapterErrorKind::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(kind) => return Err(fail(kind)),
         }
     }
-    files.sort();
-    Ok(files)
+    let from_env = match &options.pins {
+        PinSource::Environment => std::env::var(PINS_ENV).ok(),
+        PinSource::Value(value) => Some(value.clone()),
+    };
+    if let Some(value) = from_env {
+        pins.add_env(&value)
+            .map_err(|kind| AdapterError::new(PINS_ENV, kind))?;
+    }
+    Ok(pins)
+}
+
+/// A file's name, terminal-safe, for errors about an adapter that has not said its name.
+fn file_label(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(|| safe_path(path), |name| safe_path(Path::new(name)))
 }

@@ -1,11 +1,21 @@
 //! The wasmtime sandbox: one engine, deny-all WASI, and a fresh bounded store for every call.
 //!
-//! Owns the engine configuration (fuel and epoch interruption on), the linker (WASI bound to an
-//! empty context: no env, args, files, network or stdin, frozen clocks, stderr captured in a
-//! small buffer only to quote a panic message), and the per-call limits: fuel, memory, and a
-//! wall-clock deadline. Each call runs on its own short-lived thread, so a guest blocked inside a
-//! host call (a sleep) cannot hold the caller past the deadline, and no caller's async runtime is
-//! ever entered by WASI. It must not give a guest anything beyond what `wit/adapter.wit` passes.
+//! Owns the engine configuration (fuel and epoch interruption on, deterministic NaNs and relaxed
+//! SIMD), the linker (WASI bound to an empty context: no env, args, files, network or stdin,
+//! frozen clocks, a fixed random stream, stderr captured in a small buffer only to quote a panic
+//! message), and the limits: fuel, memory and a wall-clock deadline per call, and a wall-clock
+//! bound on compiling. Each call and each compilation runs on its own short-lived thread, so a
+//! guest blocked inside a host call (a sleep) or a component that is slow to compile cannot hold
+//! the caller past its bound, and no caller's async runtime is ever entered by WASI. It must not
+//! give a guest anything beyond what `wit/adapter.wit` passes.
+//!
+//! Determinism: the same component asked the same question answers the same on every run and
+//! machine. Clocks are frozen at zero; `wasi:random/random`, `wasi:random/insecure` and
+//! `wasi:random/insecure-seed` return a fixed stream (the same for every call, so a guest's hash
+//! maps iterate the same way each time); floating-point NaN bit patterns are canonicalised and
+//! relaxed SIMD uses its deterministic semantics, so x86-64 and aarch64 agree. Nothing else that
+//! varies is linked: no environment, arguments, files, sockets, stdin or terminal. Only a call's
+//! wall-clock bound depends on the machine (whether a slow call finishes in time).
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -27,8 +37,18 @@ mod bindings {
 pub(crate) use bindings::PipeAdapterPre;
 use bindings::exports::hoop::ecs_exec::adapter as wit;
 
-/// The adapter interface this host implements, as a component export name.
+/// The adapter interface this host implements, as a component export name. Any semver-compatible
+/// version (`@0.1.x`) is accepted too: wasmtime matches such names to each other.
 pub const CONTRACT_INTERFACE: &str = "hoop:ecs-exec/adapter@0.1.0";
+
+/// What one call into a guest cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cost {
+    /// Fuel used (roughly wasm instructions), instantiation included.
+    pub fuel: u64,
+    /// Wall-clock time, instantiation included.
+    pub elapsed: Duration,
+}
 
 /// Bounds for every call into an adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +59,8 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Wall-clock time for one call, instantiation included.
     pub wall_time: Duration,
+    /// Wall-clock time for compiling a component that is not cached.
+    pub compile_time: Duration,
 }
 
 impl Default for Limits {
@@ -49,6 +71,8 @@ impl Default for Limits {
             fuel: 50_000_000,
             memory_bytes: 32 * 1024 * 1024,
             wall_time: Duration::from_millis(500),
+            // Our adapters compile in about 0.1 s each; a 4 MB hostile one took 19 s.
+            compile_time: Duration::from_secs(5),
         }
     }
 }
@@ -68,7 +92,11 @@ pub(crate) struct Sandbox {
 impl Sandbox {
     pub(crate) fn new(limits: Limits) -> Result<Self, AdapterErrorKind> {
         let mut config = Config::new();
-        config.consume_fuel(true).epoch_interruption(true);
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .cranelift_nan_canonicalization(true)
+            .relaxed_simd_deterministic(true);
         let engine =
             Engine::new(&config).map_err(|error| AdapterErrorKind::Host(error.to_string()))?;
         let mut linker = Linker::new(&engine);
@@ -85,7 +113,9 @@ impl Sandbox {
         &self.engine
     }
 
-    /// Compiles wasm bytes (slow: cranelift).
+    /// Compiles wasm bytes (slow: cranelift) on a worker thread, waiting at most
+    /// `limits.compile_time`. Compilation cannot be interrupted: past the bound the thread is
+    /// left to finish on its own and its result is dropped, and the run goes on without it.
     pub(crate) fn compile(&self, wasm: &[u8]) -> Result<Component, AdapterErrorKind> {
         // Binary only: wasmtime would also try to parse anything else as WAT text.
         if !wasm.starts_with(b"\0asm") {
@@ -93,8 +123,27 @@ impl Sandbox {
                 "not a WebAssembly binary (no \\0asm header)".to_owned(),
             ));
         }
-        Component::new(&self.engine, wasm)
-            .map_err(|error| AdapterErrorKind::Compile(error_line(&error)))
+        let (engine, wasm) = (self.engine.clone(), wasm.to_vec());
+        let (sender, receiver) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("ecs-exec-compile".to_owned())
+            .spawn(move || {
+                let compiled = Component::new(&engine, &wasm)
+                    .map_err(|error| AdapterErrorKind::Compile(error_line(&error)));
+                let _ = sender.send(compiled);
+            })
+            .map_err(|error| {
+                AdapterErrorKind::Host(format!("cannot start the compile thread: {error}"))
+            })?;
+        match receiver.recv_timeout(self.limits.compile_time) {
+            Ok(compiled) => compiled,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                Err(AdapterErrorKind::CompileTimedOut(self.limits.compile_time))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(AdapterErrorKind::Host(
+                "the compile thread stopped without an answer".to_owned(),
+            )),
+        }
     }
 
     /// Checks the component's exports and imports against the contract and pre-instantiates it.
@@ -111,7 +160,9 @@ impl Sandbox {
             .split('@')
             .next()
             .unwrap_or(CONTRACT_INTERFACE);
-        if !exports.iter().any(|name| name == CONTRACT_INTERFACE)
+        if !exports
+            .iter()
+            .any(|name| compatible_contract(name) == Some(true))
             && let Some(other) = exports
                 .iter()
                 .find(|name| name.split('@').next() == Some(ours))
@@ -154,15 +205,17 @@ impl Sandbox {
                 summary: info.summary,
             })
         })
+        .0
     }
 
-    /// Calls `plan-run()` in a fresh store; `Err(message)` is the guest's own refusal. Not validated.
+    /// Calls `plan-run()` in a fresh store; `Err(message)` is the guest's own refusal. Not
+    /// validated. The cost is known when the guest ran to an answer or a trap.
     pub(crate) fn call_plan(
         &self,
         pre: &PipeAdapterPre<GuestState>,
         invocation: &Invocation,
         nonce: &str,
-    ) -> Result<Result<Plan, String>, AdapterErrorKind> {
+    ) -> (Result<Result<Plan, String>, AdapterErrorKind>, Option<Cost>) {
         let request = wit::Invocation {
             pipe: invocation.pipe.clone(),
             args: invocation.args.clone(),
@@ -196,36 +249,46 @@ impl Sandbox {
         body: impl FnOnce(&mut Store<GuestState>, &bindings::PipeAdapter) -> wasmtime::Result<R>
         + Send
         + 'static,
-    ) -> Result<R, AdapterErrorKind> {
+    ) -> (Result<R, AdapterErrorKind>, Option<Cost>) {
         let (engine, pre, limits) = (self.engine.clone(), pre.clone(), self.limits);
         let (sender, receiver) = mpsc::sync_channel(1);
-        let deadline = Instant::now() + limits.wall_time;
+        let started = Instant::now();
+        let deadline = started + limits.wall_time;
         let spawned = std::thread::Builder::new()
             .name("ecs-exec-adapter".to_owned())
             .spawn(move || {
+                let mut cost = None;
                 let outcome = new_store(&engine, limits, deadline).and_then(|mut store| {
                     let result = pre
                         .instantiate(&mut store)
                         .and_then(|adapter| body(&mut store, &adapter));
+                    cost = store.get_fuel().ok().map(|left| Cost {
+                        fuel: limits.fuel.saturating_sub(left),
+                        elapsed: started.elapsed(),
+                    });
                     result.map_err(|error| classify(&error, store.data(), limits))
                 });
                 // The caller may have given up waiting; then nobody needs the answer.
-                let _ = sender.send(outcome);
+                let _ = sender.send((outcome, cost));
             });
-        spawned.map_err(|error| {
-            AdapterErrorKind::Host(format!("cannot start the adapter thread: {error}"))
-        })?;
+        if let Err(error) = spawned {
+            let reason = format!("cannot start the adapter thread: {error}");
+            return (Err(AdapterErrorKind::Host(reason)), None);
+        }
         match receiver.recv_timeout(limits.wall_time + GRACE) {
-            Ok(outcome) => outcome,
+            Ok(answer) => answer,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 // Stop a guest still running wasm (its epoch callback sees its deadline passed);
                 // one blocked in a host call finishes on its own thread, holding nothing of ours.
                 self.engine.increment_epoch();
-                Err(AdapterErrorKind::TimedOut(limits.wall_time))
+                (Err(AdapterErrorKind::TimedOut(limits.wall_time)), None)
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(AdapterErrorKind::Host(
-                "the adapter thread stopped without an answer".to_owned(),
-            )),
+            Err(mpsc::RecvTimeoutError::Disconnected) => (
+                Err(AdapterErrorKind::Host(
+                    "the adapter thread stopped without an answer".to_owned(),
+                )),
+                None,
+            ),
         }
     }
 }
@@ -244,6 +307,9 @@ fn new_store(
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
+        .secure_random(FixedStream::new(SECURE_SEED))
+        .insecure_random(FixedStream::new(INSECURE_SEED))
+        .insecure_random_seed(INSECURE_SEED_VALUE)
         .build();
     let memory = StoreLimitsBuilder::new()
         .memory_size(limits.memory_bytes)
@@ -276,6 +342,73 @@ fn new_store(
         })
     });
     Ok(store)
+}
+
+/// Whether an export name is our interface at a version this host speaks: `Some(true)` for a
+/// semver-compatible version (same major, and same minor while the major is 0), `Some(false)`
+/// for another version of our interface, `None` for anything else.
+fn compatible_contract(export: &str) -> Option<bool> {
+    let (ours, our_version) = CONTRACT_INTERFACE.split_once('@')?;
+    let (name, version) = export.split_once('@')?;
+    if name != ours {
+        return None;
+    }
+    let parse = |version: &str| -> Option<(u64, u64)> {
+        let mut parts = version.split(['.', '-', '+']);
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    };
+    let (Some((major, minor)), Some((our_major, our_minor))) = (parse(version), parse(our_version))
+    else {
+        return Some(false);
+    };
+    Some(major == our_major && (major != 0 || minor == our_minor))
+}
+
+/// Seeds of the fixed random streams: arbitrary constants, the same in every release so that
+/// plans stay reproducible.
+const SECURE_SEED: u64 = 0x6563_732d_6578_6563; // "ecs-exec"
+const INSECURE_SEED: u64 = 0x6164_6170_7465_7273; // "adapters"
+const INSECURE_SEED_VALUE: u128 = 0x686f_6f70_3a65_6373_2d65_7865_633a_3031;
+
+/// A deterministic byte stream (splitmix64) standing in for `wasi:random`: a guest gets bytes
+/// that look random, and the same ones on every call, run and machine. It is not a secret: an
+/// adapter has nothing to keep secret, and the nonce it needs comes from the host.
+struct FixedStream {
+    state: u64,
+}
+
+impl FixedStream {
+    fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    fn next(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+impl rand::TryRng for FixedStream {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok((self.next() >> 32) as u32)
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(self.next())
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        for chunk in dst.chunks_mut(8) {
+            let bytes = self.next().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        Ok(())
+    }
 }
 
 /// Turns a failed call into the cause a user can act on.
@@ -406,8 +539,64 @@ mod tests {
     #[test]
     fn panic_message_is_the_line_after_panicked_at() {
         let stderr = b"\nthread '<unnamed>' panicked at src/lib.rs:3:5:\nboom \x1b[31m\nnote: run with RUST_BACKTRACE=1\n";
-        assert_eq!(panic_message(stderr).as_deref(), Some("boom ?[31m"));
+        assert_eq!(panic_message(stderr).as_deref(), Some("boom \\u{1b}[31m"));
         assert_eq!(panic_message(b"something else"), None);
+    }
+
+    #[test]
+    fn contract_versions_match_by_semver() {
+        assert_eq!(
+            compatible_contract("hoop:ecs-exec/adapter@0.1.0"),
+            Some(true)
+        );
+        assert_eq!(
+            compatible_contract("hoop:ecs-exec/adapter@0.1.7"),
+            Some(true)
+        );
+        assert_eq!(
+            compatible_contract("hoop:ecs-exec/adapter@0.2.0"),
+            Some(false)
+        );
+        assert_eq!(
+            compatible_contract("hoop:ecs-exec/adapter@1.1.0"),
+            Some(false)
+        );
+        assert_eq!(
+            compatible_contract("hoop:ecs-exec/adapter@junk"),
+            Some(false)
+        );
+        assert_eq!(compatible_contract("wasi:cli/run@0.2.0"), None);
+    }
+
+    #[test]
+    fn the_random_stream_is_fixed() {
+        use rand::TryRng as _;
+        let mut one = FixedStream::new(SECURE_SEED);
+        let mut two = FixedStream::new(SECURE_SEED);
+        let (mut a, mut b) = ([0u8; 13], [0u8; 13]);
+        one.try_fill_bytes(&mut a).unwrap();
+        two.try_fill_bytes(&mut b).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, [0u8; 13]);
+    }
+
+    #[test]
+    fn a_slow_compilation_is_refused_past_its_bound() {
+        // A real adapter takes tens of milliseconds to compile: far past a 1 ms bound.
+        let template = std::path::Path::new(env!("ECS_EXEC_TEST_GUESTS_DIR"))
+            .join("ecs_exec_adapter_template.wasm");
+        let wasm = std::fs::read(template).unwrap();
+        let bounded = Sandbox::new(Limits {
+            compile_time: Duration::from_millis(1),
+            ..Limits::default()
+        })
+        .unwrap();
+        assert!(matches!(
+            bounded.compile(&wasm),
+            Err(AdapterErrorKind::CompileTimedOut(_))
+        ));
+        let sandbox = Sandbox::new(Limits::default()).unwrap();
+        assert!(sandbox.compile(&wasm).is_ok());
     }
 
     #[test]

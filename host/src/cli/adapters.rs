@@ -2,35 +2,49 @@
 //!
 //! Parses its own small grammar (clap), loads the adapter set through [`crate::adapter`], and
 //! prints to stdout. It never runs a plan and never talks to the network: `show` prints the plan
-//! an adapter makes for an example invocation, `check` runs a third-party component on sample
-//! invocations inside the sandbox and reports what the contract thinks of each answer.
+//! an adapter makes for an example invocation, `check` holds a third-party component to the
+//! contract on sample and generated invocations inside the sandbox. It shares exec's front
+//! ([`super`]): one `ecs-exec: error: …` line, the documented exit codes, `-v`, and a quiet
+//! exit when stdout's reader goes away.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand};
 
+use super::{print_stdout, report_error};
 use crate::adapter::{
-    ADAPTER_DIR_ENV, Adapter, AdapterErrorKind, AdapterSet, AdapterSource, Invocation, LoadOptions,
-    MAX_INLINE_INPUT, new_nonce,
+    ADAPTER_DIR_ENV, Adapter, AdapterError, AdapterErrorKind, AdapterSet, Cost, Invocation,
+    LoadOptions, MAX_INLINE_INPUT, Plan, new_nonce, terminal_safe,
 };
+use crate::exit::Exit;
 
 /// Inspect the pipe adapters: sandboxed WebAssembly components that turn a pipe into a plan.
 #[derive(Debug, Parser)]
-#[command(name = "ecs-exec adapters", version)]
+#[command(
+    name = "ecs-exec adapters",
+    version,
+    after_help = "Exit codes: 0 done; 64 usage error; 65 the checked adapter failed the check; \
+                  78 an adapter could not be loaded or planned (named in the message); 141 \
+                  stdout was closed."
+)]
 struct AdaptersArgs {
-    /// Also load every `*.wasm` adapter in this directory.
+    /// Also load every `*.wasm` adapter in this directory (may also come before `adapters`).
     #[arg(long, value_name = "DIR", env = ADAPTER_DIR_ENV, global = true)]
     adapter_dir: Option<PathBuf>,
+    /// Trace on stderr (why the compile cache is or is not used, …); -vv for more.
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// List the adapters: name, version, source (embedded or path) and the programs each serves.
+    /// List the adapters: name, version, source (embedded or path), the programs each serves,
+    /// and what third-party ones take over from the built-in ones.
     List,
     /// Show the plan an adapter makes for an example invocation (nothing is run).
     Show {
@@ -52,48 +66,74 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Validate a third-party adapter component and run it on sample invocations in the sandbox.
+    /// Hold a third-party adapter component to the contract: sample invocations plus a
+    /// reproducible set of generated ones, each plan's cost, and what it takes over.
     Check {
         /// The component file.
         file: PathBuf,
+        /// Stop (and fail) once the check has run this many seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+        budget: f64,
     },
 }
 
-/// Runs `ecs-exec adapters …`; `argv` is the whole command line, `argv[1] == "adapters"`.
-pub fn main(argv: Vec<OsString>) -> ExitCode {
-    let words =
-        std::iter::once(OsString::from("ecs-exec adapters")).chain(argv.into_iter().skip(2));
-    let args = match AdaptersArgs::try_parse_from(words) {
+/// Runs `ecs-exec adapters …`: `globals` are the global flags that came before `adapters`,
+/// `words` what came after it.
+pub fn main(globals: Vec<OsString>, words: Vec<OsString>) -> ExitCode {
+    let argv = std::iter::once(OsString::from("ecs-exec adapters"))
+        .chain(words)
+        .chain(globals);
+    let args = match AdaptersArgs::try_parse_from(argv) {
         Ok(args) => args,
         Err(error) => {
-            let _ = error.print();
-            return if error.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
+            return match error.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    print_stdout(&error.render().to_string())
+                        .map_or_else(|code| code, |()| ExitCode::SUCCESS)
+                }
+                _ => {
+                    let rendered = error.render().to_string();
+                    let first = rendered.lines().next().unwrap_or("invalid arguments");
+                    let message = first.strip_prefix("error: ").unwrap_or(first);
+                    report_error(&format!("{message}; see 'ecs-exec adapters --help'"));
+                    Exit::Usage.to_exit_code()
+                }
             };
         }
     };
+    super::exec::init_tracing(args.verbose);
     match run(args) {
-        Ok(code) => code,
+        Ok(Report { text, passed }) => match print_stdout(&text) {
+            Err(code) => code,
+            Ok(()) if passed => ExitCode::SUCCESS,
+            Ok(()) => Exit::DataErr.to_exit_code(),
+        },
         Err(error) => {
-            eprintln!("ecs-exec: {error:#}");
-            ExitCode::from(1)
+            report_error(&error.to_string());
+            Exit::Config.to_exit_code()
         }
     }
 }
 
-fn run(args: AdaptersArgs) -> anyhow::Result<ExitCode> {
+/// What a subcommand prints, and whether it passed.
+struct Report {
+    text: String,
+    passed: bool,
+}
+
+impl Report {
+    fn passed(text: String) -> Self {
+        Self { text, passed: true }
+    }
+}
+
+fn run(args: AdaptersArgs) -> Result<Report, AdapterError> {
     let options = LoadOptions {
         adapter_dir: args.adapter_dir,
         ..LoadOptions::default()
     };
     match args.command {
-        Command::List => {
-            let adapters = AdapterSet::load(&options)?;
-            print!("{}", list(&adapters));
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::List => Ok(Report::passed(list(&AdapterSet::load(&options)?))),
         Command::Show {
             adapter,
             pipe,
@@ -112,14 +152,17 @@ fn run(args: AdaptersArgs) -> anyhow::Result<ExitCode> {
                 Invocation::one_off_streamed(pipe, args, input_len)
             };
             let plan = adapter.plan(&invocation, &new_nonce())?;
-            print!("{}", show(adapter, &invocation, &plan));
-            Ok(ExitCode::SUCCESS)
+            Ok(Report::passed(show(adapter, &invocation, &plan)))
         }
-        Command::Check { file } => check(&options, &file),
+        Command::Check { file, budget } => {
+            let budget = Duration::try_from_secs_f64(budget).unwrap_or(Duration::from_secs(10));
+            check(&options, &file, budget)
+        }
     }
 }
 
-/// The `list` table: one line per adapter, programs another adapter shadows marked as such.
+/// The `list` table: one line per adapter, programs another adapter shadows marked as such,
+/// then what each third-party adapter takes over, then the summaries. Terminal-safe.
 fn list(adapters: &AdapterSet) -> String {
     let mut rows = vec![[
         "NAME".to_owned(),
@@ -146,9 +189,9 @@ fn list(adapters: &AdapterSet) -> String {
         let info = adapter.info();
         rows.push([
             info.name.clone(),
-            info.version.clone(),
+            terminal_safe(&info.version),
             adapter.source().to_string(),
-            programs.join(", "),
+            terminal_safe(&programs.join(", ")),
         ]);
     }
     let width = |column: usize| {
@@ -167,11 +210,35 @@ fn list(adapters: &AdapterSet) -> String {
             w2 = widths[2]
         ));
     }
+    let takeovers: Vec<&Adapter> = adapters
+        .adapters()
+        .iter()
+        .filter(|adapter| !adapter.takes_over().is_empty())
+        .collect();
+    if !takeovers.is_empty() {
+        out.push('\n');
+    }
+    for adapter in takeovers {
+        let pinned = if adapter.pinned() {
+            "pinned"
+        } else {
+            "NOT PINNED: every run it takes over prints a warning"
+        };
+        for takeover in adapter.takes_over() {
+            out.push_str(&format!(
+                "takeover: {} ({}, sha256 {}, {pinned}) takes over {}\n",
+                adapter.info().name,
+                adapter.source(),
+                adapter.sha256(),
+                terminal_safe(&takeover.to_string()),
+            ));
+        }
+    }
     for adapter in adapters.adapters() {
         out.push_str(&format!(
             "\n{}: {}",
             adapter.info().name,
-            adapter.info().summary
+            terminal_safe(&adapter.info().summary)
         ));
     }
     out.push('\n');
@@ -179,12 +246,12 @@ fn list(adapters: &AdapterSet) -> String {
 }
 
 /// The `show` report: the invocation, the plan, and the argv the agent will split it into.
-fn show(adapter: &Adapter, invocation: &Invocation, plan: &crate::adapter::Plan) -> String {
+fn show(adapter: &Adapter, invocation: &Invocation, plan: &Plan) -> String {
     let info = adapter.info();
     let mut out = format!(
         "adapter:      {} {} ({})\n",
         info.name,
-        info.version,
+        terminal_safe(&info.version),
         adapter.source()
     );
     let input = match (&invocation.input, invocation.input_len) {
@@ -193,11 +260,12 @@ fn show(adapter: &Adapter, invocation: &Invocation, plan: &crate::adapter::Plan)
         (None, None) if invocation.interactive => "keystrokes".to_owned(),
         (None, None) => "unknown length, streamed".to_owned(),
     };
-    out.push_str(&format!(
-        "invocation:   pipe={:?} args={:?} interactive={} input={input}\n",
+    out.push_str(&terminal_safe(&format!(
+        "invocation:   pipe={:?} args={:?} interactive={} input={input}",
         invocation.pipe, invocation.args, invocation.interactive
-    ));
-    out.push_str(&format!("command:      {}\n", plan.command));
+    )));
+    out.push('\n');
+    out.push_str(&format!("command:      {}\n", terminal_safe(&plan.command)));
     out.push_str(&format!("stdin:        {}\n", plan.stdin));
     out.push_str(&format!(
         "ready-marker: {}\n",
@@ -211,7 +279,10 @@ fn show(adapter: &Adapter, invocation: &Invocation, plan: &crate::adapter::Plan)
         Ok(words) => {
             out.push_str("argv, as the agent splits the command:\n");
             for (index, word) in words.iter().enumerate() {
-                out.push_str(&format!("  [{index}] {word:?}\n"));
+                out.push_str(&format!(
+                    "  [{index}] {}\n",
+                    terminal_safe(&format!("{word:?}"))
+                ));
             }
         }
         Err(error) => out.push_str(&format!("argv: the command does not split: {error}\n")),
@@ -219,90 +290,336 @@ fn show(adapter: &Adapter, invocation: &Invocation, plan: &crate::adapter::Plan)
     out
 }
 
-/// `check FILE`: load it beside the built-in adapters, then plan sample invocations.
-fn check(options: &LoadOptions, file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let options = LoadOptions {
-        adapter_files: vec![file.to_owned()],
-        ..options.clone()
-    };
-    let adapters =
-        AdapterSet::load(&options).with_context(|| format!("{} cannot be used", file.display()))?;
-    let adapter = adapters
-        .adapters()
-        .iter()
-        .rev()
-        .find(|adapter| adapter.source() == &AdapterSource::File(file.to_owned()))
-        .context("the checked file is missing from the loaded set")?;
+/// How many generated invocations `check` runs after the samples.
+const GENERATED_INVOCATIONS: usize = 48;
+/// The seed of the generated invocations: fixed, so a check is reproducible.
+const CHECK_SEED: u64 = 0x6368_6563_6b21;
+
+/// `check FILE`: load it beside the built-in adapters (and the directory's), then plan sample
+/// and generated invocations within `budget`.
+fn check(options: &LoadOptions, file: &Path, budget: Duration) -> Result<Report, AdapterError> {
+    let started = Instant::now();
+    let mut adapters = AdapterSet::load(options)?;
+    adapters.add_file_for_check(file)?;
+    let adapters = adapters;
+    let adapter = adapters.adapters().last().ok_or_else(|| {
+        let reason = "the checked adapter is missing from the set".to_owned();
+        AdapterError::new("(check)", AdapterErrorKind::Host(reason))
+    })?;
     let info = adapter.info();
-    println!(
-        "ok    loads as a component exporting {}",
-        crate::adapter::CONTRACT_INTERFACE
+    let mut out = Output::default();
+    out.line(
+        "ok",
+        format!(
+            "loads as a component exporting {}",
+            crate::adapter::CONTRACT_INTERFACE
+        ),
     );
-    println!(
-        "ok    info: {} {}: {}",
-        info.name, info.version, info.summary
+    out.line(
+        "ok",
+        format!(
+            "info: {} {}: {}",
+            info.name,
+            terminal_safe(&info.version),
+            terminal_safe(&info.summary)
+        ),
     );
+    let pin = if adapter.pinned() {
+        "pinned".to_owned()
+    } else if adapters.pinning() {
+        "NOT pinned: pinning is on, so runs would refuse it".to_owned()
+    } else {
+        "not pinned (pinning is off)".to_owned()
+    };
+    out.line("note", format!("sha256 {}, {pin}", adapter.sha256()));
+    for takeover in adapter.takes_over() {
+        out.line(
+            "WARN",
+            format!(
+                "takes over {}: every run it serves says so on stderr unless it is pinned",
+                terminal_safe(&takeover.to_string())
+            ),
+        );
+    }
     for program in &info.programs {
         match adapters.serving(program) {
             Ok(Some(winner)) if std::ptr::eq(winner, adapter) => {
-                println!("ok    serves `{program}`")
+                out.line("ok", format!("serves `{program}`"));
             }
-            Ok(Some(winner)) => println!(
-                "note  `{program}` is served by {} instead",
-                winner.info().name
+            Ok(Some(winner)) => out.line(
+                "note",
+                format!("`{program}` is served by {} instead", winner.info().name),
             ),
-            _ => println!("note  `{program}` does not select it"),
+            _ => out.line("note", format!("`{program}` does not select it")),
         }
     }
+
+    let declared = |pipe: &Option<String>| {
+        pipe.as_deref().is_some_and(|pipe| {
+            adapters
+                .serving(pipe)
+                .ok()
+                .flatten()
+                .is_some_and(|winner| std::ptr::eq(winner, adapter))
+        })
+    };
+    let mut cases = samples(&info.programs);
+    cases.extend(generated(&info.programs, GENERATED_INVOCATIONS, CHECK_SEED));
+    let total = cases.len();
+    let mut worst: Option<Cost> = None;
+    let mut generated_ok = 0;
+    for (number, (label, invocation)) in cases.into_iter().enumerate() {
+        if started.elapsed() >= budget {
+            out.fail(format!(
+                "stopped after {number} of {total} invocations: the check's budget of {:.1} s \
+                 ran out; plans this slow stall every run",
+                budget.as_secs_f64()
+            ));
+            break;
+        }
+        let shown_pipe = invocation.pipe.as_deref().map_or_else(
+            || "(no pipe)".to_owned(),
+            |pipe| format!("`{}`", terminal_safe(pipe)),
+        );
+        let is_sample = label.is_some();
+        let label = label.unwrap_or_else(|| format!("generated #{}", number + 1));
+        let (plan, cost) = adapter.plan_with_cost(&invocation, &new_nonce());
+        if let Some(cost) = cost {
+            worst = Some(worst.map_or(cost, |worst| Cost {
+                fuel: worst.fuel.max(cost.fuel),
+                elapsed: worst.elapsed.max(cost.elapsed),
+            }));
+        }
+        let cost_text = cost.map_or_else(String::new, |cost| format!(" ({})", cost_line(cost)));
+        match plan {
+            Ok(plan) if is_sample => out.line(
+                "ok",
+                format!("{shown_pipe}, {label}: stdin {}{cost_text}", plan.stdin),
+            ),
+            Ok(_) => generated_ok += 1,
+            Err(error) if matches!(error.kind, AdapterErrorKind::Refused(_)) => {
+                if declared(&invocation.pipe) {
+                    out.fail(format!(
+                        "{shown_pipe}, {label}: refuses a program it declares: {}{}",
+                        error.kind,
+                        describe_invocation(&invocation)
+                    ));
+                } else {
+                    out.line(
+                        "note",
+                        format!("{shown_pipe}, {label}: refused: {}", error.kind),
+                    );
+                }
+            }
+            Err(error) => out.fail(format!(
+                "{shown_pipe}, {label}: {}{}",
+                error.kind,
+                describe_invocation(&invocation)
+            )),
+        }
+    }
+    if generated_ok > 0 {
+        out.line(
+            "ok",
+            format!("{generated_ok} of {GENERATED_INVOCATIONS} generated invocations planned (seed {CHECK_SEED:#x})"),
+        );
+    }
+    if let Some(worst) = worst {
+        out.line("note", format!("costliest plan: {}", cost_line(worst)));
+    }
+    let file = crate::adapter::safe_path(file);
+    let passed = out.failures == 0;
+    let verdict = if passed {
+        format!(
+            "{file} passes the check ({:.1} s)\n",
+            started.elapsed().as_secs_f64()
+        )
+    } else {
+        format!("{file} fails the check: {} failure(s)\n", out.failures)
+    };
+    out.text.push_str(&verdict);
+    Ok(Report {
+        text: out.text,
+        passed,
+    })
+}
+
+#[derive(Default)]
+struct Output {
+    text: String,
+    failures: usize,
+}
+
+impl Output {
+    fn line(&mut self, status: &str, message: String) {
+        self.text.push_str(&format!("{status:<4}  {message}\n"));
+    }
+
+    fn fail(&mut self, message: String) {
+        self.failures += 1;
+        self.line("FAIL", message);
+    }
+}
+
+fn cost_line(cost: Cost) -> String {
+    format!(
+        "{:.1} ms, {} fuel",
+        cost.elapsed.as_secs_f64() * 1000.0,
+        cost.fuel
+    )
+}
+
+/// The parts of a failing invocation a pipe label does not show, to reproduce it.
+fn describe_invocation(invocation: &Invocation) -> String {
+    terminal_safe(&format!(
+        " [args={:?} interactive={} input-len={:?}]",
+        invocation.args, invocation.interactive, invocation.input_len
+    ))
+}
+
+/// The fixed samples: each kind of run, with no pipe and with every declared program.
+fn samples(programs: &[String]) -> Vec<(Option<String>, Invocation)> {
     let mut pipes: Vec<Option<String>> = vec![None];
-    pipes.extend(info.programs.iter().cloned().map(Some));
-    let mut failures = 0;
+    pipes.extend(programs.iter().cloned().map(Some));
+    let mut cases = Vec::new();
     for pipe in pipes {
-        let samples = [
+        let label = |text: &str| Some(text.to_owned());
+        cases.extend([
             (
-                "one-off, small input",
+                label("one-off, small input"),
                 Invocation::one_off_with_input(pipe.clone(), vec![], b"it's $HOME `x`\n\0\xff"),
             ),
             (
-                "one-off, no input",
+                label("one-off, no input"),
                 Invocation::one_off_with_input(pipe.clone(), vec![], b""),
             ),
             (
-                "one-off, streamed",
+                label("one-off, streamed"),
                 Invocation::one_off_streamed(pipe.clone(), vec!["-a".to_owned()], None),
             ),
             (
-                "one-off, large input",
+                label("one-off, large input"),
                 Invocation::one_off_streamed(
                     pipe.clone(),
                     vec![],
                     Some(MAX_INLINE_INPUT as u64 * 1000),
                 ),
             ),
-            ("interactive", Invocation::interactive(pipe.clone(), vec![])),
-        ];
-        for (label, invocation) in samples {
-            let shown_pipe = pipe
-                .as_deref()
-                .map_or_else(|| "(no pipe)".to_owned(), |pipe| format!("`{pipe}`"));
-            match adapter.plan(&invocation, &new_nonce()) {
-                Ok(plan) => println!("ok    {shown_pipe}, {label}: stdin {}", plan.stdin),
-                Err(error) if matches!(error.kind, AdapterErrorKind::Refused(_)) => {
-                    println!("note  {shown_pipe}, {label}: refused: {}", error.kind);
-                }
-                Err(error) => {
-                    failures += 1;
-                    println!("FAIL  {shown_pipe}, {label}: {}", error.kind);
-                }
-            }
-        }
+            (
+                label("interactive"),
+                Invocation::interactive(pipe.clone(), vec![]),
+            ),
+        ]);
     }
-    if failures == 0 {
-        println!("{} passes the check", file.display());
-        Ok(ExitCode::SUCCESS)
-    } else {
-        println!("{} fails {failures} sample invocation(s)", file.display());
-        Ok(ExitCode::from(1))
+    cases
+}
+
+/// `count` invocations drawn from a fixed seed: a declared program (sometimes with more pipe
+/// words, a path or `env X=1` in front), odd extra words, and every kind of run and input.
+fn generated(programs: &[String], count: usize, seed: u64) -> Vec<(Option<String>, Invocation)> {
+    let mut random = SplitMix(seed);
+    const WORDS: [&str; 12] = [
+        "-", "--", "-e", "x y", "it's", "\"q\"", "$HOME", "`id`", "#c", "ü✓", "a\\b", "",
+    ];
+    (0..count)
+        .map(|_| {
+            let pipe = if programs.is_empty() || random.below(8) == 0 {
+                None
+            } else {
+                let program = &programs[random.below(programs.len())];
+                let pipe = match random.below(4) {
+                    0 => format!("env LANG=C {program}"),
+                    1 if !program.contains('/') && !program.contains(' ') => {
+                        format!("/usr/local/bin/{program}")
+                    }
+                    _ => program.clone(),
+                };
+                let extra: Vec<String> = (0..random.below(3))
+                    .map(|_| shell_words::quote(WORDS[random.below(WORDS.len())]).into_owned())
+                    .collect();
+                Some(if extra.is_empty() {
+                    pipe
+                } else {
+                    format!("{pipe} {}", extra.join(" "))
+                })
+            };
+            let args: Vec<String> = (0..random.below(4))
+                .map(|_| match random.below(3) {
+                    0 => {
+                        let length = random.below(40);
+                        random.printable(length)
+                    }
+                    _ => WORDS[random.below(WORDS.len())].to_owned(),
+                })
+                .collect();
+            let invocation = match random.below(5) {
+                0 => Invocation::interactive(pipe, args),
+                1 => {
+                    let input: Vec<u8> = (0..random.below(MAX_INLINE_INPUT + 1))
+                        .map(|_| random.next() as u8)
+                        .collect();
+                    Invocation::one_off_with_input(pipe, args, &input)
+                }
+                2 => Invocation::one_off_with_input(pipe, args, b""),
+                3 => Invocation::one_off_streamed(pipe, args, None),
+                _ => Invocation::one_off_streamed(
+                    pipe,
+                    args,
+                    Some(MAX_INLINE_INPUT as u64 + 1 + random.next() % (1 << 30)),
+                ),
+            };
+            (None, invocation)
+        })
+        .collect()
+}
+
+/// splitmix64: a tiny fixed-seed generator, so the generated invocations never change.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound.max(1) as u64) as usize
+    }
+
+    /// Printable ASCII words, quotes and `$` included (what a command line can carry).
+    fn printable(&mut self, length: usize) -> String {
+        (0..length)
+            .map(|_| char::from(b' ' + self.below(95) as u8))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_invocations_are_reproducible_and_valid() {
+        let programs = vec!["rails".to_owned(), "bundle exec rails".to_owned()];
+        let one = generated(&programs, 200, CHECK_SEED);
+        let two = generated(&programs, 200, CHECK_SEED);
+        assert_eq!(
+            one.iter().map(|(_, inv)| inv).collect::<Vec<_>>(),
+            two.iter().map(|(_, inv)| inv).collect::<Vec<_>>()
+        );
+        for (_, invocation) in &one {
+            assert_eq!(invocation.check(), Ok(()), "{invocation:?}");
+            if let Some(pipe) = &invocation.pipe {
+                assert!(shell_words::split(pipe).is_ok(), "{pipe}");
+            }
+            assert!(invocation.args.iter().all(|arg| !arg.contains('\0')));
+        }
+        assert!(one.iter().any(|(_, inv)| inv.interactive));
+        assert!(one.iter().any(|(_, inv)| inv.input.is_some()));
+        assert!(one.iter().any(|(_, inv)| inv.pipe.is_none()));
     }
 }
 

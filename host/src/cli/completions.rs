@@ -30,7 +30,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
                     print(error.render().to_string().as_bytes())
                 }
                 _ => {
-                    exec::report_error(&format!(
+                    super::report_error(&format!(
                         "{}; see 'ecs-exec completions --help'",
                         first_line(&error.render().to_string())
                     ));

@@ -8,12 +8,12 @@
 //! validation is an `anyhow` chain printed as one `ecs-exec: error: …` line.
 
 use std::ffi::OsString;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 
+use super::{print_stdout, report_error, report_warning};
 use crate::ecs::{self, AwsSettings, EcsApi, EcsError, FanoutTasks, TaskSelector};
 use crate::exit::{self, Exit};
 use crate::run::fanout::{self, FanoutOptions, SpooledInput};
@@ -77,6 +77,9 @@ pub struct ExecArgs {
     /// Directory of third-party .wasm adapters [env: ECS_EXEC_ADAPTER_DIR]
     #[arg(long = "adapter-dir", value_name = "DIR")]
     pub adapter_dir: Option<PathBuf>,
+    /// Print the adapter that would serve the run and its exact plan, then exit; calls no AWS API
+    #[arg(long)]
+    pub explain: bool,
     /// Trace on stderr; -vv for more (also CONNECTION_DEBUG=1)
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     pub verbose: u8,
@@ -138,6 +141,8 @@ pub struct ExecRequest {
     pub container: Option<String>,
     /// `--pipe`, `--interactive`, `--adapter`, `--adapter-dir` and the adapter's words.
     pub run: RunRequest,
+    /// `--explain`: print the adapter and its plan instead of running.
+    pub explain: bool,
     /// `--region`, `--profile`, `--endpoint-url`.
     pub aws: AwsSettings,
     /// 0 quiet, 1 `-v`/`CONNECTION_DEBUG=1`, 2 `-vv`.
@@ -202,7 +207,7 @@ const VALUE_FLAGS: [&str; 13] = [
     "adapter-dir",
 ];
 /// Long flags without a value that are also taken after `--`.
-const SWITCH_FLAGS: [&str; 4] = ["interactive", "all-tasks", "verbose", "help"];
+const SWITCH_FLAGS: [&str; 5] = ["interactive", "all-tasks", "verbose", "help", "explain"];
 
 /// Splits argv (without the program name) into the words clap parses and the adapter's words.
 ///
@@ -282,6 +287,7 @@ does everything after a second `--`.
 Environment:
   CLUSTER_NAME, SERVICE_NAME, CONTAINER    when --cluster, --service-name, --container are absent
   ECS_EXEC_ADAPTER_DIR                     directory of third-party .wasm adapters
+  ECS_EXEC_ADAPTER_PINS                    SHA-256 digests of trusted third-party adapters
   CONNECTION_DEBUG=1                       same as -v
   AWS_REGION, AWS_DEFAULT_REGION           region (--region wins; else the profile)
   AWS_PROFILE                              profile (--profile wins)
@@ -395,6 +401,7 @@ pub fn validate(args: ExecArgs, env: &ExecEnv) -> Result<ExecRequest, UsageError
             adapter_dir,
             adapter_args: args.words,
         },
+        explain: args.explain,
         aws: AwsSettings {
             region,
             profile: given(args.profile),
@@ -573,7 +580,7 @@ fn validate_adapter(adapter: &str) -> Result<(), UsageError> {
 
 /// Installs the stderr trace for `-v`/`CONNECTION_DEBUG=1`. AWS crates are capped at `debug`:
 /// their `trace` level logs whole requests and responses, which carry the session token.
-fn init_tracing(verbosity: u8) {
+pub(crate) fn init_tracing(verbosity: u8) {
     let filter = match verbosity {
         0 => return,
         1 => "warn,ecs_exec=debug",
@@ -602,9 +609,8 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
         Ok(Step::Run(request)) => *request,
         Ok(Step::Print(text)) => {
             let newline = if text.ends_with('\n') { "" } else { "\n" };
-            // A closed stdout (e.g. `--help | head -1`) is not an error worth a panic.
-            let _ = write!(std::io::stdout().lock(), "{text}{newline}");
-            return ExitCode::SUCCESS;
+            return print_stdout(&format!("{text}{newline}"))
+                .map_or_else(|code| code, |()| ExitCode::SUCCESS);
         }
         Err(usage) => {
             report_error(&format!("{usage}; see 'ecs-exec --help'"));
@@ -623,6 +629,17 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
             return Exit::Software.to_exit_code();
         }
     };
+    if request.explain {
+        let outcome = runtime.block_on(explain(request));
+        runtime.shutdown_background();
+        return match outcome {
+            Ok(lines) => print_stdout(&lines).map_or_else(|code| code, |()| ExitCode::SUCCESS),
+            Err(err) => {
+                report_error(&one_line(&chain_text(&err)));
+                exit_for(&err).to_exit_code()
+            }
+        };
+    }
     let outcome = runtime.block_on(plan_resolve_and_run(request));
     // A read of stdin may still be blocked in a worker thread (a terminal nobody types into);
     // waiting for it would hang the exit, and there is nothing left for it to do.
@@ -649,6 +666,19 @@ enum Step {
     Print(String),
 }
 
+/// `--explain`: the adapter that would serve the run and its plan, as lines for stdout. Plans
+/// exactly as a run does (reading stdin, since the plan depends on the input) and stops there,
+/// before any AWS call.
+async fn explain(request: ExecRequest) -> anyhow::Result<String> {
+    let prepared = run::prepare(&request.run).await?;
+    if let Some(warning) = prepared.takeover_warning() {
+        report_warning(warning);
+    }
+    let mut text = prepared.explain().join("\n");
+    text.push('\n');
+    Ok(text)
+}
+
 /// Plan first (local: adapters and stdin, no network), then load the AWS config, resolve the
 /// target and run, so a bad adapter or a refused plan costs no AWS call.
 async fn plan_resolve_and_run(request: ExecRequest) -> anyhow::Result<i32> {
@@ -659,6 +689,9 @@ async fn plan_resolve_and_run(request: ExecRequest) -> anyhow::Result<i32> {
         }
     };
     let prepared = run::prepare(&request.run).await?;
+    if let Some(warning) = prepared.takeover_warning() {
+        report_warning(warning);
+    }
     tracing::debug!(cluster = %request.cluster, ?selector, container = ?request.container, "resolving target");
     let config = ecs::load_sdk_config(&request.aws).await;
     let api = EcsApi::new(&config)?;
@@ -686,7 +719,9 @@ async fn run_on_each_task(
     options: FanoutOptions,
 ) -> anyhow::Result<i32> {
     let input = SpooledInput::from_stdin().await?;
-    input.check_plan(&request.run).await?;
+    if let Some(warning) = input.check_plan(&request.run).await? {
+        report_warning(&warning);
+    }
     let config = ecs::load_sdk_config(&request.aws).await;
     let api = EcsApi::new(&config)?;
     let targets = api
@@ -711,12 +746,6 @@ async fn run_on_each_task(
         fanout::summary(&reports)
     );
     Ok(i32::from(fanout::overall_status(&reports)))
-}
-
-/// Prints `ecs-exec: error: <message>` as one line on stderr; a closed stderr is ignored
-/// (the `eprintln` macro would panic).
-pub fn report_error(message: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "ecs-exec: error: {message}");
 }
 
 /// Collapses whitespace runs (line breaks included) so an error prints as one line.

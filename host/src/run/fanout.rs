@@ -68,12 +68,13 @@ impl SpooledInput {
 
     /// Plans once from the input, locally, so that an adapter that fails or refuses stops the
     /// fan-out before any AWS call; each task still gets its own plan (and nonce) later.
-    pub async fn check_plan(&self, req: &RunRequest) -> Result<(), RunError> {
+    /// Returns the warning to print once when a third-party adapter takes over the run.
+    pub async fn check_plan(&self, req: &RunRequest) -> Result<Option<String>, RunError> {
         let file = tokio::fs::File::open(self.path())
             .await
             .map_err(RunError::Stdin)?;
-        prepare_with_input(req, Box::new(file), Some(self.len)).await?;
-        Ok(())
+        let prepared = prepare_with_input(req, Box::new(file), Some(self.len)).await?;
+        Ok(prepared.takeover_warning().map(str::to_owned))
     }
 
     fn path(&self) -> &Path {
@@ -183,7 +184,7 @@ fn announce(shared: &Mutex<SharedWriter>, report: &TaskReport) {
         }
         OutputFormat::Text => {
             if let Some(error) = &report.error {
-                crate::cli::exec::report_error(&format!("task {}: {error}", report.label));
+                crate::cli::report_error(&format!("task {}: {error}", report.label));
             }
         }
     }

@@ -117,6 +117,10 @@ pub type InputSource = Box<dyn AsyncRead + Send + Unpin>;
 /// A run whose adapter has planned. Everything local is done; nothing has called AWS yet.
 pub struct PreparedRun {
     plan: Plan,
+    /// The adapter and its plan as `--explain` prints them (also logged at `-v`).
+    explain: Vec<String>,
+    /// Set when an unpinned third-party adapter serves this run in place of a built-in one.
+    takeover_warning: Option<String>,
     mode: Mode,
     /// The start of stdin, already read to size the input (empty for interactive runs).
     input_prefix: Vec<u8>,
@@ -127,6 +131,16 @@ impl PreparedRun {
     /// The command string ExecuteCommand will carry.
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+
+    /// Which adapter serves the run (name, version, source, SHA-256) and its exact plan.
+    pub fn explain(&self) -> &[String] {
+        &self.explain
+    }
+
+    /// The one line to show when a third-party adapter takes over what a built-in serves.
+    pub fn takeover_warning(&self) -> Option<&str> {
+        self.takeover_warning.as_deref()
     }
 }
 
@@ -146,7 +160,8 @@ pub async fn prepare_with_input(
         adapter_dir: req.adapter_dir.clone(),
         ..LoadOptions::default()
     })?;
-    let adapter = adapters.select(req.pipe.as_deref(), req.adapter.as_deref())?;
+    let selection = adapters.select_run(req.pipe.as_deref(), req.adapter.as_deref())?;
+    let adapter = selection.adapter;
 
     let (mode, invocation, input_prefix) = if req.interactive {
         let invocation = Invocation::interactive(req.pipe.clone(), req.adapter_args.clone());
@@ -157,13 +172,13 @@ pub async fn prepare_with_input(
     };
     let nonce = adapter::new_nonce();
     let plan = adapter.plan(&invocation, &nonce)?;
-    tracing::debug!(
-        adapter = %adapter.info().name,
-        stdin = %plan.stdin,
-        command_bytes = plan.command.len(),
-        "plan ready"
-    );
+    let explain = selection.explain(&plan);
+    for line in &explain {
+        tracing::debug!("{line}");
+    }
     Ok(PreparedRun {
+        takeover_warning: selection.warning(),
+        explain,
         plan,
         mode,
         input_prefix,

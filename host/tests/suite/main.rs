@@ -12,6 +12,7 @@ mod ecs_support;
 mod adapter_cli;
 mod adapter_plans;
 mod adapter_sandbox;
+mod adapter_trust;
 mod channel_adversity;
 mod channel_fuzz;
 mod channel_golden;
