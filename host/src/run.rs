@@ -17,13 +17,15 @@ use futures_util::future::BoxFuture;
 use tokio::io::AsyncReadExt as _;
 
 use crate::adapter::{self, AdapterError, AdapterSet, Invocation, LoadOptions, Plan, StdinMode};
-use crate::channel::ChannelError;
 use crate::channel::session::Event;
 use crate::channel::transport::{
-    ChannelEvents, ChannelWriter, ConnectParams, DataChannel, ResumePolicy, ResumeTicket, Resumer,
+    ChannelEvents, ChannelWriter, ConnectParams, DataChannel, DataKeySource, ResumePolicy,
+    ResumeTicket, Resumer,
 };
+use crate::channel::{ChannelError, KmsError};
 use crate::ecs::{EcsApi, Target};
 use crate::exit::Exit;
+use crate::kms::KmsApi;
 use crate::plan_io::{END_OF_INPUT, InputEncoder, OutputDecoder, OutputState};
 use crate::ssm::SsmApi;
 use crate::terminal::{self, RawModeGuard, ResizeEvents, Termination, TerminationSignals};
@@ -97,6 +99,7 @@ impl RunError {
         match self {
             RunError::Adapter(_) => Exit::Config,
             RunError::Channel(ChannelError::Transport(_)) => Exit::Unavailable,
+            RunError::Channel(ChannelError::Kms(kms)) => kms_exit(kms),
             RunError::Orphaned { .. } => Exit::TempFail,
             RunError::Channel(_)
             | RunError::NoExitStatus { .. }
@@ -104,6 +107,22 @@ impl RunError {
             | RunError::ChannelVanished => Exit::Protocol,
             RunError::Stdin(_) | RunError::Stderr(_) | RunError::Setup(_) => Exit::Software,
         }
+    }
+}
+
+/// The exit code of a KMS failure (README "Exit codes").
+fn kms_exit(error: &KmsError) -> Exit {
+    match error {
+        KmsError::GenerateDataKeyDenied { .. }
+        | KmsError::NoCredentials { .. }
+        | KmsError::AgentEndedHandshake { .. } => Exit::NoPerm,
+        KmsError::KeyNotFound { .. } | KmsError::KeyDisabled { .. } => Exit::Config,
+        KmsError::Unavailable { .. } => Exit::TempFail,
+        KmsError::NoRuntimeId { .. } => Exit::Unavailable,
+        KmsError::HandshakeTimeout { .. } | KmsError::Crypto(_) | KmsError::Protocol { .. } => {
+            Exit::Protocol
+        }
+        KmsError::Rejected { .. } | KmsError::NoKeySource { .. } => Exit::Software,
     }
 }
 
@@ -117,8 +136,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const BROKEN_PIPE_STATUS: i32 = 128 + libc::SIGPIPE;
 
 /// Runs the command and returns the remote exit status. With `ssm`, a data channel that drops
-/// mid-session is resumed (SSM ResumeSession) instead of ending the run.
-pub async fn run(api: &EcsApi, ssm: Option<&SsmApi>, req: RunRequest) -> anyhow::Result<i32> {
+/// mid-session is resumed (SSM ResumeSession) instead of ending the run; with `kms`, a session
+/// the agent wants encrypted gets its data key (without it, such a session fails).
+pub async fn run(
+    api: &EcsApi,
+    ssm: Option<&SsmApi>,
+    kms: Option<&KmsApi>,
+    req: RunRequest,
+) -> anyhow::Result<i32> {
     let mut adapters = AdapterSet::load(&LoadOptions {
         adapter_dir: req.adapter_dir.clone(),
         ..LoadOptions::default()
@@ -155,6 +180,10 @@ pub async fn run(api: &EcsApi, ssm: Option<&SsmApi>, req: RunRequest) -> anyhow:
             ssm: ssm.clone(),
             session_id: session.session_id.clone(),
         }))
+    });
+    params.data_keys = kms.map(|kms| {
+        let keys: Arc<dyn DataKeySource> = kms.session_keys(&session.session_id, &req.target);
+        keys
     });
     let (writer, events) = DataChannel::connect(params).await.map_err(RunError::from)?;
 

@@ -16,6 +16,7 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 
 use crate::ecs::{self, AwsSettings, EcsApi, EcsError, TaskSelector};
 use crate::exit::{self, Exit};
+use crate::kms::KmsApi;
 use crate::run::{self, RunRequest};
 use crate::ssm::SsmApi;
 
@@ -267,7 +268,8 @@ Environment:
                                            web identity; SSO profiles and EC2 metadata work too
   AWS_ENDPOINT_URL_ECS, AWS_ENDPOINT_URL   ECS endpoint (--endpoint-url wins)
 
-IAM permissions: ecs:ListTasks (with --service-name), ecs:DescribeTasks, ecs:ExecuteCommand.
+IAM permissions: ecs:ListTasks (with --service-name), ecs:DescribeTasks, ecs:ExecuteCommand;
+  kms:GenerateDataKey on the key, for clusters whose ECS Exec configuration names a KMS key.
 
 Exit codes:
 {}",
@@ -563,7 +565,8 @@ async fn resolve_and_run(request: ExecRequest) -> anyhow::Result<i32> {
         verbosity: request.verbosity,
     };
     let ssm = SsmApi::new(&config);
-    run::run(&api, ssm.as_ref(), run_request).await
+    let kms = KmsApi::new(&config, &request.aws);
+    run::run(&api, ssm.as_ref(), Some(&kms), run_request).await
 }
 
 /// Prints `ecs-exec: error: <message>` as one line on stderr; a closed stderr is ignored
