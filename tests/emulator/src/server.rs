@@ -735,6 +735,7 @@ async fn open_data_channel(state: Arc<State>, session_id: String, mut socket: Co
                 counters: Arc::clone(&state.counters),
                 sessions: state.sessions.clone(),
                 shutdown: state.shutdown.clone(),
+                kms: Arc::clone(&state.kms),
             };
             agent::run_session(shared, spec, socket).await;
         }

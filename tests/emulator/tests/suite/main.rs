@@ -10,3 +10,4 @@ mod binary;
 mod data_channel;
 mod host_client;
 mod kms;
+mod kms_session;
