@@ -537,3 +537,61 @@ async fn retransmitted_output_repeats_the_same_ciphertext() {
     assert!(keys.open(&resent.0).starts_with(b"first"));
     assert!(handle.counters().output_retransmits >= 1);
 }
+
+#[tokio::test]
+async fn a_resumed_session_keeps_its_keys() {
+    let mut config = Config::default();
+    config.agent.reconnect_grace_secs = 60;
+    let handle = start(config).await;
+    let started = execute_on_secure(
+        &handle,
+        "sh -c 'stty -echo; echo before; read line; echo got:$line'",
+    )
+    .await;
+    let mut first = connect(&started).await;
+    let mut keys = handshake(&handle, &started, &mut first, GOOD).await;
+    wait_for(&mut first, PayloadType::Output)
+        .await
+        .expect("first output");
+    // The socket goes away without a close frame.
+    drop(first);
+
+    let mut ssm = Signer::for_handle(&handle);
+    ssm.service = "ssm".into();
+    let reply = call(
+        handle.local_addr(),
+        Some(&ssm),
+        "AmazonSSM.ResumeSession",
+        &json!({"SessionId": started.session_id}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    let token = reply.json["TokenValue"].as_str().unwrap();
+    let mut second = RawClient::connect(&started.stream_url, token).await;
+    // Client sequence numbers carry on after HandshakeResponse (0) and the answer (1).
+    let typed = Frame::stream(
+        MessageType::InputStreamData,
+        2,
+        PayloadType::Output,
+        Bytes::from(keys.seal(b"after\r")),
+        1_700_000_000_000,
+        uuid::Uuid::new_v4(),
+    )
+    .to_bytes();
+    second.send_raw(typed).await;
+    second.run_to_end(LIMIT).await;
+    assert!(
+        !second
+            .received
+            .iter()
+            .any(|f| f.payload_type == PayloadType::HandshakeRequest),
+        "no second handshake"
+    );
+    let text = String::from_utf8_lossy(&output_of(&second, &keys)).into_owned();
+    assert!(text.contains("got:after"), "{text}");
+    assert!(second.acked.contains(&2));
+    let counters = handle.wait_until(|c| c.sessions_finished == 1).await;
+    assert_eq!(counters.reconnects, 1);
+    assert_eq!(counters.kms_handshakes_completed, 1);
+    assert_eq!(counters.sessions_closed_cleanly, 1);
+}
