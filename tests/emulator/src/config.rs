@@ -643,10 +643,20 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/world.toml");
         let config = Config::load(&path).unwrap();
         assert_eq!(config.credentials.len(), 2);
-        assert_eq!(config.credentials[1].deny, vec!["ecs:ExecuteCommand"]);
+        assert_eq!(
+            config.credentials[1].deny,
+            vec!["ecs:ExecuteCommand", "kms:GenerateDataKey"]
+        );
         let prod = &config.clusters[1];
         assert_eq!(prod.services[0].containers.len(), 2);
         assert!(!prod.services[0].containers[0].inherit_environment);
+        assert_eq!(
+            config.clusters[2].kms_key_id.as_deref(),
+            Some(DEFAULT_KMS_KEY_ARN)
+        );
+        assert_eq!(config.kms.keys.len(), 2);
+        assert!(!config.kms.keys[1].enabled);
+        assert_eq!(config.agent.kms_decrypt, KmsDecrypt::Ok);
     }
 
     #[test]
@@ -667,6 +677,38 @@ mod tests {
         ));
         assert!(matches!(
             Config::from_toml_str("nonsense = 1"),
+            Err(ConfigError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn kms_settings_are_checked() {
+        let config = Config::from_toml_str(
+            r#"
+            [agent]
+            kms_decrypt = "access-denied"
+            require_challenge_ack = true
+            kms_challenge_timeout_ms = 100
+            [[clusters]]
+            name = "c"
+            kms_key_id = "1f2e3d4c-5b6a-4789-9abc-def012345678"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.agent.kms_decrypt, KmsDecrypt::AccessDenied);
+        for bad in [
+            "[agent]\nkms_challenge = false\nrequire_challenge_ack = true",
+            "[[clusters]]\nname = \"c\"\nkms_key_id = \"not a key\"",
+            "[[kms.keys]]\narn = \"arn:aws:kms:us-east-1:1:alias/x\"",
+            "[[kms.keys]]\narn = \"arn:aws:kms:us-east-1:1:key/k\"\nalias = \"k\"",
+        ] {
+            assert!(
+                matches!(Config::from_toml_str(bad), Err(ConfigError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            Config::from_toml_str("[agent]\nkms_decrypt = \"maybe\""),
             Err(ConfigError::Parse(_))
         ));
     }
