@@ -20,6 +20,7 @@ mod cli_usage;
 mod e2e_faults;
 mod e2e_hoop;
 mod e2e_interactive;
+mod e2e_kms;
 mod e2e_load;
 mod e2e_oneoff;
 mod e2e_secrets;
