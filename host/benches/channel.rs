@@ -1,6 +1,7 @@
-//! Data-channel speed: frame encode and decode at 1 KiB and 64 KiB payloads, and the client
-//! session against the test fake agent back to back in memory (no sockets, no faults), in
-//! each direction, beside SHA-256 alone as the baseline that bounds them.
+//! Data-channel speed: frame encode and decode at 1 KiB and 64 KiB payloads, AES-256-GCM
+//! encrypt and decrypt of one payload (KMS sessions), and the client session against the test
+//! fake agent back to back in memory (no sockets, no faults), in each direction, plain and
+//! KMS-encrypted, beside SHA-256 alone as the baseline that bounds them.
 //! Run: `cargo bench -p ecs-exec --bench channel`.
 
 #[path = "../tests/suite/channel_support/mod.rs"]
@@ -11,6 +12,7 @@ use std::hint::black_box;
 use bytes::{Bytes, BytesMut};
 use channel_support::{Ending, FakeAgent, Faults, Link, Pair};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ecs_exec::channel::crypto::{DataKey, SessionCipher};
 use ecs_exec::channel::frame::{Frame, MessageType, PayloadType};
 use ecs_exec::channel::session::SessionConfig;
 use uuid::Uuid;
@@ -45,6 +47,21 @@ fn codec(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("decode", len), &wire, |b, wire| {
             b.iter(|| Frame::decode_shared(black_box(wire)).map(|frame| frame.payload.len()))
         });
+        // KMS sessions seal each payload before framing and open it after decoding. Both
+        // halves of this key are equal, so what `seal` makes `open` accepts.
+        let key = DataKey::from_slice(&[0x42; 64]).expect("64 bytes");
+        let mut cipher = SessionCipher::new(&key).expect("cipher");
+        group.bench_with_input(BenchmarkId::new("encrypt", len), &frame, |b, frame| {
+            b.iter(|| {
+                cipher
+                    .seal(black_box(&frame.payload))
+                    .map(|sealed| sealed.len())
+            })
+        });
+        let sealed = cipher.seal(&frame.payload).expect("seal");
+        group.bench_with_input(BenchmarkId::new("decrypt", len), &sealed, |b, sealed| {
+            b.iter(|| cipher.open(black_box(sealed)).map(|plain| plain.len()))
+        });
         // The baseline: every frame's payload is hashed once to encode and once to decode, so
         // SHA-256 alone bounds the codec, and at half its rate the session pair.
         group.bench_with_input(BenchmarkId::new("sha256_only", len), &frame, |b, frame| {
@@ -65,10 +82,13 @@ fn config() -> SessionConfig {
     }
 }
 
-fn transfer(input: &Bytes, output: &Bytes, chunk: usize) -> usize {
+fn transfer(input: &Bytes, output: &Bytes, chunk: usize, kms: bool) -> usize {
     let mut agent = FakeAgent::new(output.clone(), input.len());
     agent.chunk = chunk;
     agent.window = 4096;
+    if kms {
+        agent.encrypt(1);
+    }
     let mut pair = Pair::new(config(), agent, Link::new(1, Faults::NONE), input.clone());
     pair.max_input_write = 64 * 1024;
     let ending = pair.run(u64::MAX);
@@ -89,15 +109,21 @@ fn pair(c: &mut Criterion) {
     let mut group = c.benchmark_group("session_pair");
     group.sample_size(10);
     group.throughput(Throughput::Bytes(TOTAL as u64));
-    group.bench_function("output_1KiB_frames", |b| {
-        b.iter(|| transfer(&Bytes::new(), &data, 1024))
-    });
-    group.bench_function("output_16KiB_frames", |b| {
-        b.iter(|| transfer(&Bytes::new(), &data, 16 * 1024))
-    });
-    group.bench_function("input_1KiB_frames", |b| {
-        b.iter(|| transfer(&data, &Bytes::new(), 1024))
-    });
+    // Each plain figure beside the same transfer KMS-encrypted (the fake agent seals and opens
+    // too, so the encrypted pair pays for both ends' AES-GCM, as the plain one for both ends'
+    // SHA-256).
+    for kms in [false, true] {
+        let suffix = if kms { "_kms" } else { "" };
+        group.bench_function(format!("output_1KiB_frames{suffix}"), |b| {
+            b.iter(|| transfer(&Bytes::new(), &data, 1024, kms))
+        });
+        group.bench_function(format!("output_16KiB_frames{suffix}"), |b| {
+            b.iter(|| transfer(&Bytes::new(), &data, 16 * 1024, kms))
+        });
+        group.bench_function(format!("input_1KiB_frames{suffix}"), |b| {
+            b.iter(|| transfer(&data, &Bytes::new(), 1024, kms))
+        });
+    }
     group.finish();
 }
 

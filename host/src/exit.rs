@@ -28,9 +28,12 @@ pub enum Exit {
     TempFail,
     /// 76: the remote side broke the protocol (malformed API response or data channel).
     Protocol,
-    /// 77: no permission: no credentials, invalid credentials, or AccessDenied.
+    /// 77: no permission: no credentials, invalid credentials, or AccessDenied (KMS
+    /// GenerateDataKey included), or an agent that ended a KMS session during its handshake
+    /// (the task role's kms:Decrypt).
     NoPerm,
-    /// 78: configuration: cluster, service or container that does not exist, no region.
+    /// 78: configuration: cluster, service or container that does not exist, no region, the
+    /// cluster's KMS key not found or disabled.
     Config,
 }
 
@@ -79,8 +82,12 @@ impl Exit {
             Exit::Protocol => {
                 "protocol error: malformed response from the ECS API or the data channel"
             }
-            Exit::NoPerm => "no permission: no or invalid credentials, AccessDenied",
-            Exit::Config => "configuration: cluster, service or container not found, no region",
+            Exit::NoPerm => {
+                "no permission: no or invalid credentials, AccessDenied, KMS key use denied"
+            }
+            Exit::Config => {
+                "configuration: cluster, service, container or KMS key not found, no region"
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 //! - [`channel`] is the SSM data channel: a sans-IO frame codec and session core, and the
 //!   websocket driver around them;
 //! - [`terminal`] owns the local tty (raw mode, resize, signals);
+//! - [`kms`] gets the data key of a KMS-encrypted session (KMS GenerateDataKey);
 //! - [`ssm`] resumes a data channel session whose websocket dropped (SSM ResumeSession);
 //! - [`run`] wires one-off and interactive runs together;
 //! - [`exit`] is the table of `ecs-exec`'s own exit codes (sysexits style).
@@ -16,6 +17,7 @@ pub mod channel;
 pub mod cli;
 pub mod ecs;
 pub mod exit;
+pub mod kms;
 pub mod plan_io;
 pub mod run;
 pub mod ssm;

@@ -194,12 +194,82 @@ impl RequestedClientAction {
         }
     }
 
+    /// A `KMSEncryption` action (README "KMS encryption"); `challenge` is sent by newer agents.
+    pub fn kms_encryption(key_id: &str, challenge: Option<&str>) -> Self {
+        let mut parameters = serde_json::json!({ "KMSKeyId": key_id });
+        if let Some(challenge) = challenge {
+            parameters["Challenge"] = serde_json::Value::from(challenge);
+        }
+        Self {
+            action_type: action::KMS_ENCRYPTION.to_owned(),
+            action_parameters: parameters,
+        }
+    }
+
+    /// The parameters of a `KMSEncryption` action: the key id (required) and the optional
+    /// challenge string; `None` when this is another action or the key id is missing.
+    pub fn kms_parameters(&self) -> Option<KmsEncryptionParameters> {
+        if self.action_type != action::KMS_ENCRYPTION {
+            return None;
+        }
+        let key_id = self.action_parameters.get("KMSKeyId")?.as_str()?.to_owned();
+        let challenge = self
+            .action_parameters
+            .get("Challenge")
+            .and_then(|value| value.as_str())
+            .map(str::to_owned);
+        Some(KmsEncryptionParameters { key_id, challenge })
+    }
+
     /// The `SessionType` parameter, when this is a SessionType action.
     pub fn session_type_name(&self) -> Option<&str> {
         if self.action_type != action::SESSION_TYPE {
             return None;
         }
         self.action_parameters.get("SessionType")?.as_str()
+    }
+}
+
+/// What a `KMSEncryption` action asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KmsEncryptionParameters {
+    /// The key to generate the data key under (usually an ARN).
+    pub key_id: String,
+    /// Newer agents' random challenge, to be echoed in the encryption context as is.
+    pub challenge: Option<String>,
+}
+
+/// The `ActionResult` of our answer to a `KMSEncryption` action: the data key's ciphertext
+/// blob (base64), a null hash, and the acknowledgement of the agent's challenge when it sent one.
+pub fn kms_encryption_result(
+    ciphertext_blob_base64: &str,
+    challenge_acknowledged: bool,
+) -> serde_json::Value {
+    let mut result = serde_json::json!({
+        "KMSCipherTextKey": ciphertext_blob_base64,
+        "KMSCipherTextHash": null,
+    });
+    if challenge_acknowledged {
+        result["ChallengeAcknowledgement"] = serde_json::Value::Bool(true);
+    }
+    result
+}
+
+/// Agent → client payload type 8 and client → agent type 9: `{"Challenge": "<base64>"}`,
+/// where the base64 text is a sealed payload (nonce, ciphertext, tag).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncryptionChallenge {
+    pub challenge: String,
+}
+
+impl EncryptionChallenge {
+    pub fn to_bytes(&self) -> Bytes {
+        to_bytes(self)
+    }
+
+    pub fn from_payload(payload: &[u8]) -> Result<Self, PayloadError> {
+        parse("encryption challenge", payload)
     }
 }
 
@@ -361,6 +431,45 @@ mod tests {
         let null_list = HandshakeRequest::from_payload(br#"{"RequestedClientActions":null}"#)
             .expect("null list");
         assert!(null_list.requested_client_actions.is_empty());
+    }
+
+    #[test]
+    fn kms_action_parameters_and_result() {
+        let action = RequestedClientAction::kms_encryption("arn:aws:kms:k", Some("Q2g="));
+        assert_eq!(
+            action.kms_parameters(),
+            Some(KmsEncryptionParameters {
+                key_id: "arn:aws:kms:k".to_owned(),
+                challenge: Some("Q2g=".to_owned()),
+            })
+        );
+        let old_agent = RequestedClientAction::kms_encryption("k", None);
+        assert_eq!(old_agent.kms_parameters().map(|p| p.challenge), Some(None));
+        let no_key = RequestedClientAction {
+            action_type: action::KMS_ENCRYPTION.to_owned(),
+            action_parameters: serde_json::json!({"KMSKeyId": 5}),
+        };
+        assert_eq!(no_key.kms_parameters(), None);
+        assert_eq!(
+            RequestedClientAction::session_type("x").kms_parameters(),
+            None
+        );
+
+        let acknowledged = kms_encryption_result("YmxvYg==", true);
+        assert_eq!(
+            acknowledged,
+            serde_json::json!({"KMSCipherTextKey": "YmxvYg==", "KMSCipherTextHash": null,
+                "ChallengeAcknowledgement": true})
+        );
+        let plain = kms_encryption_result("YmxvYg==", false);
+        assert_eq!(plain.get("ChallengeAcknowledgement"), None);
+        assert!(plain["KMSCipherTextHash"].is_null());
+
+        let challenge = EncryptionChallenge {
+            challenge: "AAEC".to_owned(),
+        };
+        assert_eq!(challenge.to_bytes().as_ref(), br#"{"Challenge":"AAEC"}"#);
+        assert!(EncryptionChallenge::from_payload(b"{}").is_err());
     }
 
     #[test]

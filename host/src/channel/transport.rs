@@ -7,7 +7,8 @@
 //! the clock, not by which future woke. Writes are batched (feed, then one flush).
 //! When the socket dies mid-session and a [`ResumePolicy`] is given, the driver gets a new
 //! token from its [`Resumer`] and reopens the channel, with backoff and a bound; the core then
-//! resends what the agent has not acknowledged.
+//! resends what the agent has not acknowledged. When the agent asks for KMS encryption, the
+//! driver gets the data key from its [`DataKeySource`] (bounded in time) and hands it to the core.
 //! It holds no protocol logic: sequence numbers, acks and retransmission live in the core.
 
 use std::fmt;
@@ -28,8 +29,10 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::channel::frame::SystemClock;
-use crate::channel::session::{Event, Session, SessionConfig, Transmit};
-use crate::channel::{ChannelError, TransportError};
+use crate::channel::session::{
+    DataKeyGrant, DataKeyRequest, Event, Session, SessionConfig, Transmit,
+};
+use crate::channel::{ChannelError, KmsError, TransportError};
 
 /// Largest websocket message accepted: agents send at most a few KiB per frame.
 const MAX_MESSAGE_SIZE: usize = 1 << 20;
@@ -39,6 +42,9 @@ const MAX_PENDING_EVENTS: usize = 256;
 const INPUT_QUEUE: usize = 4;
 /// How long the final close frame may take to go out.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Bound on getting a data key from KMS: the agent waits 15 s for our handshake response, so
+/// a later key would be of no use.
+const DATA_KEY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Which proxy to dial through.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,6 +64,16 @@ pub enum ProxySetting {
 pub trait Resumer: Send + Sync {
     /// One attempt. The error is one line for the user; it must not contain the token.
     fn resume(&self) -> BoxFuture<'_, Result<ResumeTicket, String>>;
+}
+
+/// Gets the data key of a KMS-encrypted session: KMS GenerateDataKey with the session's
+/// encryption context. Implemented by the run layer; the transport knows no AWS.
+pub trait DataKeySource: Send + Sync {
+    /// One call. Errors say what failed and what to do; they never carry key material.
+    fn generate(
+        &self,
+        request: DataKeyRequest,
+    ) -> BoxFuture<'static, Result<DataKeyGrant, KmsError>>;
 }
 
 /// Where and with which token to reopen a resumed session.
@@ -125,6 +141,9 @@ pub struct ConnectParams {
     pub connect_timeout: Duration,
     /// Reopen a dropped websocket; `None` makes a drop fatal.
     pub resume: Option<ResumePolicy>,
+    /// Where data keys come from when the agent asks for KMS encryption; without one such a
+    /// session fails with [`KmsError::NoKeySource`].
+    pub data_keys: Option<Arc<dyn DataKeySource>>,
 }
 
 impl ConnectParams {
@@ -136,6 +155,7 @@ impl ConnectParams {
             proxy: ProxySetting::default(),
             connect_timeout: Duration::from_secs(20),
             resume: None,
+            data_keys: None,
         }
     }
 }
@@ -149,6 +169,7 @@ impl fmt::Debug for ConnectParams {
             .field("proxy", &self.proxy)
             .field("connect_timeout", &self.connect_timeout)
             .field("resume", &self.resume)
+            .field("data_keys", &self.data_keys.is_some())
             .finish()
     }
 }
@@ -195,6 +216,7 @@ impl DataChannel {
             flush_pending: false,
             resumed: false,
             drops_without_data: 0,
+            data_key_call: None,
             params,
         };
         tokio::spawn(driver.run());
@@ -280,6 +302,7 @@ enum Step {
     Control(Option<Control>),
     Input(Option<Bytes>),
     Written(Result<(), TransportError>),
+    DataKey(Result<DataKeyGrant, KmsError>),
     Timeout,
 }
 
@@ -305,6 +328,8 @@ struct Driver {
     resumed: bool,
     /// Reopened sockets in a row that dropped before carrying a frame.
     drops_without_data: u32,
+    /// The GenerateDataKey call in flight, if the agent asked for KMS encryption.
+    data_key_call: Option<BoxFuture<'static, Result<DataKeyGrant, KmsError>>>,
     /// How the channel was opened: redials reuse the proxy, timeouts and resume policy.
     params: ConnectParams,
 }
@@ -314,7 +339,10 @@ impl Driver {
         loop {
             self.queue_transmits();
             while let Some(event) = self.session.poll_event() {
-                self.pending.push_back(event);
+                match event {
+                    Event::DataKeyRequested(request) => self.start_data_key_call(request),
+                    event => self.pending.push_back(event),
+                }
             }
             if self.session.is_closed() {
                 break;
@@ -342,6 +370,8 @@ impl Driver {
                 message = self.stream.next(), if reading => Step::Message(message),
                 written = write_outgoing(&mut self.sink, &mut self.outgoing),
                     if !self.outgoing.is_empty() || self.flush_pending => Step::Written(written),
+                grant = await_optional(&mut self.data_key_call), if self.data_key_call.is_some()
+                    => Step::DataKey(grant),
                 control = self.control_rx.recv(), if self.control_open => Step::Control(control),
                 input = self.input_rx.recv(), if self.input_open && can_send => Step::Input(input),
                 () = sleep_until_optional(deadline), if reading && deadline.is_some() => Step::Timeout,
@@ -359,6 +389,10 @@ impl Driver {
                 // Nobody listens any more: end the session.
                 Step::ConsumerGone => self.session.close(now),
                 Step::Message(message) => self.on_message(message),
+                Step::DataKey(result) => {
+                    self.data_key_call = None;
+                    self.session.supply_data_key(now, result);
+                }
                 Step::Control(Some(Control::Resize { cols, rows })) => {
                     // A failure is sticky and already reported as an event.
                     let _ = self.session.send_resize(cols, rows);
@@ -390,6 +424,32 @@ impl Driver {
                 break;
             }
         }
+    }
+
+    /// Starts GenerateDataKey for the agent's KMS action; the result goes to the core.
+    fn start_data_key_call(&mut self, request: DataKeyRequest) {
+        tracing::debug!(
+            key_id = %request.key_id,
+            challenge = request.challenge.is_some(),
+            "the agent asks for KMS encryption; calling GenerateDataKey"
+        );
+        let key_id = request.key_id.clone();
+        let Some(source) = self.params.data_keys.clone() else {
+            let now = Instant::now().into_std();
+            self.session
+                .supply_data_key(now, Err(KmsError::NoKeySource { key_id }));
+            return;
+        };
+        self.data_key_call = Some(Box::pin(async move {
+            tokio::time::timeout(DATA_KEY_TIMEOUT, source.generate(request))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(KmsError::Unavailable {
+                        key_id,
+                        detail: format!("no answer within {DATA_KEY_TIMEOUT:?}"),
+                    })
+                })
+        }));
     }
 
     /// Moves every frame the session wants sent into the outgoing queue.
@@ -523,6 +583,13 @@ impl Driver {
         self.session
             .reconnect(Instant::now().into_std(), &ticket.token)
             .map_err(|error| error.to_string())
+    }
+}
+
+async fn await_optional<T>(future: &mut Option<BoxFuture<'static, T>>) -> T {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
     }
 }
 

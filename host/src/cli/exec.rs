@@ -16,6 +16,7 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use super::{print_stdout, report_error, report_warning};
 use crate::ecs::{self, AwsSettings, EcsApi, EcsError, FanoutTasks, TaskSelector};
 use crate::exit::{self, Exit};
+use crate::kms::KmsApi;
 use crate::run::fanout::{self, FanoutOptions, SpooledInput};
 use crate::run::output::{OutputFormat, ProcessOutput};
 use crate::run::{self, RunRequest};
@@ -299,7 +300,8 @@ Environment:
                                            web identity; SSO profiles and EC2 metadata work too
   AWS_ENDPOINT_URL_ECS, AWS_ENDPOINT_URL   ECS endpoint (--endpoint-url wins)
 
-IAM permissions: ecs:ListTasks (with --service-name), ecs:DescribeTasks, ecs:ExecuteCommand.
+IAM permissions: ecs:ListTasks (with --service-name), ecs:DescribeTasks, ecs:ExecuteCommand;
+  kms:GenerateDataKey on the key, for clusters whose ECS Exec configuration names a KMS key.
 
 Exit codes:
 {}",
@@ -701,14 +703,13 @@ async fn plan_resolve_and_run(request: ExecRequest) -> anyhow::Result<i32> {
         .await?;
     tracing::debug!(task = %target.task_id, container = %target.container_name, "target resolved");
     let ssm = SsmApi::new(&config);
-    run::execute(
-        &api,
-        ssm.as_ref(),
-        prepared,
-        &target,
-        &mut ProcessOutput::default(),
-    )
-    .await
+    let kms = KmsApi::new(&config, &request.aws);
+    let services = run::Services {
+        ecs: &api,
+        ssm: ssm.as_ref(),
+        kms: Some(&kms),
+    };
+    run::execute(&services, prepared, &target, &mut ProcessOutput::default()).await
 }
 
 /// `--all-tasks` / `--tasks`: the input is read once, the adapter plans once locally (so a bad
@@ -729,10 +730,15 @@ async fn run_on_each_task(
         .await?;
     tracing::debug!(tasks = targets.len(), "fan-out targets resolved");
     let ssm = SsmApi::new(&config);
+    let kms = KmsApi::new(&config, &request.aws);
+    let services = run::Services {
+        ecs: &api,
+        ssm: ssm.as_ref(),
+        kms: Some(&kms),
+    };
     let describe = |error: &anyhow::Error| (one_line(&chain_text(error)), exit_for(error));
     let reports = fanout::run_on_tasks(
-        &api,
-        ssm.as_ref(),
+        &services,
         &request.run,
         &input,
         targets,

@@ -453,7 +453,7 @@ pub fn from_service_code(
 }
 
 /// If the call failed because no credentials could be loaded, a one-line description.
-fn credentials_failure(err: &(dyn StdError + 'static)) -> Option<String> {
+pub(crate) fn credentials_failure(err: &(dyn StdError + 'static)) -> Option<String> {
     let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(current) = cause {
         if let Some(credentials) = current.downcast_ref::<CredentialsError>() {

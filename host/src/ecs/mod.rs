@@ -18,6 +18,7 @@ use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
 use aws_sdk_ecs::types::DesiredStatus;
 
 pub use error::{AwsErrorInfo, CREDENTIAL_SOURCES, CallContext, EcsError, Operation};
+pub(crate) use error::{credentials_failure, display_chain, one_line};
 pub use select::{
     ContainerView, EXECUTE_COMMAND_AGENT, RUNNING, TaskView, select_target, task_id_of,
 };

@@ -12,12 +12,11 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt as _;
 use futures_util::stream;
 
-use crate::ecs::{EcsApi, EcsError, Target};
+use crate::ecs::{EcsError, Target};
 use crate::exit::Exit;
-use crate::ssm::SsmApi;
 
 use super::output::{OutputFormat, OutputRecord, SharedWriter, TaskLines, task_labels};
-use super::{RunError, RunRequest, execute, prepare_with_input};
+use super::{RunError, RunRequest, Services, execute, prepare_with_input};
 
 /// How a fan-out runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,8 +85,7 @@ impl SpooledInput {
 /// each in the order given. `describe` turns a failure into its one-line text and exit code
 /// (the CLI's rules, shared with a single run).
 pub async fn run_on_tasks(
-    api: &EcsApi,
-    ssm: Option<&SsmApi>,
+    services: &Services<'_>,
     req: &RunRequest,
     input: &SpooledInput,
     targets: Vec<(String, Result<Target, EcsError>)>,
@@ -108,7 +106,7 @@ pub async fn run_on_tasks(
                     let started = Instant::now();
                     let mut lines = TaskLines::new(task_id.clone(), label.clone(), shared.clone());
                     let result = match target {
-                        Ok(target) => run_task(api, ssm, req, input, &target, &mut lines).await,
+                        Ok(target) => run_task(services, req, input, &target, &mut lines).await,
                         Err(error) => Err(error.into()),
                     };
                     let report = report(task_id, label, result, started.elapsed(), describe);
@@ -125,8 +123,7 @@ pub async fn run_on_tasks(
 }
 
 async fn run_task(
-    api: &EcsApi,
-    ssm: Option<&SsmApi>,
+    services: &Services<'_>,
     req: &RunRequest,
     input: &SpooledInput,
     target: &Target,
@@ -137,7 +134,7 @@ async fn run_task(
         .await
         .map_err(RunError::Stdin)?;
     let prepared = prepare_with_input(req, Box::new(file), Some(input.len)).await?;
-    execute(api, ssm, prepared, target, lines).await
+    execute(services, prepared, target, lines).await
 }
 
 fn report(

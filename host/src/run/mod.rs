@@ -21,10 +21,13 @@ use futures_util::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use crate::adapter::{self, AdapterError, AdapterSet, Invocation, LoadOptions, Plan};
-use crate::channel::ChannelError;
-use crate::channel::transport::{ConnectParams, DataChannel, ResumePolicy, ResumeTicket, Resumer};
+use crate::channel::transport::{
+    ConnectParams, DataChannel, DataKeySource, ResumePolicy, ResumeTicket, Resumer,
+};
+use crate::channel::{ChannelError, KmsError};
 use crate::ecs::{EcsApi, Target};
 use crate::exit::Exit;
+use crate::kms::KmsApi;
 use crate::ssm::SsmApi;
 
 use output::RunOutput;
@@ -100,6 +103,7 @@ impl RunError {
         match self {
             RunError::Adapter(_) => Exit::Config,
             RunError::Channel(ChannelError::Transport(_)) => Exit::Unavailable,
+            RunError::Channel(ChannelError::Kms(kms)) => kms_exit(kms),
             RunError::Orphaned { .. } => Exit::TempFail,
             RunError::Channel(_)
             | RunError::NoExitStatus { .. }
@@ -109,6 +113,34 @@ impl RunError {
             RunError::InputTask(_) | RunError::Setup(_) => Exit::Software,
         }
     }
+}
+
+/// The exit code of a KMS failure (README "Exit codes").
+fn kms_exit(error: &KmsError) -> Exit {
+    match error {
+        KmsError::GenerateDataKeyDenied { .. }
+        | KmsError::NoCredentials { .. }
+        | KmsError::AgentEndedHandshake { .. } => Exit::NoPerm,
+        KmsError::KeyNotFound { .. } | KmsError::KeyDisabled { .. } => Exit::Config,
+        KmsError::Unavailable { .. } => Exit::TempFail,
+        KmsError::NoRuntimeId { .. } => Exit::Unavailable,
+        KmsError::HandshakeTimeout { .. } | KmsError::Crypto(_) | KmsError::Protocol { .. } => {
+            Exit::Protocol
+        }
+        KmsError::Rejected { .. } | KmsError::NoKeySource { .. } => Exit::Software,
+    }
+}
+
+/// The AWS services a run talks to once its plan is ready.
+#[derive(Clone, Copy)]
+pub struct Services<'a> {
+    /// ExecuteCommand.
+    pub ecs: &'a EcsApi,
+    /// ResumeSession, to resume a dropped data channel; without it a drop ends the run.
+    pub ssm: Option<&'a SsmApi>,
+    /// GenerateDataKey, for a session the agent wants KMS-encrypted; without it such a
+    /// session fails.
+    pub kms: Option<&'a KmsApi>,
 }
 
 /// Where a one-off's input comes from: the process's stdin, or a reader a test supplies.
@@ -187,25 +219,28 @@ pub async fn prepare_with_input(
 }
 
 /// Starts the session on `target` and drives it until the remote program's exit status is
-/// known. With `ssm`, a data channel that drops mid-session is resumed (SSM ResumeSession)
-/// instead of ending the run.
+/// known, writing its output to `output`.
 pub async fn execute(
-    api: &EcsApi,
-    ssm: Option<&SsmApi>,
+    services: &Services<'_>,
     prepared: PreparedRun,
     target: &Target,
     output: &mut dyn RunOutput,
 ) -> anyhow::Result<i32> {
-    let session = api
+    let session = services
+        .ecs
         .execute_command(target, &prepared.plan.command, true)
         .await?;
     tracing::debug!(session_id = %session.session_id, "session started");
     let mut params = ConnectParams::new(&session.stream_url, session.token.expose());
-    params.resume = ssm.map(|ssm| {
+    params.resume = services.ssm.map(|ssm| {
         ResumePolicy::new(Arc::new(SsmResumer {
             ssm: ssm.clone(),
             session_id: session.session_id.clone(),
         }))
+    });
+    params.data_keys = services.kms.map(|kms| {
+        let keys: Arc<dyn DataKeySource> = kms.session_keys(&session.session_id, target);
+        keys
     });
     let (writer, events) = DataChannel::connect(params).await.map_err(RunError::from)?;
 

@@ -1,7 +1,8 @@
 //! The client session against an independent fake agent over a faulty simulated link, on a
 //! virtual clock: every byte must arrive exactly once and in order in both directions, the
 //! session must end on channel_closed, and buffers must stay within their bounds. Covers the
-//! reference plugin's failure cases (docs/protocol.md §14) one by one, then a proptest.
+//! reference plugin's failure cases (docs/protocol.md §14) one by one, then a proptest over
+//! schedules, plain and KMS-encrypted.
 
 use crate::channel_support;
 
@@ -143,6 +144,77 @@ fn handshake_session_completes_then_carries_data() {
 }
 
 #[test]
+fn kms_session_handshakes_then_carries_sealed_data_both_ways() {
+    let input = pattern(5000, 20);
+    let output = pattern(7000, 21);
+    let mut pair = pair(input.clone(), output.clone(), Faults::NONE, 20);
+    pair.agent.encrypt(20);
+    pair.agent.exit_code = Some(7);
+    pair.resize_first = Some((132, 43));
+    let ending = pair.run(100_000);
+    assert_exact(&pair, &input, &output, &ending);
+    assert!(pair.client.is_encrypted());
+    assert_eq!(pair.key_requests.len(), 1);
+    let kms = pair.agent.kms.as_ref().expect("kms");
+    assert!(kms.challenge_verified);
+    assert!(
+        kms.inputs_opened >= 5,
+        "input went sealed in 1 KiB messages"
+    );
+    assert!(pair.events.contains(&Event::ExitCode(7)));
+    assert_eq!(
+        pair.agent.sizes.len(),
+        1,
+        "the size goes once the handshake is done"
+    );
+    assert_eq!(pair.client.stats().retransmits, 0);
+}
+
+#[test]
+fn kms_session_without_a_challenge_string_is_not_acknowledged() {
+    let input = pattern(100, 22);
+    let output = pattern(100, 23);
+    let mut pair = pair(input.clone(), output.clone(), Faults::NONE, 22);
+    pair.agent.encrypt(22);
+    if let Some(kms) = pair.agent.kms.as_mut() {
+        kms.challenge = None;
+    }
+    let ending = pair.run(100_000);
+    assert_exact(&pair, &input, &output, &ending);
+    assert_eq!(pair.key_requests[0].challenge, None);
+}
+
+#[test]
+fn kms_session_keeps_its_keys_across_faults_and_reconnects() {
+    // As the plain reconnect test, once the handshake is done: resent messages are the same
+    // sealed bytes, and the agent opens every one of them.
+    let input = pattern(60_000, 24);
+    let output = pattern(60_000, 25);
+    let faults = Faults {
+        drop: 0.05,
+        duplicate: 0.05,
+        max_delay_ms: 20,
+    };
+    let mut config = config();
+    config.max_unacked_frames = 8;
+    let mut agent = FakeAgent::new(output.clone(), input.len());
+    agent.window = 8;
+    agent.encrypt(24);
+    let mut pair = Pair::new(config, agent, Link::new(24, faults), input.clone());
+    pair.disconnects.extend([400, 700]);
+    let ending = pair.run(1_000_000);
+    assert_exact(&pair, &input, &output, &ending);
+    assert!(pair.disconnects.is_empty(), "both drops happened mid-run");
+    assert_eq!(pair.agent.open_messages.len(), 3);
+    assert_eq!(
+        pair.key_requests.len(),
+        1,
+        "one data key for the whole session"
+    );
+    assert!(pair.client.stats().retransmits > 0);
+}
+
+#[test]
 fn stderr_and_exit_code_are_routed_apart_from_stdout() {
     let output = pattern(2500, 11);
     let mut pair = pair(Bytes::new(), output.clone(), Faults::NONE, 6);
@@ -274,6 +346,7 @@ proptest! {
         max_input_write in 1usize..5000,
         agent_chunk in 1usize..3000,
         handshake in any::<bool>(),
+        kms in any::<bool>(),
         reorder_frames in 1usize..64,
     ) {
         let input = pattern(input_len, seed as u8);
@@ -286,6 +359,9 @@ proptest! {
         let mut agent = FakeAgent::new(output.clone(), input.len());
         agent.chunk = agent_chunk;
         agent.handshake = handshake;
+        if kms {
+            agent.encrypt(seed);
+        }
         agent.window = 64;
         agent.stash_limit = 32;
         let faults = Faults { drop, duplicate, max_delay_ms };
@@ -295,7 +371,10 @@ proptest! {
         prop_assert_eq!(ending, Ending::Closed { output: String::new() });
         prop_assert!(pair.agent.received_input.kept == input.as_ref());
         prop_assert!(pair.client_output.kept == output.as_ref());
-        prop_assert!(pair.max_unacked_bytes_seen <= (16 << 10) + max_input_write);
+        // Sealing adds a nonce and a tag to each message of at most 1 KiB.
+        let sealing = if kms { 28 * max_input_write.div_ceil(1024) } else { 0 };
+        prop_assert!(pair.max_unacked_bytes_seen <= (16 << 10) + max_input_write + sealing);
+        prop_assert_eq!(pair.client.is_encrypted(), kms);
         prop_assert!(pair.max_reorder_seen.0 <= reorder_frames);
         prop_assert!(pair.agent.max_stash_seen <= 32);
         prop_assert!(pair.client.is_closed());

@@ -12,10 +12,14 @@ use crate::e2e_support::tmux::Terminal;
 use crate::e2e_support::{World, pseudo_random_bytes};
 
 /// A run that has not finished by then is a hang, not a slow machine.
-const RUN_LIMIT: Duration = Duration::from_secs(900);
+pub(crate) const RUN_LIMIT: Duration = Duration::from_secs(900);
 
 /// The fault mix of the reliability requirements, in both directions.
-fn hostile_network(config: &mut Config, seed: u64, disconnect_after_frames: Option<u64>) {
+pub(crate) fn hostile_network(
+    config: &mut Config,
+    seed: u64,
+    disconnect_after_frames: Option<u64>,
+) {
     let rates = FaultRates {
         drop: 0.05,
         duplicate: 0.05,
@@ -94,14 +98,23 @@ fn four_mib_survive_loss_duplication_reordering_and_delay() {
 
 /// `input` through `--pipe cat` comes back byte for byte, and `--pipe sha256sum` hashes it right.
 fn cat_and_sha256sum_are_exact(world: &World, input: &[u8]) {
-    let mut cat = world.ecs_exec();
+    cat_and_sha256sum_are_exact_on(world, || world.ecs_exec(), input);
+}
+
+/// As [`cat_and_sha256sum_are_exact`], with the commands from `ecs_exec` (another cluster).
+pub(crate) fn cat_and_sha256sum_are_exact_on(
+    world: &World,
+    ecs_exec: impl Fn() -> std::process::Command,
+    input: &[u8],
+) {
+    let mut cat = ecs_exec();
     cat.args(["--pipe", "cat"]);
     let outcome = world.run_within(cat, input, RUN_LIMIT);
     assert_eq!(outcome.code(), 0, "stderr: {}", outcome.stderr);
     assert_eq!(outcome.stdout.len(), input.len());
     assert!(outcome.stdout == input, "cat output differs from its input");
 
-    let mut sha = world.ecs_exec();
+    let mut sha = ecs_exec();
     sha.args(["--pipe", "sha256sum"]);
     let outcome = world.run_within(sha, input, RUN_LIMIT);
     assert_eq!(outcome.code(), 0, "stderr: {}", outcome.stderr);
@@ -110,7 +123,7 @@ fn cat_and_sha256sum_are_exact(world: &World, input: &[u8]) {
 }
 
 /// The transfers really crossed a hostile network: frames were dropped, duplicated, reordered.
-fn every_fault_was_injected(world: &World) -> ecs_exec_emulator::CountersSnapshot {
+pub(crate) fn every_fault_was_injected(world: &World) -> ecs_exec_emulator::CountersSnapshot {
     let counters = world.emulator.counters();
     assert!(counters.frames_dropped > 0, "{counters:?}");
     assert!(counters.frames_duplicated > 0, "{counters:?}");

@@ -1,7 +1,8 @@
 //! No secret ever leaves ecs-exec: every flow, successes and failures, runs at the highest
-//! verbosity, and the secret key, the session token and every data channel token the emulator
-//! issued (ExecuteCommand and ResumeSession) must appear nowhere in stdout, stderr or any file
-//! the runs wrote. Wrong credentials fail at once with AWS's error and exit 77.
+//! verbosity, and the secret key, the session token, every data channel token the emulator
+//! issued (ExecuteCommand and ResumeSession) and every KMS data key (the plaintext of the KMS
+//! cluster's sessions, raw, in base64 and in hex) must appear nowhere in stdout, stderr or any
+//! file the runs wrote. Wrong credentials fail at once with AWS's error and exit 77.
 
 use std::path::Path;
 
@@ -27,9 +28,13 @@ fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
+    contains_bytes(haystack, needle.as_bytes())
+}
+
+fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
-        .any(|window| window == needle.as_bytes())
+        .any(|window| window == needle)
 }
 
 #[test]
@@ -82,6 +87,26 @@ fn no_secret_appears_in_any_output_or_file_at_the_highest_verbosity() {
             b"echo hi",
         ),
     ));
+    let secure = ["--cluster", "secure", "--service-name", "web"];
+    outcomes.push((
+        "KMS one-off",
+        world.run(verbose(&secure), b"echo encrypted; exit 2"),
+    ));
+    let mut words = secure.to_vec();
+    words.extend(["--pipe", "cat"]);
+    let encrypted = world.run(verbose(&words), &input);
+    assert!(
+        encrypted.stdout == input,
+        "the encrypted streamed run itself must work: {}",
+        encrypted.stderr
+    );
+    outcomes.push(("KMS streamed one-off, resumed", encrypted));
+    let mut words = secure.to_vec();
+    words.extend(["--interactive", "--pipe", "/bin/bash"]);
+    outcomes.push((
+        "KMS interactive, stdin a pipe",
+        world.run(verbose(&words), b"echo interactive\nexit 4\n"),
+    ));
     let mut wrong_key = verbose(&web);
     wrong_key.env(
         "AWS_SECRET_ACCESS_KEY",
@@ -106,12 +131,41 @@ fn no_secret_appears_in_any_output_or_file_at_the_highest_verbosity() {
     let tokens = world.emulator.issued_tokens();
     assert!(tokens.len() >= 5, "tokens were issued: {}", tokens.len());
     secrets.extend(tokens);
+    let data_keys = world.emulator.issued_data_keys();
+    assert!(
+        data_keys.len() >= 3,
+        "data keys were issued: {}",
+        data_keys.len()
+    );
+    for key in &data_keys {
+        use base64::Engine as _;
+        secrets.push(base64::engine::general_purpose::STANDARD.encode(key));
+        secrets.push(hex::encode(key));
+        secrets.push(hex::encode_upper(key));
+        // Each half is a key of its own.
+        secrets.push(hex::encode(&key[..32]));
+        secrets.push(hex::encode(&key[32..]));
+        // Debug formatting of a byte array, as a careless trace would print it.
+        secrets.push(format!("{:?}", &key[..16]));
+    }
 
     for (flow, outcome) in &outcomes {
         assert!(
             !outcome.stderr.is_empty(),
             "{flow}: -vv must trace something, or this test proves nothing"
         );
+        for key in &data_keys {
+            for half in [&key[..32], &key[32..]] {
+                assert!(
+                    !contains_bytes(&outcome.stdout, half),
+                    "{flow}: a data key is on stdout"
+                );
+                assert!(
+                    !contains_bytes(outcome.stderr.as_bytes(), half),
+                    "{flow}: a data key is on stderr"
+                );
+            }
+        }
         for secret in &secrets {
             assert!(
                 !contains(&outcome.stdout, secret),
@@ -127,6 +181,13 @@ fn no_secret_appears_in_any_output_or_file_at_the_highest_verbosity() {
         .into_iter()
         .chain(files_under(e2e_support::shared_cache_dir()));
     for (path, bytes) in written {
+        for key in &data_keys {
+            assert!(
+                !contains_bytes(&bytes, &key[..32]) && !contains_bytes(&bytes, &key[32..]),
+                "a data key was written to {}",
+                path.display()
+            );
+        }
         for secret in &secrets {
             assert!(
                 !contains(&bytes, secret),

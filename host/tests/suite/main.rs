@@ -23,6 +23,7 @@ mod e2e_fanout;
 mod e2e_faults;
 mod e2e_hoop;
 mod e2e_interactive;
+mod e2e_kms;
 mod e2e_load;
 mod e2e_oneoff;
 mod e2e_runpath;

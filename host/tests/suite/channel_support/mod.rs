@@ -1,6 +1,8 @@
 //! Test support shared by the channel tests and benches: a fake agent written independently
 //! from the client `Session` (the agent side of docs/protocol.md §8, with its own policy), a
 //! simulated link with a seeded fault schedule, and a `Pair` that runs both on a virtual clock.
+//! The agent can also encrypt with KMS ([`FakeKms`]): its cipher uses aws-lc-rs directly, not
+//! the client's `SessionCipher`, so a mistake in one (key halves, nonce place) cannot hide.
 //! Nothing here touches a socket or the real clock; time is virtual milliseconds.
 
 #![allow(dead_code)]
@@ -9,13 +11,19 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
+use ecs_exec::channel::crypto::DataKey;
 use ecs_exec::channel::frame::{FixedClock, Frame, MessageType, PayloadType};
 use ecs_exec::channel::payload::{
-    Acknowledge, ChannelClosed, HandshakeComplete, HandshakeRequest, HandshakeResponse,
-    OpenDataChannel, RequestedClientAction, TerminalSize,
+    Acknowledge, ChannelClosed, EncryptionChallenge, HandshakeComplete, HandshakeRequest,
+    HandshakeResponse, OpenDataChannel, RequestedClientAction, TerminalSize,
 };
-use ecs_exec::channel::session::{Event, Session, SessionConfig, Transmit};
+use ecs_exec::channel::session::{
+    DataKeyGrant, DataKeyRequest, Event, Session, SessionConfig, Transmit,
+};
 use uuid::Uuid;
 
 pub const TOKEN: &str = "test-token";
@@ -121,6 +129,87 @@ impl Rng {
     }
 }
 
+/// The agent's half of a KMS-encrypted session: the data key (as KMS would issue it), the
+/// agent's nonce counter, and the challenge it is waiting to see answered.
+pub struct FakeKms {
+    pub key_id: String,
+    /// The challenge string of the HandshakeRequest (newer agents); `None` leaves it out.
+    pub challenge: Option<String>,
+    data_key: [u8; 64],
+    pub blob: Bytes,
+    nonce_counter: u64,
+    rng: Rng,
+    challenge_plain: Option<Vec<u8>>,
+    pub challenge_verified: bool,
+    /// Input payloads the agent opened.
+    pub inputs_opened: u64,
+}
+
+impl FakeKms {
+    pub fn new(seed: u64) -> Self {
+        let mut rng = Rng::new(seed ^ 0x006b_6d73);
+        let mut data_key = [0u8; 64];
+        for chunk in data_key.chunks_mut(8) {
+            chunk.copy_from_slice(&rng.next_u64().to_be_bytes());
+        }
+        let nonce_counter = rng.next_u64() >> 1;
+        Self {
+            key_id: "arn:aws:kms:us-east-1:123456789012:key/fake".to_owned(),
+            challenge: Some(BASE64.encode(rng.next_u64().to_be_bytes())),
+            data_key,
+            blob: Bytes::from(format!("blob-{seed}")),
+            nonce_counter,
+            rng,
+            challenge_plain: None,
+            challenge_verified: false,
+            inputs_opened: 0,
+        }
+    }
+
+    /// What GenerateDataKey would give the client.
+    pub fn grant(&self) -> DataKeyGrant {
+        DataKeyGrant {
+            ciphertext_blob: self.blob.clone(),
+            data_key: DataKey::from_slice(&self.data_key).expect("64 bytes"),
+        }
+    }
+
+    /// The bytes of the data key, for tests that look for it in output.
+    pub fn data_key_bytes(&self) -> [u8; 64] {
+        self.data_key
+    }
+
+    fn key(bytes: &[u8]) -> LessSafeKey {
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("32-byte key"))
+    }
+
+    /// Seals with the agent key (bytes 0-31); the nonce is the agent's counter.
+    fn seal(&mut self, plain: &[u8]) -> Bytes {
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&self.nonce_counter.to_be_bytes());
+        self.nonce_counter += 1;
+        let mut body = plain.to_vec();
+        Self::key(&self.data_key[..32])
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut body)
+            .expect("seal");
+        Bytes::from([&nonce[..], &body].concat())
+    }
+
+    /// Opens with the client key (bytes 32-63); `None` when it does not authenticate.
+    fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < 28 {
+            return None;
+        }
+        let (nonce, body) = sealed.split_at(12);
+        let mut body = body.to_vec();
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let plain = Self::key(&self.data_key[32..])
+            .open_in_place(nonce, Aad::empty(), &mut body)
+            .ok()?;
+        Some(plain.to_vec())
+    }
+}
+
 /// A fake agent: acks every stream message (re-acks duplicates), keeps its own expected
 /// sequence number and stash, buffers its output until acked and resends anything unacked
 /// after a fixed timeout, then sends channel_closed once its output is acked and the expected
@@ -155,6 +244,8 @@ pub struct FakeAgent {
     pub handshake: bool,
     handshake_done: bool,
     handshake_sent: bool,
+    /// KMS encryption (needs `handshake`); see [`FakeAgent::encrypt`].
+    pub kms: Option<FakeKms>,
 
     pub expected_input_len: usize,
     closed_at: Option<u64>,
@@ -193,10 +284,17 @@ impl FakeAgent {
             handshake: false,
             handshake_done: false,
             handshake_sent: false,
+            kms: None,
             expected_input_len,
             closed_at: None,
             ids: 0,
         }
+    }
+
+    /// Makes the session a KMS-encrypted one (a handshake with the KMS action and challenge).
+    pub fn encrypt(&mut self, seed: u64) {
+        self.handshake = true;
+        self.kms = Some(FakeKms::new(seed));
     }
 
     fn next_id(&mut self) -> Uuid {
@@ -263,9 +361,16 @@ impl FakeAgent {
     fn consume(&mut self, now_ms: u64, frame: Frame) {
         self.expected += 1;
         match frame.payload_type {
-            PayloadType::Output if !self.handshake || self.handshake_done => {
-                self.received_input.push(&frame.payload)
-            }
+            PayloadType::Output if !self.handshake || self.handshake_done => match &mut self.kms {
+                Some(kms) => {
+                    let plain = kms
+                        .open(&frame.payload)
+                        .expect("client input opens with the client key");
+                    kms.inputs_opened += 1;
+                    self.received_input.push(&plain);
+                }
+                None => self.received_input.push(&frame.payload),
+            },
             PayloadType::Size => self
                 .sizes
                 .push(TerminalSize::from_payload(&frame.payload).expect("size json")),
@@ -279,18 +384,67 @@ impl FakeAgent {
                         .all(|action| action.action_status == 1),
                     "client refused an action: {response:?}"
                 );
-                self.handshake_done = true;
-                let complete = HandshakeComplete {
-                    handshake_time_to_complete: 1_000_000,
-                    customer_message: "welcome".to_owned(),
-                };
-                self.queue_stream(now_ms, PayloadType::HandshakeComplete, complete.to_bytes());
+                if let Some(kms) = &mut self.kms {
+                    let result = &response
+                        .processed_client_actions
+                        .iter()
+                        .find(|action| action.action_type == "KMSEncryption")
+                        .expect("the KMS action is answered")
+                        .action_result;
+                    assert_eq!(result["KMSCipherTextKey"], BASE64.encode(&kms.blob));
+                    assert!(result["KMSCipherTextHash"].is_null());
+                    if kms.challenge.is_some() {
+                        assert_eq!(result["ChallengeAcknowledgement"], true);
+                    }
+                    let plain: Vec<u8> = (0..8)
+                        .flat_map(|_| kms.rng.next_u64().to_be_bytes())
+                        .collect();
+                    let challenge = EncryptionChallenge {
+                        challenge: BASE64.encode(kms.seal(&plain)),
+                    };
+                    kms.challenge_plain = Some(plain);
+                    self.queue_stream(
+                        now_ms,
+                        PayloadType::EncChallengeRequest,
+                        challenge.to_bytes(),
+                    );
+                    return;
+                }
+                self.complete_handshake(now_ms);
+            }
+            PayloadType::EncChallengeResponse => {
+                let kms = self.kms.as_mut().expect("a challenge answer only with KMS");
+                let answer =
+                    EncryptionChallenge::from_payload(&frame.payload).expect("challenge json");
+                let sealed = BASE64.decode(answer.challenge).expect("base64");
+                let plain = kms
+                    .open(&sealed)
+                    .expect("the answer opens with the client key");
+                assert_eq!(Some(plain), kms.challenge_plain, "the challenge is echoed");
+                kms.challenge_verified = true;
+                self.complete_handshake(now_ms);
             }
             _ => {} // discarded (but acked), as the agent does before the handshake
         }
     }
 
+    fn complete_handshake(&mut self, now_ms: u64) {
+        self.handshake_done = true;
+        let complete = HandshakeComplete {
+            handshake_time_to_complete: 1_000_000,
+            customer_message: "welcome".to_owned(),
+        };
+        self.queue_stream(now_ms, PayloadType::HandshakeComplete, complete.to_bytes());
+    }
+
     fn queue_stream(&mut self, now_ms: u64, payload_type: PayloadType, payload: Bytes) {
+        let payload = match (&mut self.kms, payload_type) {
+            // Sealed once: a resend repeats the same bytes.
+            (Some(kms), PayloadType::Output | PayloadType::StdErr | PayloadType::ExitCode) => {
+                kms.seal(&payload)
+            }
+            _ => payload,
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
         let id = self.next_id();
@@ -315,11 +469,16 @@ impl FakeAgent {
         }
         if self.handshake && !self.handshake_sent {
             self.handshake_sent = true;
+            let mut actions = vec![RequestedClientAction::session_type("InteractiveCommands")];
+            if let Some(kms) = &self.kms {
+                actions.push(RequestedClientAction::kms_encryption(
+                    &kms.key_id,
+                    kms.challenge.as_deref(),
+                ));
+            }
             let request = HandshakeRequest {
                 agent_version: "3.3.0.0".to_owned(),
-                requested_client_actions: vec![RequestedClientAction::session_type(
-                    "InteractiveCommands",
-                )],
+                requested_client_actions: actions,
             };
             self.queue_stream(now_ms, PayloadType::HandshakeRequest, request.to_bytes());
         }
@@ -541,6 +700,8 @@ pub struct Pair {
     pub client_output: Received,
     pub client_stderr: Vec<u8>,
     pub events: Vec<Event>,
+    /// What the client asked KMS for (answered from the agent's [`FakeKms`]).
+    pub key_requests: Vec<DataKeyRequest>,
     pub max_unacked_bytes_seen: usize,
     pub max_reorder_seen: (usize, usize),
     pub steps: u64,
@@ -578,6 +739,7 @@ impl Pair {
             client_output: Received::default(),
             client_stderr: Vec::new(),
             events: Vec::new(),
+            key_requests: Vec::new(),
             max_unacked_bytes_seen: 0,
             max_reorder_seen: (0, 0),
             steps: 0,
@@ -666,6 +828,14 @@ impl Pair {
                 }
                 Event::Lost { reason } => {
                     ending.get_or_insert(Ending::Lost(reason.to_string()));
+                }
+                Event::DataKeyRequested(request) => {
+                    let kms = self.agent.kms.as_ref().expect("KMS asked for by the agent");
+                    assert_eq!(request.key_id, kms.key_id);
+                    assert_eq!(request.challenge, kms.challenge);
+                    self.key_requests.push(request.clone());
+                    let now = self.instant(self.now_ms);
+                    self.client.supply_data_key(now, Ok(kms.grant()));
                 }
                 _ => {}
             }

@@ -1,0 +1,422 @@
+//! KMS GenerateDataKey for encrypted sessions (README "KMS encryption"): the client, the
+//! session's encryption context and target id, and the mapping of KMS failures to
+//! [`KmsError`].
+//!
+//! The client is built from the process's one `SdkConfig` (credentials, region, retries and
+//! timeouts as for ECS). The data key's plaintext goes straight into a zeroising
+//! [`DataKey`]; nothing here logs it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::operation::RequestId;
+use aws_sdk_kms::operation::generate_data_key::GenerateDataKeyError;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use zeroize::Zeroizing;
+
+use crate::channel::KmsError;
+use crate::channel::crypto::{DATA_KEY_LEN, DataKey};
+use crate::channel::session::{DataKeyGrant, DataKeyRequest};
+use crate::channel::transport::DataKeySource;
+use crate::ecs::{self, AwsErrorInfo, AwsSettings, Target};
+
+/// Encryption context key of the SSM session id.
+pub const CONTEXT_SESSION_ID: &str = "aws:ssm:SessionId";
+/// Encryption context key of the session's target.
+pub const CONTEXT_TARGET_ID: &str = "aws:ssm:TargetId";
+/// Encryption context key of the agent's challenge string, when it sent one.
+pub const CONTEXT_RANDOM_CHALLENGE: &str = "aws:ssm:RandomChallenge";
+
+/// The KMS client.
+#[derive(Clone, Debug)]
+pub struct KmsApi {
+    client: aws_sdk_kms::Client,
+}
+
+impl KmsApi {
+    /// Builds the client from the process's `SdkConfig`. `settings` tells whether the ECS
+    /// endpoint was given with `--endpoint-url` (see [`endpoint_override`]).
+    pub fn new(config: &SdkConfig, settings: &AwsSettings) -> KmsApi {
+        let mut builder = aws_sdk_kms::config::Builder::from(config);
+        if let Some(endpoint) = endpoint_override(settings.endpoint_url.is_some(), |name| {
+            std::env::var(name).ok()
+        }) {
+            builder.set_endpoint_url(endpoint);
+        }
+        KmsApi {
+            client: aws_sdk_kms::Client::from_conf(builder.build()),
+        }
+    }
+
+    /// The data key source of one session: GenerateDataKey with its encryption context.
+    pub fn session_keys(&self, session_id: &str, target: &Target) -> Arc<SessionKeys> {
+        Arc::new(SessionKeys {
+            client: self.client.clone(),
+            session_id: session_id.to_owned(),
+            cluster: cluster_name(&target.cluster_name).to_owned(),
+            task_id: target.task_id.clone(),
+            container: target.container_name.clone(),
+            runtime_id: target.runtime_id.clone(),
+        })
+    }
+}
+
+/// The KMS endpoint when the client must not take aws-config's: `Some(url)` to set, `Some(None)`
+/// for the region's default.
+///
+/// `--endpoint-url` names the ECS endpoint, but aws-config applies an endpoint set on the
+/// loader to every client, ahead of `AWS_ENDPOINT_URL_KMS`. When it was given, the KMS endpoint
+/// is therefore chosen here: `AWS_ENDPOINT_URL_KMS`, then `AWS_ENDPOINT_URL`, then the default.
+/// Otherwise aws-config reads those variables (and the profile) itself, as it does for ECS.
+pub fn endpoint_override(
+    explicit_ecs_endpoint: bool,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<Option<String>> {
+    if !explicit_ecs_endpoint {
+        return None;
+    }
+    Some(
+        ["AWS_ENDPOINT_URL_KMS", "AWS_ENDPOINT_URL"]
+            .iter()
+            .find_map(|name| env(name).filter(|value| !value.trim().is_empty())),
+    )
+}
+
+/// The cluster's name, also when given as an ARN (`arn:…:cluster/NAME`): the target id uses
+/// the name.
+pub fn cluster_name(cluster: &str) -> &str {
+    match cluster
+        .strip_prefix("arn:")
+        .and_then(|rest| rest.split_once(":cluster/"))
+    {
+        Some((_, name)) if !name.is_empty() => name,
+        _ => cluster,
+    }
+}
+
+/// The SSM target of an ECS Exec session: `ecs:<clusterName>_<taskId>_<runtimeId>`.
+pub fn target_id(cluster_name: &str, task_id: &str, runtime_id: &str) -> String {
+    format!("ecs:{cluster_name}_{task_id}_{runtime_id}")
+}
+
+/// The encryption context the agent's Decrypt will use: the session id, the target, and the
+/// agent's challenge exactly as it sent it (the agent adds that entry because we acknowledge).
+pub fn encryption_context(
+    session_id: &str,
+    target_id: &str,
+    challenge: Option<&str>,
+) -> HashMap<String, String> {
+    let mut context = HashMap::from([
+        (CONTEXT_SESSION_ID.to_owned(), session_id.to_owned()),
+        (CONTEXT_TARGET_ID.to_owned(), target_id.to_owned()),
+    ]);
+    if let Some(challenge) = challenge {
+        context.insert(CONTEXT_RANDOM_CHALLENGE.to_owned(), challenge.to_owned());
+    }
+    context
+}
+
+/// GenerateDataKey for one session.
+#[derive(Clone)]
+pub struct SessionKeys {
+    client: aws_sdk_kms::Client,
+    session_id: String,
+    cluster: String,
+    task_id: String,
+    container: String,
+    runtime_id: Option<String>,
+}
+
+impl fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionKeys")
+            .field("session_id", &self.session_id)
+            .field("cluster", &self.cluster)
+            .field("task_id", &self.task_id)
+            .field("runtime_id", &self.runtime_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionKeys {
+    async fn generate_data_key(&self, request: DataKeyRequest) -> Result<DataKeyGrant, KmsError> {
+        let key_id = request.key_id;
+        let Some(runtime_id) = &self.runtime_id else {
+            return Err(KmsError::NoRuntimeId {
+                key_id,
+                task_id: self.task_id.clone(),
+                container: self.container.clone(),
+            });
+        };
+        let target = target_id(&self.cluster, &self.task_id, runtime_id);
+        let context = encryption_context(&self.session_id, &target, request.challenge.as_deref());
+        tracing::debug!(key_id = %key_id, target = %target, "KMS GenerateDataKey");
+        let output = self
+            .client
+            .generate_data_key()
+            .key_id(&key_id)
+            .number_of_bytes(DATA_KEY_LEN as i32)
+            .set_encryption_context(Some(context))
+            .send()
+            .await
+            .map_err(|error| from_sdk(&key_id, error))?;
+        let plaintext = Zeroizing::new(
+            output
+                .plaintext
+                .map(|blob| blob.into_inner())
+                .ok_or_else(|| missing(&key_id, "Plaintext"))?,
+        );
+        let data_key = DataKey::from_slice(&plaintext).map_err(KmsError::Crypto)?;
+        let ciphertext_blob = output
+            .ciphertext_blob
+            .map(|blob| Bytes::from(blob.into_inner()))
+            .filter(|blob| !blob.is_empty())
+            .ok_or_else(|| missing(&key_id, "CiphertextBlob"))?;
+        Ok(DataKeyGrant {
+            ciphertext_blob,
+            data_key,
+        })
+    }
+}
+
+impl DataKeySource for SessionKeys {
+    fn generate(
+        &self,
+        request: DataKeyRequest,
+    ) -> BoxFuture<'static, Result<DataKeyGrant, KmsError>> {
+        let keys = self.clone();
+        Box::pin(async move { keys.generate_data_key(request).await })
+    }
+}
+
+fn missing(key_id: &str, field: &str) -> KmsError {
+    KmsError::Rejected {
+        key_id: key_id.to_owned(),
+        aws: format!("(the GenerateDataKey response has no {field})"),
+    }
+}
+
+/// Maps a failed GenerateDataKey to the matching [`KmsError`].
+fn from_sdk<R>(key_id: &str, error: SdkError<GenerateDataKeyError, R>) -> KmsError
+where
+    R: fmt::Debug + Send + Sync + 'static,
+{
+    let key_id = key_id.to_owned();
+    if let Some(detail) = ecs::credentials_failure(&error) {
+        return KmsError::NoCredentials { key_id, detail };
+    }
+    match &error {
+        SdkError::ServiceError(service) => {
+            let service_error = service.err();
+            let aws = AwsErrorInfo {
+                code: service_error.code().map(str::to_owned),
+                message: service_error.message().map(str::to_owned),
+                request_id: service_error.request_id().map(str::to_owned),
+            };
+            from_service_code(key_id, aws)
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            KmsError::Unavailable {
+                key_id,
+                detail: ecs::display_chain(&error),
+            }
+        }
+        _ => KmsError::Rejected {
+            key_id,
+            aws: format!("({})", ecs::display_chain(&error)),
+        },
+    }
+}
+
+/// Maps a KMS error code to a variant. Pure, so each code is unit-tested.
+pub fn from_service_code(key_id: String, aws: AwsErrorInfo) -> KmsError {
+    let code = aws.code.as_deref().unwrap_or_default();
+    let text = aws.to_string();
+    match code {
+        "AccessDeniedException" | "AccessDenied" => {
+            KmsError::GenerateDataKeyDenied { key_id, aws: text }
+        }
+        "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "IncompleteSignature"
+        | "ExpiredTokenException"
+        | "MissingAuthenticationToken" => KmsError::NoCredentials {
+            key_id,
+            detail: format!("AWS rejected them {text}"),
+        },
+        "NotFoundException" => KmsError::KeyNotFound { key_id, aws: text },
+        "DisabledException" | "KMSInvalidStateException" => {
+            KmsError::KeyDisabled { key_id, aws: text }
+        }
+        "ThrottlingException"
+        | "KMSInternalException"
+        | "DependencyTimeoutException"
+        | "KeyUnavailableException"
+        | "ServiceUnavailableException" => KmsError::Unavailable {
+            key_id,
+            detail: ecs::one_line(&text),
+        },
+        _ => KmsError::Rejected { key_id, aws: text },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(code: &str, message: &str) -> AwsErrorInfo {
+        AwsErrorInfo {
+            code: Some(code.to_owned()),
+            message: Some(message.to_owned()),
+            request_id: Some("req-9".to_owned()),
+        }
+    }
+
+    const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/1f2e3d4c";
+
+    #[test]
+    fn the_cluster_name_is_taken_from_an_arn() {
+        assert_eq!(cluster_name("demo"), "demo");
+        assert_eq!(
+            cluster_name("arn:aws:ecs:us-east-1:123456789012:cluster/secure"),
+            "secure"
+        );
+        assert_eq!(
+            cluster_name("arn:aws-cn:ecs:cn-north-1:123456789012:cluster/a-b_c"),
+            "a-b_c"
+        );
+        assert_eq!(
+            cluster_name("arn:aws:ecs:r:a:cluster/"),
+            "arn:aws:ecs:r:a:cluster/"
+        );
+    }
+
+    #[test]
+    fn the_target_id_joins_cluster_task_and_runtime_id() {
+        assert_eq!(
+            target_id("secure", "0a1b2c", "0a1b2c-2785300577"),
+            "ecs:secure_0a1b2c_0a1b2c-2785300577"
+        );
+    }
+
+    #[test]
+    fn the_encryption_context_is_exact() {
+        let without = encryption_context("sess-1", "ecs:c_t_r", None);
+        assert_eq!(
+            without,
+            HashMap::from([
+                ("aws:ssm:SessionId".to_owned(), "sess-1".to_owned()),
+                ("aws:ssm:TargetId".to_owned(), "ecs:c_t_r".to_owned()),
+            ])
+        );
+        let with = encryption_context("sess-1", "ecs:c_t_r", Some("q2Fy+/=="));
+        assert_eq!(with.len(), 3);
+        assert_eq!(
+            with.get("aws:ssm:RandomChallenge").map(String::as_str),
+            Some("q2Fy+/==")
+        );
+    }
+
+    #[test]
+    fn an_explicit_ecs_endpoint_does_not_redirect_kms() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            }
+        };
+        assert_eq!(
+            endpoint_override(false, env(&[("AWS_ENDPOINT_URL_KMS", "x")])),
+            None
+        );
+        assert_eq!(endpoint_override(true, env(&[])), Some(None));
+        assert_eq!(
+            endpoint_override(
+                true,
+                env(&[
+                    ("AWS_ENDPOINT_URL", "http://all"),
+                    ("AWS_ENDPOINT_URL_KMS", "http://kms")
+                ])
+            ),
+            Some(Some("http://kms".to_owned()))
+        );
+        assert_eq!(
+            endpoint_override(
+                true,
+                env(&[
+                    ("AWS_ENDPOINT_URL", "http://all"),
+                    ("AWS_ENDPOINT_URL_KMS", " ")
+                ])
+            ),
+            Some(Some("http://all".to_owned()))
+        );
+    }
+
+    #[test]
+    fn kms_codes_map_to_their_errors() {
+        let denied = from_service_code(
+            KEY.to_owned(),
+            info(
+                "AccessDeniedException",
+                "User: arn:aws:iam::1:user/u is not authorized to perform: kms:GenerateDataKey",
+            ),
+        );
+        let text = denied.to_string();
+        assert!(matches!(denied, KmsError::GenerateDataKeyDenied { .. }));
+        assert!(
+            text.contains("kms:GenerateDataKey") && text.contains(KEY),
+            "{text}"
+        );
+        assert!(text.contains("req-9"), "{text}");
+        assert!(matches!(
+            from_service_code(KEY.to_owned(), info("NotFoundException", "no key")),
+            KmsError::KeyNotFound { .. }
+        ));
+        let disabled = from_service_code(KEY.to_owned(), info("DisabledException", "off"));
+        assert!(matches!(disabled, KmsError::KeyDisabled { .. }));
+        assert!(disabled.to_string().contains(KEY));
+        assert!(matches!(
+            from_service_code(KEY.to_owned(), info("ThrottlingException", "slow down")),
+            KmsError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            from_service_code(KEY.to_owned(), info("UnrecognizedClientException", "bad")),
+            KmsError::NoCredentials { .. }
+        ));
+        assert!(matches!(
+            from_service_code(KEY.to_owned(), info("ValidationException", "bad")),
+            KmsError::Rejected { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_missing_runtime_id_is_a_clear_error() {
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let api = KmsApi::new(&config, &AwsSettings::default());
+        let target = Target {
+            cluster_name: "arn:aws:ecs:us-east-1:1:cluster/secure".to_owned(),
+            task_id: "t1".to_owned(),
+            task_arn: "arn:aws:ecs:us-east-1:1:task/secure/t1".to_owned(),
+            container_name: "app".to_owned(),
+            runtime_id: None,
+        };
+        let keys = api.session_keys("s1", &target);
+        let request = DataKeyRequest {
+            key_id: KEY.to_owned(),
+            challenge: None,
+        };
+        let error = keys.generate(request).await.expect_err("no runtime id");
+        assert!(matches!(error, KmsError::NoRuntimeId { .. }), "{error}");
+        let text = error.to_string();
+        assert!(text.contains("runtimeId") && text.contains("app") && text.contains("t1"));
+    }
+}
