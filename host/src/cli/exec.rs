@@ -8,6 +8,7 @@
 //! validation is an `anyhow` chain printed as one `ecs-exec: error: …` line.
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

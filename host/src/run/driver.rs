@@ -41,6 +41,7 @@ pub(super) async fn drive(
         mode,
         input_prefix,
         input,
+        ..
     } = prepared;
     // Held until the end: dropping it restores the terminal on every way out.
     let raw_mode = match mode {

@@ -215,7 +215,7 @@ fn a_bad_config_file_is_one_clear_error() {
 #[test]
 fn names_its_kms_port_on_stderr_and_serves_kms_there() {
     let mut running = start(&[]);
-    let mut stderr = BufReader::new(running.child.stderr.take().unwrap());
+    let mut stderr = BufReader::new(running.child.child().stderr.take().unwrap());
     let kms_addr: SocketAddr = loop {
         let mut line = String::new();
         assert_ne!(stderr.read_line(&mut line).unwrap(), 0, "no kms line");
@@ -238,10 +238,11 @@ fn names_its_kms_port_on_stderr_and_serves_kms_there() {
         &serde_json::json!({"KeyId": ecs_exec_emulator::DEFAULT_KMS_KEY_ARN, "NumberOfBytes": 64}),
     ));
     assert_eq!(reply.status, 200, "{:?}", reply.json);
-    kill(Pid::from_raw(running.child.id() as i32), Signal::SIGTERM).unwrap();
-    assert!(running.child.wait().unwrap().success());
+    kill(Pid::from_raw(running.child.child().id() as i32), Signal::SIGTERM).unwrap();
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
+    let (status, _) = running.child.wait("the emulator stopping on SIGTERM");
+    assert!(status.success());
     let plaintext = reply.json["Plaintext"].as_str().unwrap();
     assert!(!rest.contains(plaintext), "the data key is never logged");
     assert!(rest.contains("GenerateDataKey"), "request logged: {rest}");
