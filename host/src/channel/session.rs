@@ -436,6 +436,13 @@ pub struct Session {
     /// Input given while the handshake is in progress, sent when it completes.
     held_input: VecDeque<Bytes>,
     held_input_bytes: usize,
+    /// The agent's first in-order message has been handled: whether it handshakes is known.
+    agent_started: bool,
+    /// Input sent before that (typed ahead). If the agent's first message is a
+    /// HandshakeRequest, the agent discards this input (docs/protocol.md §8.2), so it is sent
+    /// again once the handshake completes; otherwise it is forgotten.
+    early_input: VecDeque<Bytes>,
+    early_input_bytes: usize,
     kms: Kms,
     /// Seals our type-1 input and opens the agent's types 1, 11 and 12, from the moment our
     /// KMS HandshakeResponse is queued. Reconnects keep it, with its nonce counter.
@@ -493,6 +500,9 @@ impl Session {
             handshake_in_progress: false,
             held_input: VecDeque::new(),
             held_input_bytes: 0,
+            agent_started: false,
+            early_input: VecDeque::new(),
+            early_input_bytes: 0,
             kms: Kms::Off,
             cipher: None,
             last_size: None,
@@ -590,6 +600,14 @@ impl Session {
             self.held_input_bytes += data.len();
             self.held_input.push_back(data);
             return Ok(());
+        }
+        // The copy shares its bytes with the send buffer's; it is bounded like the window, and
+        // what an agent has not answered after that much typing is not kept to send again.
+        if !self.agent_started
+            && self.early_input_bytes + data.len() <= self.config.max_unacked_bytes
+        {
+            self.early_input_bytes += data.len();
+            self.early_input.push_back(data.clone());
         }
         self.queue_input(data)
     }
@@ -1179,6 +1197,18 @@ impl Session {
 
     fn process_in_order(&mut self, frame: Frame) {
         self.expected_seq += 1;
+        if !self.agent_started {
+            self.agent_started = true;
+            if frame.payload_type == PayloadType::HandshakeRequest {
+                // Typed-ahead input went out before this request; the agent discards it while
+                // it handshakes, so it goes again, first, once the handshake completes.
+                self.held_input_bytes += self.early_input_bytes;
+                self.held_input.extend(self.early_input.drain(..));
+            } else {
+                self.early_input.clear();
+            }
+            self.early_input_bytes = 0;
+        }
         match frame.payload_type {
             PayloadType::Output => {
                 if let Some(data) = self.incoming_plaintext(frame.payload)
@@ -2234,6 +2264,64 @@ mod tests {
         assert_eq!(
             session.poll_timeout(),
             session.timers.get(Timer::Retransmit)
+        );
+    }
+
+    #[test]
+    fn input_typed_before_the_handshake_request_is_sent_again_after_it() {
+        // Keys typed before the agent's first message go out at once (the agent may never
+        // handshake); the agent discards them while it handshakes, so they go again, sealed.
+        let now = Instant::now();
+        let mut session = session(now);
+        session
+            .send_input(Bytes::from_static(b"typed ahead"))
+            .expect("open");
+        let early: Vec<_> = drain(&mut session, now)
+            .into_iter()
+            .filter(|f| f.payload_type == PayloadType::Output)
+            .collect();
+        assert_eq!(early.len(), 1);
+        assert_eq!(&early[0].payload[..], b"typed ahead", "no keys yet: plain");
+        session.handle_frame(now, kms_request(None));
+        session.supply_data_key(now, Ok(grant()));
+        session.handle_frame(now, challenge_frame(1, b"c"));
+        session.handle_frame(now, complete_frame(2));
+        let resent: Vec<_> = drain(&mut session, now)
+            .into_iter()
+            .filter(|f| {
+                f.message_type == MessageType::InputStreamData
+                    && f.payload_type == PayloadType::Output
+            })
+            .collect();
+        assert_eq!(resent.len(), 1, "sent again once, after the handshake");
+        assert!(resent[0].sequence_number > early[0].sequence_number);
+        assert_eq!(
+            agent_open(&CLIENT_KEY, &resent[0].payload).as_deref(),
+            Some(&b"typed ahead"[..])
+        );
+    }
+
+    #[test]
+    fn input_typed_ahead_of_a_session_without_handshake_is_sent_once() {
+        let now = Instant::now();
+        let mut session = session(now);
+        session
+            .send_input(Bytes::from_static(b"ls\n"))
+            .expect("open");
+        let first = drain(&mut session, now);
+        session.handle_frame(
+            now,
+            agent_stream(0, PayloadType::Output, Bytes::from_static(b"$ ")),
+        );
+        let later: Vec<_> = drain(&mut session, now)
+            .into_iter()
+            .filter(|f| f.payload_type == PayloadType::Output)
+            .collect();
+        assert!(later.is_empty(), "nothing sent twice: {later:?}");
+        assert!(
+            first
+                .iter()
+                .any(|f| f.payload_type == PayloadType::Output && &f.payload[..] == b"ls\n")
         );
     }
 

@@ -738,15 +738,8 @@ async fn run_on_each_task(
         kms: Some(&kms),
     };
     let describe = |error: &anyhow::Error| (one_line(&chain_text(error)), exit_for(error));
-    let reports = fanout::run_on_tasks(
-        &services,
-        &request.run,
-        &input,
-        targets,
-        options,
-        &describe,
-    )
-    .await;
+    let reports =
+        fanout::run_on_tasks(&services, &request.run, &input, targets, options, &describe).await;
     let _ = writeln!(
         std::io::stderr().lock(),
         "ecs-exec: {}",

@@ -299,7 +299,8 @@ pub enum InputGate {
     /// No encryption: everything passes.
     #[default]
     Open,
-    /// A KMS session before its keys exist: input and challenge answers cannot be read yet.
+    /// A KMS session before its keys exist: input passes (to be discarded by the handshake
+    /// phase), a challenge answer cannot be read yet.
     AwaitingKeys,
     /// A KMS session with keys: input is decrypted, challenge answers are checked.
     Encrypted(Box<InputCipher>),
@@ -310,7 +311,9 @@ impl InputGate {
     pub fn admit(&self, payload_type: PayloadType, payload: &Bytes) -> Result<Bytes, Refusal> {
         match (self, payload_type) {
             (InputGate::Open, _) => Ok(payload.clone()),
-            (InputGate::AwaitingKeys, PayloadType::Output) => Err(Refusal::Undecryptable),
+            // Before the HandshakeResponse the agent has no key, so input is read as plain
+            // text; the handshake phase then discards it, acked (docs/protocol.md §8.2).
+            (InputGate::AwaitingKeys, PayloadType::Output) => Ok(payload.clone()),
             (InputGate::AwaitingKeys, PayloadType::EncChallengeResponse) => {
                 Err(Refusal::WrongChallenge)
             }
@@ -436,9 +439,14 @@ mod tests {
         let typed = Bytes::from(client_seal(&client_encrypt, [1; 12], b"ls\r"));
         let size = Bytes::from_static(br#"{"cols":80,"rows":24}"#);
         let waiting = InputGate::AwaitingKeys;
+        // Before the keys, input is let through as plain text: the handshake discards it.
         assert_eq!(
             waiting.admit(PayloadType::Output, &typed),
-            Err(Refusal::Undecryptable)
+            Ok(typed.clone())
+        );
+        assert_eq!(
+            waiting.admit(PayloadType::EncChallengeResponse, &typed),
+            Err(Refusal::WrongChallenge)
         );
         assert_eq!(waiting.admit(PayloadType::Size, &size), Ok(size.clone()));
         let gate = InputGate::Encrypted(Box::new(input));

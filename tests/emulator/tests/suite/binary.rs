@@ -238,7 +238,11 @@ fn names_its_kms_port_on_stderr_and_serves_kms_there() {
         &serde_json::json!({"KeyId": ecs_exec_emulator::DEFAULT_KMS_KEY_ARN, "NumberOfBytes": 64}),
     ));
     assert_eq!(reply.status, 200, "{:?}", reply.json);
-    kill(Pid::from_raw(running.child.child().id() as i32), Signal::SIGTERM).unwrap();
+    kill(
+        Pid::from_raw(running.child.child().id() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
     let (status, _) = running.child.wait("the emulator stopping on SIGTERM");
