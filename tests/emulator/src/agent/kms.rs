@@ -532,6 +532,21 @@ mod tests {
     }
 
     #[test]
+    fn the_action_carries_the_challenge_only_when_there_is_one() {
+        let with = request_action("arn:aws:kms:r:1:key/k", Some("Y2g="));
+        assert_eq!(with.action_type, "KMSEncryption");
+        assert_eq!(
+            with.action_parameters,
+            json!({"KMSKeyId": "arn:aws:kms:r:1:key/k", "Challenge": "Y2g="})
+        );
+        let without = request_action("k", None);
+        assert_eq!(without.action_parameters, json!({"KMSKeyId": "k"}));
+        let challenge = BASE64.decode(new_challenge_string()).unwrap();
+        assert_eq!(challenge.len(), CHALLENGE_STRING_BYTES);
+        assert_ne!(new_challenge_string(), new_challenge_string());
+    }
+
+    #[test]
     fn short_data_keys_are_refused() {
         assert_eq!(
             split_data_key(&[0; 32]).unwrap_err(),

@@ -513,8 +513,7 @@ impl Driver {
         data.extend_from_slice(fresh);
         let (ready, wait) = utf8::split_ready(&data);
         if !ready.is_empty() {
-            let ready = ready.to_vec();
-            self.send_stream(now, PayloadType::Output, &ready);
+            self.send_stream(now, PayloadType::Output, ready);
         }
         self.carry = wait.to_vec();
         if self.pty_eof {

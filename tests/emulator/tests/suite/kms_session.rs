@@ -595,3 +595,47 @@ async fn a_resumed_session_keeps_its_keys() {
     assert_eq!(counters.kms_handshakes_completed, 1);
     assert_eq!(counters.sessions_closed_cleanly, 1);
 }
+
+#[tokio::test]
+async fn an_unanswered_handshake_ends_when_the_agent_stops_waiting() {
+    let mut config = Config::default();
+    config.agent.handshake_timeout_ms = 200;
+    let handle = start(config).await;
+    let started = execute_on_secure(&handle, "echo never").await;
+    let mut client = connect(&started).await;
+    wait_for(&mut client, PayloadType::HandshakeRequest)
+        .await
+        .expect("HandshakeRequest");
+    let asked = std::time::Instant::now();
+    client.run_to_end(LIMIT).await;
+    assert!(asked.elapsed() >= Duration::from_millis(150));
+    let closed = client.closed.as_ref().expect("channel_closed");
+    assert!(closed.output.contains("timed out"), "{}", closed.output);
+    let counters = handle.wait_until(|c| c.sessions_finished == 1).await;
+    assert_eq!(
+        (counters.kms_handshakes_failed, counters.processes_spawned),
+        (1, 0)
+    );
+}
+
+#[tokio::test]
+async fn lost_and_repeated_agent_frames_are_repaired_byte_exact() {
+    let mut config = Config::default();
+    config.faults.seed = 11;
+    config.faults.outbound.drop = 0.2;
+    config.faults.outbound.duplicate = 0.2;
+    config.agent.read_chunk_bytes = 4096;
+    let handle = start(config).await;
+    let started = execute_on_secure(&handle, "seq 1 20000").await;
+    let mut client = connect(&started).await;
+    let keys = handshake(&handle, &started, &mut client, GOOD).await;
+    client.run_to_end(LIMIT).await;
+    let expected: String = (1..=20000).map(|n| format!("{n}\r\n")).collect();
+    assert!(
+        output_of(&client, &keys) == expected.as_bytes(),
+        "the decrypted output differs"
+    );
+    let counters = handle.counters();
+    assert!(counters.frames_dropped > 0 && counters.frames_duplicated > 0);
+    assert!(counters.output_retransmits > 0);
+}
