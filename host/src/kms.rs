@@ -38,14 +38,14 @@ pub struct KmsApi {
 }
 
 impl KmsApi {
-    /// Builds the client from the process's `SdkConfig`. `settings` tells whether the ECS
-    /// endpoint was given with `--endpoint-url` (see [`endpoint_override`]).
+    /// Builds the client from the process's `SdkConfig`. `settings` tells whether an endpoint
+    /// was given with `--endpoint-url` (see [`endpoint_override`]).
     pub fn new(config: &SdkConfig, settings: &AwsSettings) -> KmsApi {
         let mut builder = aws_sdk_kms::config::Builder::from(config);
         if let Some(endpoint) = endpoint_override(settings.endpoint_url.is_some(), |name| {
             std::env::var(name).ok()
         }) {
-            builder.set_endpoint_url(endpoint);
+            builder.set_endpoint_url(Some(endpoint));
         }
         KmsApi {
             client: aws_sdk_kms::Client::from_conf(builder.build()),
@@ -65,25 +65,20 @@ impl KmsApi {
     }
 }
 
-/// The KMS endpoint when the client must not take aws-config's: `Some(url)` to set, `Some(None)`
-/// for the region's default.
+/// The KMS endpoint, when it must differ from the one aws-config would give the client.
 ///
-/// `--endpoint-url` names the ECS endpoint, but aws-config applies an endpoint set on the
-/// loader to every client, ahead of `AWS_ENDPOINT_URL_KMS`. When it was given, the KMS endpoint
-/// is therefore chosen here: `AWS_ENDPOINT_URL_KMS`, then `AWS_ENDPOINT_URL`, then the default.
-/// Otherwise aws-config reads those variables (and the profile) itself, as it does for ECS.
+/// Without `--endpoint-url`, aws-config reads `AWS_ENDPOINT_URL_KMS`, then `AWS_ENDPOINT_URL`
+/// (and the profile) itself, as it does for ECS. An endpoint set on the loader
+/// (`--endpoint-url`), however, goes to every client ahead of `AWS_ENDPOINT_URL_KMS`; so then
+/// `AWS_ENDPOINT_URL_KMS` is applied here, and `--endpoint-url` is the fallback, as for SSM.
 pub fn endpoint_override(
-    explicit_ecs_endpoint: bool,
+    explicit_endpoint: bool,
     env: impl Fn(&str) -> Option<String>,
-) -> Option<Option<String>> {
-    if !explicit_ecs_endpoint {
+) -> Option<String> {
+    if !explicit_endpoint {
         return None;
     }
-    Some(
-        ["AWS_ENDPOINT_URL_KMS", "AWS_ENDPOINT_URL"]
-            .iter()
-            .find_map(|name| env(name).filter(|value| !value.trim().is_empty())),
-    )
+    env("AWS_ENDPOINT_URL_KMS").filter(|value| !value.trim().is_empty())
 }
 
 /// The cluster's name, also when given as an ARN (`arn:…:cluster/NAME`): the target id uses
@@ -322,7 +317,7 @@ mod tests {
     }
 
     #[test]
-    fn an_explicit_ecs_endpoint_does_not_redirect_kms() {
+    fn aws_endpoint_url_kms_wins_over_an_explicit_endpoint() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
             move |name: &str| {
                 pairs
@@ -331,11 +326,13 @@ mod tests {
                     .map(|(_, value)| (*value).to_owned())
             }
         };
+        // aws-config's own order applies without --endpoint-url.
         assert_eq!(
             endpoint_override(false, env(&[("AWS_ENDPOINT_URL_KMS", "x")])),
             None
         );
-        assert_eq!(endpoint_override(true, env(&[])), Some(None));
+        // With it: the KMS variable first, else the --endpoint-url already in the config.
+        assert_eq!(endpoint_override(true, env(&[])), None);
         assert_eq!(
             endpoint_override(
                 true,
@@ -344,17 +341,11 @@ mod tests {
                     ("AWS_ENDPOINT_URL_KMS", "http://kms")
                 ])
             ),
-            Some(Some("http://kms".to_owned()))
+            Some("http://kms".to_owned())
         );
         assert_eq!(
-            endpoint_override(
-                true,
-                env(&[
-                    ("AWS_ENDPOINT_URL", "http://all"),
-                    ("AWS_ENDPOINT_URL_KMS", " ")
-                ])
-            ),
-            Some(Some("http://all".to_owned()))
+            endpoint_override(true, env(&[("AWS_ENDPOINT_URL_KMS", " ")])),
+            None
         );
     }
 

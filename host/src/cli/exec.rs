@@ -300,6 +300,7 @@ Environment:
   AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN
                                            web identity; SSO profiles and EC2 metadata work too
   AWS_ENDPOINT_URL_ECS, AWS_ENDPOINT_URL   ECS endpoint (--endpoint-url wins)
+  AWS_ENDPOINT_URL_KMS                     KMS endpoint, for clusters with a KMS key
 
 IAM permissions: ecs:ListTasks (with --service-name), ecs:DescribeTasks, ecs:ExecuteCommand;
   kms:GenerateDataKey on the key, for clusters whose ECS Exec configuration names a KMS key.

@@ -102,7 +102,17 @@ fn exit_statuses_pass_through_and_a_cluster_arn_works() {
     let outcome = world.run(command, b"echo via-arn; exit 3");
     assert_eq!(outcome.code(), 3, "stderr: {}", outcome.stderr);
     assert_eq!(outcome.stdout_text(), "via-arn\n");
-    assert_encrypted(&world, 2);
+
+    // With --endpoint-url for ECS, AWS_ENDPOINT_URL_KMS still names the KMS endpoint.
+    let mut command = world.bare_command();
+    command
+        .env_remove("AWS_ENDPOINT_URL_ECS")
+        .args(["--endpoint-url", &world.emulator.endpoint()])
+        .args(["--cluster", SECURE, "--service-name", SERVICE]);
+    let outcome = world.run(command, b"echo via-flag");
+    assert_success(&outcome);
+    assert_eq!(outcome.stdout_text(), "via-flag\n");
+    assert_encrypted(&world, 3);
 }
 
 #[test]
