@@ -1,4 +1,4 @@
-//! The SSM Session Manager data channel (`docs/ssm-data-channel.md`), replacing
+//! The SSM Session Manager data channel (`docs/protocol.md`), replacing
 //! session-manager-plugin's transport.
 //!
 //! - [`frame`]: the binary message codec (pure, shared with the emulator's agent);

@@ -1,6 +1,6 @@
 //! The client side of the data channel as a pure state machine (sans-IO, quinn-proto style).
 //!
-//! Owns both sequence counters, the unacked outgoing buffer and its retransmission (brief §8.4
+//! Owns both sequence counters, the unacked outgoing buffer and its retransmission (`docs/protocol.md` §8.4
 //! RTO with Karn's rule and exponential backoff), the bounded out-of-order incoming buffer,
 //! selective acks and duplicate re-acks, the optional handshake with its KMS encryption
 //! (README "KMS encryption"), pause/start publication, keepalive pings with a pong deadline,

@@ -1,7 +1,7 @@
-//! The agent's side of the data channel reliability layer (the "Agent" column of section 8 of
-//! the protocol brief), written independently of the client's `Session` so the two cannot share
+//! The agent's side of the data channel reliability layer (the "Agent" column of
+//! `docs/protocol.md` §8), written independently of the client's `Session` so the two cannot share
 //! a bug: output sequence numbers from 0 (SYN on the first), an unacked buffer filled before a
-//! frame is handed out, RTO from section 8.4, a selective ack for every input message
+//! frame is handed out, RTO from §8.4, a selective ack for every input message
 //! including duplicates, a bounded reorder buffer, and pause/start publication. In a KMS
 //! session an [`InputGate`] decides before the ack: input that does not decrypt, and a wrong
 //! challenge answer, are neither acked nor delivered.
@@ -19,7 +19,7 @@ use bytes::Bytes;
 use super::kms::{InputGate, Refusal};
 use super::wire::{self, Frame, MessageType};
 
-/// Initial RTO, SRTT and the RTO ceiling (section 8.4).
+/// Initial RTO, SRTT and the RTO ceiling (`docs/protocol.md` §8.4).
 const INITIAL_RTO: Duration = Duration::from_millis(200);
 const INITIAL_SRTT: Duration = Duration::from_millis(100);
 const MAX_RTO: Duration = Duration::from_secs(1);

@@ -1,5 +1,5 @@
 //! The data channel's agent side: one tokio task per session that plays MGS and the SSM agent
-//! at once (section 13.1 of the protocol brief). It starts the command under a PTY, streams its
+//! at once (`docs/protocol.md` §13). It starts the command under a PTY, streams its
 //! output in UTF-8-safe chunks, writes input to the PTY with back-pressure, applies resizes,
 //! and ends with `channel_closed` once every output byte is acknowledged.
 //!

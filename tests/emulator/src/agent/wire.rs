@@ -42,7 +42,7 @@ pub fn decode_shared(bytes: &Bytes) -> Result<Frame, FrameError> {
     Frame::decode_shared(bytes)
 }
 
-/// The `acknowledge` frame for `acked` (seq 0, flags 3, payload type 0, section 8.2).
+/// The `acknowledge` frame for `acked` (seq 0, flags 3, payload type 0, `docs/protocol.md` §8.2).
 pub fn encode_ack(acked: &Frame, created_ms: u64) -> Bytes {
     Frame::acknowledge(acked, created_ms, Uuid::new_v4()).to_bytes()
 }
@@ -54,7 +54,7 @@ pub fn acked_sequence_number(payload: &[u8]) -> Option<i64> {
         .map(|ack| ack.acknowledged_message_sequence_number)
 }
 
-/// The `channel_closed` body of section 10.1.
+/// The `channel_closed` body of `docs/protocol.md` §10.1.
 pub fn channel_closed_payload(
     session_id: &str,
     target: &str,
