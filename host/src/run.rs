@@ -128,6 +128,9 @@ fn kms_exit(error: &KmsError) -> Exit {
 
 /// The terminal size sent when there is no terminal to ask (a one-off under Hoop).
 const DEFAULT_SIZE: (u32, u32) = (80, 24);
+/// How long an interactive run waits for the agent's first message before it forwards keys
+/// anyway (a program that prints nothing until it reads input must still get it).
+const KEYS_GRACE: Duration = Duration::from_secs(1);
 /// How much stdin is read per chunk when streaming.
 const STDIN_CHUNK: usize = 64 * 1024;
 /// After the exit status is known, how long to wait for the service to close the session.
@@ -483,8 +486,11 @@ async fn drive_interactive(
     writer.send_resize(cols, rows)?;
 
     let forwards_keys = plan.stdin == StdinMode::Raw;
-    let keys =
-        forwards_keys.then(|| tokio::spawn(pump_keystrokes(writer.clone(), raw_mode.is_some())));
+    // Keys wait for the agent's first message (or KEYS_GRACE): input sent before a KMS
+    // HandshakeRequest would go out unencrypted, and the agent would never accept it.
+    let mut keys = None;
+    let keys_deadline = tokio::time::Instant::now() + KEYS_GRACE;
+    let mut agent_spoke = false;
     let mut sink = OutputSink::new(plan);
     let mut exit_code_event = None;
 
@@ -492,23 +498,38 @@ async fn drive_interactive(
         if let Some(status) = sink.decoder.exit_status() {
             break Ending::Status(status);
         }
+        if forwards_keys
+            && keys.is_none()
+            && (agent_spoke || tokio::time::Instant::now() >= keys_deadline)
+        {
+            keys = Some(tokio::spawn(pump_keystrokes(
+                writer.clone(),
+                raw_mode.is_some(),
+            )));
+        }
         if sink.stdout_closed {
             break Ending::StdoutClosed;
         }
         tokio::select! {
-            event = events.next() => match event {
-                Some(Event::Output(data)) => sink.output(&data),
-                Some(Event::Stderr(data)) => write_stderr(&data)?,
-                Some(Event::ExitCode(code)) => exit_code_event = Some(code),
-                Some(Event::Closed { output }) => break Ending::Closed { output },
-                Some(Event::LocallyClosed { .. }) | None => break Ending::Closed { output: String::new() },
-                Some(Event::Lost { reason }) => {
-                    abort(keys);
-                    drop(raw_mode);
-                    return Err(reason.into());
+            () = tokio::time::sleep_until(keys_deadline), if forwards_keys && keys.is_none() => {}
+            event = events.next() => {
+                agent_spoke = true;
+                match event {
+                    Some(Event::Output(data)) => sink.output(&data),
+                    Some(Event::Stderr(data)) => write_stderr(&data)?,
+                    Some(Event::ExitCode(code)) => exit_code_event = Some(code),
+                    Some(Event::Closed { output }) => break Ending::Closed { output },
+                    Some(Event::LocallyClosed { .. }) | None => {
+                        break Ending::Closed { output: String::new() }
+                    }
+                    Some(Event::Lost { reason }) => {
+                        abort(keys);
+                        drop(raw_mode);
+                        return Err(reason.into());
+                    }
+                    Some(other) => tracing::debug!(?other, "session event"),
                 }
-                Some(other) => tracing::debug!(?other, "session event"),
-            },
+            }
             Some(size) = resizes.next() => {
                 writer.send_resize(u32::from(size.cols), u32::from(size.rows))?;
             }
