@@ -131,8 +131,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// A short content key for wasm bytes that are not embedded (third-party files): SHA-256, hex.
 pub(crate) fn content_key(wasm: &[u8]) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(wasm))
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, wasm))
 }
 
 #[cfg(test)]

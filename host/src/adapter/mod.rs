@@ -1,7 +1,8 @@
 //! Pipe adapters: sandboxed WebAssembly components that turn a pipe and its input into a plan.
 //!
 //! This layer owns the adapters' whole life on the host: the built-in ones embedded in the
-//! binary, third-party ones loaded from files, the on-disk cache of compiled components, picking
+//! binary (compiled at build time), third-party ones loaded from files, the on-disk cache of their
+//! compiled components, picking
 //! the adapter for a pipe, and calling it inside a sandbox that gives it nothing (no environment,
 //! files, network, clocks or credentials) and bounds its CPU, memory and time. It must never act
 //! on a plan itself (the run layer does), and never trust a guest: every answer is validated
@@ -11,7 +12,7 @@
 //! ```no_run
 //! use ecs_exec::adapter::{AdapterSet, Invocation, LoadOptions, new_nonce};
 //! # fn main() -> Result<(), ecs_exec::adapter::AdapterError> {
-//! let mut adapters = AdapterSet::load(&LoadOptions::default())?; // cheap once the cache is warm
+//! let mut adapters = AdapterSet::load(&LoadOptions::default())?; // built-ins never compile
 //! let adapter = adapters.select(Some("rails runner -"), None)?;   // or `--adapter NAME|FILE.wasm`
 //! let input = b"puts Rails.env\n";
 //! let invocation = Invocation::one_off_with_input(Some("rails runner -".into()), vec![], input);
@@ -19,8 +20,10 @@
 //! # Ok(()) }
 //! ```
 
+mod builtin;
 mod cache;
 mod contract;
+mod engine_config;
 mod error;
 mod sandbox;
 mod select;
@@ -36,13 +39,10 @@ pub use contract::{
 pub use error::{AdapterError, AdapterErrorKind};
 pub use sandbox::{CONTRACT_INTERFACE, Limits};
 
+use builtin::{BUILTINS, Builtin};
 use cache::CacheEntry;
 use contract::one_line;
 use sandbox::{GuestState, PipeAdapterPre, Sandbox};
-
-mod embedded {
-    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
-}
 
 /// The environment variable naming a directory of third-party adapters (like `--adapter-dir`).
 pub const ADAPTER_DIR_ENV: &str = "ECS_EXEC_ADAPTER_DIR";
@@ -107,17 +107,10 @@ pub struct Adapter {
 }
 
 enum Wasm {
-    Embedded(&'static [u8]),
+    /// Built in, with its compiled form (never cached on disk).
+    Builtin(&'static Builtin),
+    /// Read from a file.
     Owned(Vec<u8>),
-}
-
-impl Wasm {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Wasm::Embedded(bytes) => bytes,
-            Wasm::Owned(bytes) => bytes,
-        }
-    }
 }
 
 impl std::fmt::Debug for Adapter {
@@ -168,17 +161,22 @@ impl Adapter {
         if let Some(pre) = self.prepared.get() {
             return Ok(pre);
         }
-        let pre = prepare(&self.sandbox, self.wasm.bytes(), self.cache.as_ref())?;
+        let pre = prepare(&self.sandbox, &self.wasm, self.cache.as_ref())?;
         Ok(self.prepared.get_or_init(|| pre))
     }
 }
 
-/// Loads (from the cache, else compiles) and pre-instantiates a component.
+/// Loads (a built-in's embedded artifact; from the cache, else compiled) and pre-instantiates
+/// a component.
 fn prepare(
     sandbox: &Sandbox,
-    wasm: &[u8],
+    wasm: &Wasm,
     cache: Option<&CacheEntry>,
 ) -> Result<PipeAdapterPre<GuestState>, AdapterErrorKind> {
+    let wasm = match wasm {
+        Wasm::Builtin(builtin) => return sandbox.prepare(&builtin.load(sandbox)?.0),
+        Wasm::Owned(bytes) => bytes,
+    };
     let cached = cache.and_then(|entry| entry.load(sandbox.engine()));
     let component = match cached {
         Some(component) => component,
@@ -212,7 +210,8 @@ impl std::fmt::Debug for AdapterSet {
 impl AdapterSet {
     /// Loads the built-in adapters and the third-party ones `options` names.
     ///
-    /// With a warm cache this reads each adapter's recorded info and compiles nothing; the
+    /// Built-in adapters load from their embedded compiled form, never from or into the cache.
+    /// With a warm cache this reads each third-party adapter's recorded info and compiles nothing; the
     /// adapter that is finally used is deserialized on its first [`Adapter::plan`]. A third-party
     /// adapter that cannot be loaded fails the whole load, naming its file.
     pub fn load(options: &LoadOptions) -> Result<AdapterSet, AdapterError> {
@@ -228,11 +227,11 @@ impl AdapterSet {
             sandbox: Arc::new(sandbox),
             cache_dir,
         };
-        for (name, key, bytes) in embedded::EMBEDDED {
+        for builtin in BUILTINS {
             set.add(
-                name,
-                Wasm::Embedded(bytes),
-                key.to_string(),
+                builtin.name,
+                Wasm::Builtin(builtin),
+                None,
                 AdapterSource::Embedded,
             )?;
         }
@@ -272,7 +271,7 @@ impl AdapterSet {
         self.add(
             &label,
             Wasm::Owned(bytes),
-            key,
+            Some(key),
             AdapterSource::File(path.to_owned()),
         )
     }
@@ -281,13 +280,13 @@ impl AdapterSet {
         &mut self,
         label: &str,
         wasm: Wasm,
-        key: String,
+        cache_key: Option<String>,
         source: AdapterSource,
     ) -> Result<&Adapter, AdapterError> {
-        let cache = self
-            .cache_dir
-            .as_deref()
-            .map(|dir| CacheEntry::new(dir, self.sandbox.engine(), &key));
+        let cache = cache_key.and_then(|key| {
+            let dir = self.cache_dir.as_deref()?;
+            Some(CacheEntry::new(dir, self.sandbox.engine(), &key))
+        });
         let recorded = cache
             .as_ref()
             .and_then(CacheEntry::load_info)
@@ -296,7 +295,7 @@ impl AdapterSet {
         let info = match recorded {
             Some(info) => info,
             None => {
-                let pre = prepare(&self.sandbox, wasm.bytes(), cache.as_ref())
+                let pre = prepare(&self.sandbox, &wasm, cache.as_ref())
                     .map_err(|kind| AdapterError::new(label, kind))?;
                 let info = self
                     .sandbox
@@ -405,9 +404,15 @@ impl AdapterSet {
         Some(third_party.unwrap_or(first))
     }
 
-    /// The directory compiled adapters are cached in, if any.
+    /// The directory compiled third-party adapters are cached in, if any.
     pub fn cache_dir(&self) -> Option<&Path> {
         self.cache_dir.as_deref()
+    }
+
+    /// How many components this set has compiled so far (built-in adapters load precompiled, and
+    /// cached third-party ones deserialize, so a warm run compiles none).
+    pub fn compilations(&self) -> usize {
+        self.sandbox.compilations()
     }
 }
 

@@ -7,17 +7,19 @@
 //! host call (a sleep) cannot hold the caller past the deadline, and no caller's async runtime is
 //! ever entered by WASI. It must not give a guest anything beyond what `wit/adapter.wit` passes.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
+    Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::contract::{AdapterInfo, Invocation, Plan, StdinMode, one_line};
+use super::engine_config::engine_config;
 use super::error::AdapterErrorKind;
 
 mod bindings {
@@ -63,14 +65,15 @@ pub(crate) struct Sandbox {
     engine: Engine,
     linker: Linker<GuestState>,
     limits: Limits,
+    /// How many components [`Sandbox::compile`] compiled (tests check that a load compiled none).
+    compilations: AtomicUsize,
 }
 
 impl Sandbox {
     pub(crate) fn new(limits: Limits) -> Result<Self, AdapterErrorKind> {
-        let mut config = Config::new();
-        config.consume_fuel(true).epoch_interruption(true);
-        let engine =
-            Engine::new(&config).map_err(|error| AdapterErrorKind::Host(error.to_string()))?;
+        let engine = engine_config(None)
+            .and_then(|config| Engine::new(&config))
+            .map_err(|error| AdapterErrorKind::Host(error.to_string()))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|error| AdapterErrorKind::Host(error.to_string()))?;
@@ -78,6 +81,7 @@ impl Sandbox {
             engine,
             linker,
             limits,
+            compilations: AtomicUsize::new(0),
         })
     }
 
@@ -93,8 +97,14 @@ impl Sandbox {
                 "not a WebAssembly binary (no \\0asm header)".to_owned(),
             ));
         }
+        self.compilations.fetch_add(1, Ordering::Relaxed);
         Component::new(&self.engine, wasm)
             .map_err(|error| AdapterErrorKind::Compile(error_line(&error)))
+    }
+
+    /// How many components this sandbox has compiled so far.
+    pub(crate) fn compilations(&self) -> usize {
+        self.compilations.load(Ordering::Relaxed)
     }
 
     /// Checks the component's exports and imports against the contract and pre-instantiates it.

@@ -17,6 +17,7 @@ mod channel_fuzz;
 mod channel_golden;
 mod channel_transport;
 mod cli_usage;
+mod e2e_cold;
 mod e2e_faults;
 mod e2e_hoop;
 mod e2e_interactive;
