@@ -1,7 +1,8 @@
 //! Pipe adapters: sandboxed WebAssembly components that turn a pipe and its input into a plan.
 //!
 //! This layer owns the adapters' whole life on the host: the built-in ones embedded in the
-//! binary, third-party ones loaded from files, the on-disk cache of compiled components, picking
+//! binary (compiled at build time, `builtin.rs`), third-party ones loaded from files, the on-disk
+//! cache of their compiled components, picking
 //! the adapter for a pipe, and calling it inside a sandbox that gives it nothing (no environment,
 //! files, network, clocks or credentials) and bounds its CPU, memory and time. It must never act
 //! on a plan itself (the run layer does), and never trust a guest: every answer is validated
@@ -24,8 +25,10 @@
 //! # Ok(()) }
 //! ```
 
+mod builtin;
 mod cache;
 mod contract;
+mod engine_config;
 mod error;
 mod files;
 mod index;
@@ -49,14 +52,12 @@ pub use pins::{LOCK_FILE_NAME, PINS_ENV};
 pub use safe::{safe_path, terminal_safe};
 pub use sandbox::{CONTRACT_INTERFACE, Cost, Limits};
 
+use builtin::{BUILTINS, Builtin};
 use cache::{CacheEntry, TrustedDir};
 use contract::one_line;
 use pins::Pins;
 use sandbox::{GuestState, PipeAdapterPre, Sandbox};
 
-mod embedded {
-    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
-}
 
 /// The environment variable naming a directory of third-party adapters (like `--adapter-dir`).
 pub const ADAPTER_DIR_ENV: &str = "ECS_EXEC_ADAPTER_DIR";
@@ -153,7 +154,8 @@ pub struct Adapter {
 }
 
 enum Wasm {
-    Embedded(&'static [u8]),
+    /// Built in, with its compiled form (never cached on disk).
+    Builtin(&'static Builtin),
     Owned(Vec<u8>),
     /// Not read yet: read (bounded) and checked against the recorded digest on first use.
     File(PathBuf),
@@ -188,7 +190,7 @@ impl Adapter {
     /// The SHA-256 of the component, hex.
     pub fn sha256(&self) -> &str {
         self.sha256.get_or_init(|| match &self.wasm {
-            Wasm::Embedded(bytes) => cache::content_key(bytes),
+            Wasm::Builtin(builtin) => cache::content_key(builtin.wasm),
             Wasm::Owned(bytes) => cache::content_key(bytes),
             // Third-party adapters get their digest when they are loaded.
             Wasm::File(_) => String::new(),
@@ -257,7 +259,7 @@ impl Adapter {
             return Ok(pre);
         }
         let pre = match &self.wasm {
-            Wasm::Embedded(bytes) => prepare(&self.sandbox, bytes, self.cache.as_ref())?,
+            Wasm::Builtin(builtin) => self.sandbox.prepare(&builtin.load(&self.sandbox)?.0)?,
             Wasm::Owned(bytes) => prepare(&self.sandbox, bytes, self.cache.as_ref())?,
             Wasm::File(path) => {
                 let (bytes, _) = files::read_adapter_file(path, MAX_ADAPTER_FILE_BYTES)?;
@@ -408,13 +410,8 @@ impl AdapterSet {
             engine_key,
             pins: Pins::default(),
         };
-        for (name, key, bytes) in embedded::EMBEDDED {
-            set.add(
-                name,
-                Wasm::Embedded(bytes),
-                key.to_string(),
-                AdapterSource::Embedded,
-            )?;
+        for builtin in BUILTINS {
+            set.add_builtin(builtin)?;
         }
         set.pins = load_pins(options)?;
         if let Some(dir) = &options.adapter_dir {
@@ -543,53 +540,25 @@ impl AdapterSet {
             .map(|dir| CacheEntry::new(dir, self.engine_key, key))
     }
 
-    fn add(
-        &mut self,
-        label: &str,
-        wasm: Wasm,
-        key: String,
-        source: AdapterSource,
-    ) -> Result<&Adapter, AdapterError> {
-        let cache = self.cache_entry(&key);
-        let recorded = cache
-            .as_ref()
-            .and_then(CacheEntry::load_info)
-            .filter(|info| contract::validate_info(info).is_ok());
-        let prepared = OnceLock::new();
-        let info = match recorded {
-            Some(info) => info,
-            None => {
-                let bytes = match &wasm {
-                    Wasm::Embedded(bytes) => *bytes,
-                    Wasm::Owned(bytes) => bytes.as_slice(),
-                    Wasm::File(_) => &[],
-                };
-                let pre = prepare(&self.sandbox, bytes, cache.as_ref())
-                    .map_err(|kind| AdapterError::new(label, kind))?;
-                let info = self
-                    .sandbox
-                    .call_info(&pre)
-                    .map_err(|kind| AdapterError::new(label, kind))?;
-                contract::validate_info(&info).map_err(|reason| {
-                    AdapterError::new(label, AdapterErrorKind::InvalidInfo(reason))
-                })?;
-                if let Some(entry) = &cache {
-                    entry.store_info(&info);
-                }
-                let _ = prepared.set(pre);
-                info
-            }
-        };
+    /// A built-in adapter, from its embedded compiled form: it never reads or writes the cache.
+    fn add_builtin(&mut self, builtin: &'static Builtin) -> Result<&Adapter, AdapterError> {
+        let label = builtin.name;
+        let fail = |kind| AdapterError::new(label, kind);
+        let (component, _) = builtin.load(&self.sandbox).map_err(fail)?;
+        let pre = self.sandbox.prepare(&component).map_err(fail)?;
+        let info = self.sandbox.call_info(&pre).map_err(fail)?;
+        contract::validate_info(&info)
+            .map_err(|reason| fail(AdapterErrorKind::InvalidInfo(reason)))?;
         self.adapters.push(Adapter {
             info,
-            source,
-            wasm,
+            source: AdapterSource::Embedded,
+            wasm: Wasm::Builtin(builtin),
             sha256: OnceLock::new(),
             pinned: false,
             takes_over: Vec::new(),
-            cache,
+            cache: None,
             sandbox: Arc::clone(&self.sandbox),
-            prepared,
+            prepared: OnceLock::from(pre),
         });
         self.last(label)
     }
@@ -796,6 +765,12 @@ impl AdapterSet {
     /// Whether pinning is on for this set (a lock file or [`PINS_ENV`]).
     pub fn pinning(&self) -> bool {
         self.pins.active()
+    }
+
+    /// How many components this set has compiled so far (built-in adapters load precompiled, and
+    /// cached third-party ones deserialize, so a warm run compiles none).
+    pub fn compilations(&self) -> usize {
+        self.sandbox.compilations()
     }
 }
 

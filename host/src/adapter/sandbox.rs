@@ -17,17 +17,19 @@
 //! varies is linked: no environment, arguments, files, sockets, stdin or terminal. Only a call's
 //! wall-clock bound depends on the machine (whether a slow call finishes in time).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
+    Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::contract::{AdapterInfo, Invocation, Plan, StdinMode, one_line};
+use super::engine_config::engine_config;
 use super::error::AdapterErrorKind;
 
 mod bindings {
@@ -87,18 +89,15 @@ pub(crate) struct Sandbox {
     engine: Engine,
     linker: Linker<GuestState>,
     limits: Limits,
+    /// How many components [`Sandbox::compile`] compiled (tests check that a load compiled none).
+    compilations: AtomicUsize,
 }
 
 impl Sandbox {
     pub(crate) fn new(limits: Limits) -> Result<Self, AdapterErrorKind> {
-        let mut config = Config::new();
-        config
-            .consume_fuel(true)
-            .epoch_interruption(true)
-            .cranelift_nan_canonicalization(true)
-            .relaxed_simd_deterministic(true);
-        let engine =
-            Engine::new(&config).map_err(|error| AdapterErrorKind::Host(error.to_string()))?;
+        let engine = engine_config(None)
+            .and_then(|config| Engine::new(&config))
+            .map_err(|error| AdapterErrorKind::Host(error.to_string()))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|error| AdapterErrorKind::Host(error.to_string()))?;
@@ -106,6 +105,7 @@ impl Sandbox {
             engine,
             linker,
             limits,
+            compilations: AtomicUsize::new(0),
         })
     }
 
@@ -123,6 +123,7 @@ impl Sandbox {
                 "not a WebAssembly binary (no \\0asm header)".to_owned(),
             ));
         }
+        self.compilations.fetch_add(1, Ordering::Relaxed);
         let (engine, wasm) = (self.engine.clone(), wasm.to_vec());
         let (sender, receiver) = mpsc::sync_channel(1);
         std::thread::Builder::new()
@@ -144,6 +145,11 @@ impl Sandbox {
                 "the compile thread stopped without an answer".to_owned(),
             )),
         }
+    }
+
+    /// How many components this sandbox has compiled so far.
+    pub(crate) fn compilations(&self) -> usize {
+        self.compilations.load(Ordering::Relaxed)
     }
 
     /// Checks the component's exports and imports against the contract and pre-instantiates it.
