@@ -1,5 +1,5 @@
-//! The ECS (and the two SSM) JSON 1.1 operations: ListTasks, DescribeTasks, ExecuteCommand,
-//! ResumeSession and TerminateSession, with the response shapes and error codes AWS uses.
+//! The ECS (and the two SSM) JSON 1.1 operations: ListTasks, DescribeTasks, DescribeClusters,
+//! ExecuteCommand, ResumeSession and TerminateSession, with the response shapes and error codes AWS uses.
 //!
 //! Input is an already-authenticated request (target, body, identity); output is JSON or an
 //! [`ApiError`] that the server turns into `400 {"__type", "message"}`. This module does no
@@ -27,6 +27,8 @@ pub enum Operation {
     ListTasks,
     /// ECS DescribeTasks.
     DescribeTasks,
+    /// ECS DescribeClusters.
+    DescribeClusters,
     /// ECS ExecuteCommand.
     ExecuteCommand,
     /// SSM ResumeSession.
@@ -42,6 +44,7 @@ impl Operation {
             return match name {
                 "ListTasks" => Some(Self::ListTasks),
                 "DescribeTasks" => Some(Self::DescribeTasks),
+                "DescribeClusters" => Some(Self::DescribeClusters),
                 "ExecuteCommand" => Some(Self::ExecuteCommand),
                 _ => None,
             };
@@ -66,6 +69,7 @@ impl Operation {
         match self {
             Self::ListTasks => "ecs:ListTasks",
             Self::DescribeTasks => "ecs:DescribeTasks",
+            Self::DescribeClusters => "ecs:DescribeClusters",
             Self::ExecuteCommand => "ecs:ExecuteCommand",
             Self::ResumeSession => "ssm:ResumeSession",
             Self::TerminateSession => "ssm:TerminateSession",
@@ -143,6 +147,7 @@ pub fn handle(
     match operation {
         Operation::ListTasks => list_tasks(ctx, parse(body)?),
         Operation::DescribeTasks => describe_tasks(ctx, parse(body)?),
+        Operation::DescribeClusters => describe_clusters(ctx, parse(body)?),
         Operation::ExecuteCommand => execute_command(ctx, parse(body)?, now),
         Operation::ResumeSession => resume_session(ctx, parse(body)?, now),
         Operation::TerminateSession => terminate_session(ctx, parse(body)?),
@@ -368,6 +373,77 @@ fn task_json(ctx: &ApiContext, cluster: &Cluster, task: &Task) -> Value {
 }
 
 #[derive(Debug, Deserialize)]
+struct DescribeClustersRequest {
+    #[serde(default)]
+    clusters: Vec<String>,
+    /// Extra sections (ATTACHMENTS, SETTINGS…); the emulator always returns the same ones.
+    #[serde(default, rename = "include")]
+    _include: Vec<String>,
+}
+
+fn describe_clusters(
+    ctx: &ApiContext,
+    request: DescribeClustersRequest,
+) -> Result<Value, ApiError> {
+    if request.clusters.len() > 100 {
+        return Err(ApiError::invalid(
+            "Clusters length cannot be greater than 100.",
+        ));
+    }
+    let wanted = if request.clusters.is_empty() {
+        vec!["default".to_string()]
+    } else {
+        request.clusters
+    };
+    let mut clusters = Vec::new();
+    let mut failures = Vec::new();
+    for name in &wanted {
+        match ctx.world.cluster(Some(name)) {
+            Some(cluster) => clusters.push(cluster_json(cluster)),
+            None => {
+                let arn = if name.starts_with("arn:") {
+                    name.clone()
+                } else {
+                    format!(
+                        "arn:aws:ecs:{}:{}:cluster/{name}",
+                        ctx.world.region, ctx.world.account_id
+                    )
+                };
+                failures.push(json!({"arn": arn, "reason": "MISSING"}));
+            }
+        }
+    }
+    Ok(json!({"clusters": clusters, "failures": failures}))
+}
+
+fn cluster_json(cluster: &Cluster) -> Value {
+    let running = cluster
+        .tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Running)
+        .count();
+    let mut exec_config = json!({"logging": "DEFAULT"});
+    if let Some(key) = &cluster.kms_key_id {
+        exec_config["kmsKeyId"] = json!(key);
+    }
+    json!({
+        "clusterArn": cluster.arn,
+        "clusterName": cluster.name,
+        "configuration": {"executeCommandConfiguration": exec_config},
+        "status": "ACTIVE",
+        "registeredContainerInstancesCount": 0,
+        "runningTasksCount": running,
+        "pendingTasksCount": 0,
+        "activeServicesCount": cluster.services.len(),
+        "statistics": [],
+        "tags": [],
+        "settings": [{"name": "containerInsights", "value": "disabled"}],
+        "capacityProviders": ["FARGATE", "FARGATE_SPOT"],
+        "defaultCapacityProviderStrategy": [],
+    })
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ExecuteCommandRequest {
     cluster: Option<String>,
@@ -451,6 +527,7 @@ fn execute_command(
         target: format!("ecs:{}_{}_{}", cluster.name, task.id, container.runtime_id),
         command,
         exec: with_metadata_uri(&container.exec, &container.runtime_id),
+        kms_key_id: cluster.kms_key_id.clone(),
     };
     let token = ctx.sessions.create(spec, now);
     Ok(json!({
@@ -756,6 +833,43 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn describe_clusters_shows_the_kms_key_and_missing_clusters() {
+        let (ctx, who) = context();
+        let out = call(
+            &ctx,
+            &who,
+            Operation::DescribeClusters,
+            json!({"clusters": ["secure", "arn:aws:ecs:us-east-1:123456789012:cluster/demo", "nope"], "include": ["SETTINGS"]}),
+        )
+        .unwrap();
+        let secure = &out["clusters"][0];
+        assert_eq!(secure["clusterName"], "secure");
+        assert_eq!(
+            secure["configuration"]["executeCommandConfiguration"]["kmsKeyId"],
+            crate::config::DEFAULT_KMS_KEY_ARN
+        );
+        assert_eq!(
+            secure["configuration"]["executeCommandConfiguration"]["logging"],
+            "DEFAULT"
+        );
+        assert_eq!(secure["runningTasksCount"], 2);
+        let demo = &out["clusters"][1];
+        assert_eq!(demo["clusterName"], "demo");
+        assert!(
+            demo["configuration"]["executeCommandConfiguration"]
+                .get("kmsKeyId")
+                .is_none()
+        );
+        assert_eq!(
+            out["failures"],
+            json!([{"arn": "arn:aws:ecs:us-east-1:123456789012:cluster/nope", "reason": "MISSING"}])
+        );
+        let default = call(&ctx, &who, Operation::DescribeClusters, json!({})).unwrap();
+        assert_eq!(default["clusters"], json!([]));
+        assert_eq!(default["failures"][0]["reason"], "MISSING");
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub const DEFAULT_SECRET_ACCESS_KEY: &str = "emulator-secret-key";
 pub const DEFAULT_REGION: &str = "us-east-1";
 /// Account id used in every ARN of the default world.
 pub const DEFAULT_ACCOUNT_ID: &str = "123456789012";
+/// The KMS key of the default world's `secure` cluster.
+pub const DEFAULT_KMS_KEY_ARN: &str =
+    "arn:aws:kms:us-east-1:123456789012:key/1f2e3d4c-5b6a-4789-9abc-def012345678";
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,43 @@ pub struct Config {
     pub faults: FaultConfig,
     /// The clusters of the world.
     pub clusters: Vec<ClusterConfig>,
+    /// The KMS API and its keys.
+    pub kms: KmsConfig,
+}
+
+/// The KMS API: where it listens and which keys exist besides those clusters name.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KmsConfig {
+    /// Address of the KMS API; by default a free port on the address of `listen`.
+    pub listen: Option<SocketAddr>,
+    /// Keys. A key a cluster names exists and is enabled unless listed here otherwise.
+    pub keys: Vec<KmsKeyConfig>,
+}
+
+/// One KMS key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsKeyConfig {
+    /// `arn:aws:kms:REGION:ACCOUNT:key/KEY_ID`.
+    pub arn: String,
+    /// A disabled key fails GenerateDataKey and Decrypt with DisabledException.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// An alias (`alias/NAME`) that names the key as well.
+    #[serde(default)]
+    pub alias: Option<String>,
+}
+
+/// Whether the agent's own KMS Decrypt (made with the task role) succeeds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KmsDecrypt {
+    /// The task role may decrypt.
+    #[default]
+    Ok,
+    /// The task role lacks `kms:Decrypt`: AccessDeniedException, the session ends at once.
+    AccessDenied,
 }
 
 /// One accepted identity.
@@ -73,7 +113,8 @@ pub struct CredentialsConfig {
     #[serde(default)]
     pub session_token: Option<String>,
     /// ECS actions this identity is denied (`ecs:ListTasks`, `ecs:DescribeTasks`,
-    /// `ecs:ExecuteCommand`): they fail with AccessDeniedException.
+    /// `ecs:ExecuteCommand`, `ecs:DescribeClusters`, `kms:GenerateDataKey`, `kms:Decrypt`,
+    /// `kms:DescribeKey`): they fail with AccessDeniedException.
     #[serde(default)]
     pub deny: Vec<String>,
 }
@@ -119,6 +160,19 @@ pub struct AgentConfig {
     /// acknowledge everything before closing anyway (the real agent gives up after 2 s,
     /// which realistic mode uses).
     pub drain_timeout_secs: u64,
+    /// KMS sessions: put a `Challenge` string in the KMSEncryption action, as newer agents do.
+    pub kms_challenge: bool,
+    /// KMS sessions: refuse a client that does not acknowledge the challenge
+    /// (`RequireKMSChallengeResponse`); needs `kms_challenge`.
+    pub require_challenge_ack: bool,
+    /// KMS sessions: whether the agent's Decrypt of the client's data key is allowed.
+    pub kms_decrypt: KmsDecrypt,
+    /// KMS sessions: how long the agent waits for a correct challenge answer before it ends the
+    /// session (the real agent: 15 s).
+    pub kms_challenge_timeout_ms: u64,
+    /// How long the agent waits for the HandshakeResponse before it ends the session (the
+    /// real agent: 15 s).
+    pub handshake_timeout_ms: u64,
 }
 
 impl Default for AgentConfig {
@@ -133,6 +187,11 @@ impl Default for AgentConfig {
             token_ttl_secs: 300,
             reconnect_grace_secs: 0,
             drain_timeout_secs: 30,
+            kms_challenge: true,
+            require_challenge_ack: false,
+            kms_decrypt: KmsDecrypt::Ok,
+            kms_challenge_timeout_ms: 15_000,
+            handshake_timeout_ms: 15_000,
         }
     }
 }
@@ -221,6 +280,10 @@ pub struct ClusterConfig {
     /// Its services.
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+    /// The KMS key of its ECS Exec configuration (`executeCommandConfiguration.kmsKeyId`): a
+    /// key ARN or key id. Sessions on such a cluster run the KMS handshake and are encrypted.
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
 }
 
 /// A service: a group of tasks running the same containers.
@@ -323,27 +386,43 @@ impl Default for Config {
             }],
             agent: AgentConfig::default(),
             faults: FaultConfig::default(),
-            clusters: vec![ClusterConfig {
-                name: "demo".to_string(),
-                services: vec![
-                    ServiceConfig {
+            clusters: vec![
+                ClusterConfig {
+                    name: "demo".to_string(),
+                    kms_key_id: None,
+                    services: vec![
+                        ServiceConfig {
+                            name: "web".to_string(),
+                            running_tasks: 2,
+                            stopped_tasks: 1,
+                            task_ids: Vec::new(),
+                            enable_execute_command: true,
+                            containers: default_containers(),
+                        },
+                        ServiceConfig {
+                            name: "no-agent".to_string(),
+                            running_tasks: 1,
+                            stopped_tasks: 0,
+                            task_ids: Vec::new(),
+                            enable_execute_command: true,
+                            containers: vec![no_agent],
+                        },
+                    ],
+                },
+                ClusterConfig {
+                    name: "secure".to_string(),
+                    kms_key_id: Some(DEFAULT_KMS_KEY_ARN.to_string()),
+                    services: vec![ServiceConfig {
                         name: "web".to_string(),
                         running_tasks: 2,
-                        stopped_tasks: 1,
-                        task_ids: Vec::new(),
-                        enable_execute_command: true,
-                        containers: default_containers(),
-                    },
-                    ServiceConfig {
-                        name: "no-agent".to_string(),
-                        running_tasks: 1,
                         stopped_tasks: 0,
                         task_ids: Vec::new(),
                         enable_execute_command: true,
-                        containers: vec![no_agent],
-                    },
-                ],
-            }],
+                        containers: default_containers(),
+                    }],
+                },
+            ],
+            kms: KmsConfig::default(),
         }
     }
 }
@@ -390,8 +469,37 @@ impl Config {
         if self.agent.max_unacked_bytes < self.agent.read_chunk_bytes {
             return invalid("agent.max_unacked_bytes must be at least read_chunk_bytes".into());
         }
+        if self.agent.require_challenge_ack && !self.agent.kms_challenge {
+            return invalid("agent.require_challenge_ack needs agent.kms_challenge".into());
+        }
+        let mut key_arns = std::collections::BTreeSet::new();
+        for key in &self.kms.keys {
+            if crate::kms::parse_key_arn(&key.arn).is_none() {
+                return invalid(format!(
+                    "kms key {:?} is not a key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)",
+                    key.arn
+                ));
+            }
+            if !key_arns.insert(&key.arn) {
+                return invalid(format!("kms key {:?} is defined twice", key.arn));
+            }
+            if let Some(alias) = &key.alias
+                && (!alias.starts_with("alias/") || alias.len() <= "alias/".len())
+            {
+                return invalid(format!("kms alias {alias:?} must look like alias/NAME"));
+            }
+        }
         let mut cluster_names = std::collections::BTreeSet::new();
         for cluster in &self.clusters {
+            if let Some(key) = &cluster.kms_key_id
+                && crate::kms::parse_key_arn(key).is_none()
+                && !crate::kms::is_key_id(key)
+            {
+                return invalid(format!(
+                    "kms_key_id {key:?} of cluster {:?} is neither a key ARN nor a key id",
+                    cluster.name
+                ));
+            }
             if !valid_name(&cluster.name) {
                 return invalid(format!("cluster name {:?} is not valid", cluster.name));
             }
@@ -455,8 +563,16 @@ mod tests {
     fn default_world_is_the_documented_one() {
         let config = Config::default();
         config.validate().unwrap();
-        assert_eq!(config.clusters.len(), 1);
+        assert_eq!(config.clusters.len(), 2);
+        let secure = &config.clusters[1];
+        assert_eq!(
+            (secure.name.as_str(), secure.kms_key_id.as_deref()),
+            ("secure", Some(DEFAULT_KMS_KEY_ARN))
+        );
+        assert_eq!(secure.services[0].running_tasks, 2);
+        assert!(config.agent.kms_challenge && !config.agent.require_challenge_ack);
         let demo = &config.clusters[0];
+        assert!(demo.kms_key_id.is_none());
         assert_eq!(demo.name, "demo");
         let web = &demo.services[0];
         assert_eq!(
@@ -527,10 +643,20 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/world.toml");
         let config = Config::load(&path).unwrap();
         assert_eq!(config.credentials.len(), 2);
-        assert_eq!(config.credentials[1].deny, vec!["ecs:ExecuteCommand"]);
+        assert_eq!(
+            config.credentials[1].deny,
+            vec!["ecs:ExecuteCommand", "kms:GenerateDataKey"]
+        );
         let prod = &config.clusters[1];
         assert_eq!(prod.services[0].containers.len(), 2);
         assert!(!prod.services[0].containers[0].inherit_environment);
+        assert_eq!(
+            config.clusters[2].kms_key_id.as_deref(),
+            Some(DEFAULT_KMS_KEY_ARN)
+        );
+        assert_eq!(config.kms.keys.len(), 2);
+        assert!(!config.kms.keys[1].enabled);
+        assert_eq!(config.agent.kms_decrypt, KmsDecrypt::Ok);
     }
 
     #[test]
@@ -551,6 +677,38 @@ mod tests {
         ));
         assert!(matches!(
             Config::from_toml_str("nonsense = 1"),
+            Err(ConfigError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn kms_settings_are_checked() {
+        let config = Config::from_toml_str(
+            r#"
+            [agent]
+            kms_decrypt = "access-denied"
+            require_challenge_ack = true
+            kms_challenge_timeout_ms = 100
+            [[clusters]]
+            name = "c"
+            kms_key_id = "1f2e3d4c-5b6a-4789-9abc-def012345678"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.agent.kms_decrypt, KmsDecrypt::AccessDenied);
+        for bad in [
+            "[agent]\nkms_challenge = false\nrequire_challenge_ack = true",
+            "[[clusters]]\nname = \"c\"\nkms_key_id = \"not a key\"",
+            "[[kms.keys]]\narn = \"arn:aws:kms:us-east-1:1:alias/x\"",
+            "[[kms.keys]]\narn = \"arn:aws:kms:us-east-1:1:key/k\"\nalias = \"k\"",
+        ] {
+            assert!(
+                matches!(Config::from_toml_str(bad), Err(ConfigError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            Config::from_toml_str("[agent]\nkms_decrypt = \"maybe\""),
             Err(ConfigError::Parse(_))
         ));
     }

@@ -32,6 +32,11 @@ pub struct Counters {
     pub(crate) frames_reordered: AtomicU64,
     pub(crate) frames_delayed: AtomicU64,
     pub(crate) disconnects_injected: AtomicU64,
+    pub(crate) kms_requests: AtomicU64,
+    pub(crate) kms_handshakes_completed: AtomicU64,
+    pub(crate) kms_handshakes_failed: AtomicU64,
+    pub(crate) kms_challenges_rejected: AtomicU64,
+    pub(crate) kms_inputs_undecryptable: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -84,6 +89,16 @@ pub struct CountersSnapshot {
     pub frames_delayed: u64,
     /// Websockets dropped on purpose (`disconnect_after_frames`).
     pub disconnects_injected: u64,
+    /// KMS API requests received (any outcome).
+    pub kms_requests: u64,
+    /// KMS sessions whose handshake completed (challenge answered, HandshakeComplete sent).
+    pub kms_handshakes_completed: u64,
+    /// KMS sessions the agent ended during the handshake (refusal, Decrypt error, timeout).
+    pub kms_handshakes_failed: u64,
+    /// Challenge answers (payload type 9) that were wrong or did not decrypt; not acked.
+    pub kms_challenges_rejected: u64,
+    /// Encrypted input frames that did not decrypt; neither acked nor used.
+    pub kms_inputs_undecryptable: u64,
 }
 
 impl Default for Counters {
@@ -113,6 +128,11 @@ impl Default for Counters {
             frames_reordered: AtomicU64::new(0),
             frames_delayed: AtomicU64::new(0),
             disconnects_injected: AtomicU64::new(0),
+            kms_requests: AtomicU64::new(0),
+            kms_handshakes_completed: AtomicU64::new(0),
+            kms_handshakes_failed: AtomicU64::new(0),
+            kms_challenges_rejected: AtomicU64::new(0),
+            kms_inputs_undecryptable: AtomicU64::new(0),
         }
     }
 }
@@ -184,6 +204,11 @@ impl Counters {
             frames_reordered: get(&self.frames_reordered),
             frames_delayed: get(&self.frames_delayed),
             disconnects_injected: get(&self.disconnects_injected),
+            kms_requests: get(&self.kms_requests),
+            kms_handshakes_completed: get(&self.kms_handshakes_completed),
+            kms_handshakes_failed: get(&self.kms_handshakes_failed),
+            kms_challenges_rejected: get(&self.kms_challenges_rejected),
+            kms_inputs_undecryptable: get(&self.kms_inputs_undecryptable),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The `ecs-exec-emulator` binary: serve the emulator on a loopback port until SIGINT or
 //! SIGTERM. Prints exactly one line on stdout, `listening on http://ADDR`, once it accepts
-//! connections; everything else (request log, errors) goes to stderr. Never prints a secret.
+//! connections; everything else goes to stderr, starting with `kms listening on http://ADDR`
+//! (the KMS API's own port), then the request log and errors. Never prints a secret.
 //!
 //! `ecs-exec-emulator exec ARGS…` is the first-run path instead: it starts the default world on
 //! a free loopback port and runs `ecs-exec ARGS…` in this process against it (the real CLI, API
@@ -25,6 +26,10 @@ struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// Address of the KMS API; port 0 picks a free port (default: a free port on the
+    /// `--listen` address).
+    #[arg(long)]
+    kms_listen: Option<SocketAddr>,
     /// TOML file describing clusters, credentials, agent behaviour and faults.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -70,6 +75,9 @@ fn run() -> anyhow::Result<()> {
         None => Config::default(),
     };
     config.listen = args.listen;
+    if args.kms_listen.is_some() {
+        config.kms.listen = args.kms_listen;
+    }
     if args.realistic {
         config.agent.realistic = true;
     }
@@ -85,6 +93,8 @@ fn run() -> anyhow::Result<()> {
             tracing::warn!(addr = %handle.local_addr(), "listening beyond loopback: anyone who can reach this address and knows the credentials can run commands here");
         }
         tracing::info!(access_key_id = handle.access_key_id(), region = handle.region(), "ready");
+        // Before the stdout line, so a caller that waits for that line can read this one too.
+        eprintln!("kms listening on {}", handle.kms_endpoint());
         println!("listening on {}", handle.endpoint());
         use std::io::Write;
         std::io::stdout().flush().context("cannot write to stdout")?;
@@ -128,7 +138,17 @@ fn exec_against_default_world(ecs_exec_args: Vec<OsString>) -> ExitCode {
     }
     // SAFETY: as above; a session token from the caller's environment would not match.
     unsafe { std::env::remove_var("AWS_SESSION_TOKEN") };
-    let emulator = match EmulatorHandle::spawn_in_thread(Config::default()) {
+    // The KMS API's port must be in the environment before any thread starts, so pick a free
+    // one now (the `secure` cluster's sessions need it).
+    let mut config = Config::default();
+    if let Ok(kms_addr) =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|probe| probe.local_addr())
+    {
+        config.kms.listen = Some(kms_addr);
+        // SAFETY: still single-threaded.
+        unsafe { std::env::set_var("AWS_ENDPOINT_URL_KMS", format!("http://{kms_addr}")) };
+    }
+    let emulator = match EmulatorHandle::spawn_in_thread(config) {
         Ok(emulator) => emulator,
         Err(error) => {
             eprintln!("ecs-exec-emulator: cannot start the emulator: {error}");

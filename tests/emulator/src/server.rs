@@ -1,7 +1,8 @@
-//! The emulator's HTTP server: one port for both the ECS/SSM JSON API (`POST /`, SigV4
+//! The emulator's HTTP servers: one port for both the ECS/SSM JSON API (`POST /`, SigV4
 //! verified, dispatched on `X-Amz-Target`) and the data channel websockets
-//! (`GET /v1/data-channel/<sessionId>`), plus the [`Emulator`] / [`EmulatorHandle`] API that
-//! tests and the binary use to start and stop it.
+//! (`GET /v1/data-channel/<sessionId>`), a second port for the KMS JSON API (SigV4 service
+//! `kms`), plus the [`Emulator`] / [`EmulatorHandle`] API that tests and the binary use to start
+//! and stop it.
 //!
 //! It logs one line per request to stderr through `tracing`, never a body, key, token or
 //! signature. Stopping the handle stops accepting, ends every session and kills every
@@ -30,6 +31,8 @@ use crate::agent::{self, AgentShared, Connection};
 use crate::api::{self, ApiContext, ApiError, Operation};
 use crate::config::Config;
 use crate::counters::{Counters, CountersSnapshot};
+use crate::kms::Kms;
+use crate::kms::api::KmsOperation;
 use crate::sessions::{Redeemed, SessionRegistry};
 use crate::sigv4::{self, RequestToVerify};
 use crate::world::World;
@@ -64,8 +67,18 @@ pub enum EmulatorError {
     Thread(std::io::Error),
 }
 
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    /// ECS and SSM API, data channel websockets.
+    Ecs,
+    /// The KMS API.
+    Kms,
+}
+
 struct State {
     config: Arc<Config>,
+    kms: Arc<Kms>,
     world: Arc<World>,
     sessions: SessionRegistry,
     counters: Arc<Counters>,
@@ -94,22 +107,44 @@ impl Emulator {
                 addr: config.listen,
                 source,
             })?;
+        let kms_wanted = config
+            .kms
+            .listen
+            .unwrap_or_else(|| SocketAddr::new(config.listen.ip(), 0));
+        let kms_listener =
+            TcpListener::bind(kms_wanted)
+                .await
+                .map_err(|source| EmulatorError::Bind {
+                    addr: kms_wanted,
+                    source,
+                })?;
+        let kms_addr = kms_listener
+            .local_addr()
+            .map_err(|source| EmulatorError::Bind {
+                addr: kms_wanted,
+                source,
+            })?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let kms = Arc::new(Kms::from_config(&config));
         let config = Arc::new(config);
         let world = Arc::new(World::from_config(&config));
         let counters = Arc::new(Counters::default());
         let state = Arc::new(State {
             sessions: SessionRegistry::new(Duration::from_secs(config.agent.token_ttl_secs)),
             config: Arc::clone(&config),
+            kms: Arc::clone(&kms),
             world: Arc::clone(&world),
             counters: Arc::clone(&counters),
             local_addr,
             shutdown: shutdown_rx,
         });
         let sessions = state.sessions.clone();
-        tokio::spawn(accept_loop(listener, state));
+        tokio::spawn(accept_loop(listener, Arc::clone(&state), Service::Ecs));
+        tokio::spawn(accept_loop(kms_listener, state, Service::Kms));
         Ok(EmulatorHandle {
             local_addr,
+            kms_addr,
+            kms,
             config,
             world,
             counters,
@@ -125,6 +160,8 @@ impl Emulator {
 #[derive(Debug)]
 pub struct EmulatorHandle {
     local_addr: SocketAddr,
+    kms_addr: SocketAddr,
+    kms: Arc<Kms>,
     config: Arc<Config>,
     world: Arc<World>,
     counters: Arc<Counters>,
@@ -191,6 +228,8 @@ impl EmulatorHandle {
     fn detached(&self) -> EmulatorHandle {
         EmulatorHandle {
             local_addr: self.local_addr,
+            kms_addr: self.kms_addr,
+            kms: Arc::clone(&self.kms),
             config: Arc::clone(&self.config),
             world: Arc::clone(&self.world),
             counters: Arc::clone(&self.counters),
@@ -208,6 +247,27 @@ impl EmulatorHandle {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// `http://ADDR` of the KMS API, for `AWS_ENDPOINT_URL_KMS`.
+    pub fn kms_endpoint(&self) -> String {
+        format!("http://{}", self.kms_addr)
+    }
+
+    /// The address the KMS API listens on.
+    pub fn kms_local_addr(&self) -> SocketAddr {
+        self.kms_addr
+    }
+
+    /// Its KMS keys.
+    pub fn kms(&self) -> &Kms {
+        &self.kms
+    }
+
+    /// The plaintext of every data key GenerateDataKey handed out, for tests that check no
+    /// key material leaks into a client's output or files. Never print them.
+    pub fn issued_data_keys(&self) -> Vec<Vec<u8>> {
+        self.kms.issued_data_keys()
     }
 
     /// The access key id of the first configured credentials.
@@ -252,6 +312,7 @@ impl EmulatorHandle {
             ("AWS_DEFAULT_REGION".to_string(), self.region().to_string()),
             ("AWS_ENDPOINT_URL_ECS".to_string(), self.endpoint()),
             ("AWS_ENDPOINT_URL_SSM".to_string(), self.endpoint()),
+            ("AWS_ENDPOINT_URL_KMS".to_string(), self.kms_endpoint()),
         ];
         if let Some(token) = self.session_token() {
             env.push(("AWS_SESSION_TOKEN".to_string(), token.to_string()));
@@ -316,7 +377,7 @@ impl Drop for EmulatorHandle {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+async fn accept_loop(listener: TcpListener, state: Arc<State>, service: Service) {
     let mut shutdown = state.shutdown.clone();
     loop {
         tokio::select! {
@@ -335,7 +396,13 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
                     let service_state = Arc::clone(&state);
                     let service = service_fn(move |request| {
                         let state = Arc::clone(&service_state);
-                        async move { Ok::<_, Infallible>(route(state, peer, request).await) }
+                        async move {
+                            let response = match service {
+                                Service::Ecs => route(state, peer, request).await,
+                                Service::Kms => route_kms(state, peer, request).await,
+                            };
+                            Ok::<_, Infallible>(response)
+                        }
                     });
                     let connection = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -375,6 +442,104 @@ async fn route(
     plain(StatusCode::NOT_FOUND, "not found\n")
 }
 
+async fn route_kms(
+    state: Arc<State>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if request.method() == hyper::Method::POST && request.uri().path() == "/" {
+        return kms_request(state, peer, request).await;
+    }
+    tracing::info!(%peer, method = %request.method(), path = %request.uri().path(), status = 404, "kms request");
+    plain(StatusCode::NOT_FOUND, "not found\n")
+}
+
+/// One KMS API call: the same credentials and region as ECS, signed for service `kms`.
+async fn kms_request(
+    state: Arc<State>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    Counters::bump(&state.counters.kms_requests);
+    let (parts, body) = request.into_parts();
+    let Some((target, body)) = read_api_body(&parts, body).await else {
+        return error_response(
+            &state,
+            peer,
+            "?",
+            &ApiError::client(
+                "SerializationException",
+                "Request body too large or unreadable.",
+            ),
+        );
+    };
+    let identity = match verify_signature(&state, &parts, &body, "kms") {
+        Ok(identity) => identity,
+        Err(error) => return error_response(&state, peer, &target, &error),
+    };
+    let Some(operation) = KmsOperation::from_target(&target) else {
+        let error = ApiError::client(
+            "UnknownOperationException",
+            format!("Unknown operation {target}"),
+        );
+        return error_response(&state, peer, &target, &error);
+    };
+    match crate::kms::api::handle(&state.kms, operation, identity, &body) {
+        Ok(value) => {
+            tracing::info!(%peer, operation = ?operation, status = 200, "kms request");
+            json_response(StatusCode::OK, &value, None)
+        }
+        Err(error) => error_response(&state, peer, &target, &error),
+    }
+}
+
+/// The `X-Amz-Target` and the body of an API request; None when the body is too large.
+async fn read_api_body(parts: &http::request::Parts, body: Incoming) -> Option<(String, Bytes)> {
+    let body = Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    Some((target, body))
+}
+
+/// SigV4 for `service` against the configured credentials and region.
+fn verify_signature<'s>(
+    state: &'s State,
+    parts: &http::request::Parts,
+    body: &[u8],
+    service: &str,
+) -> Result<&'s crate::config::CredentialsConfig, ApiError> {
+    let to_verify = RequestToVerify {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        body,
+    };
+    sigv4::verify(
+        &to_verify,
+        &state.config.credentials,
+        &state.config.region,
+        service,
+        SystemTime::now(),
+    )
+    .map_err(|error| {
+        Counters::bump(&state.counters.signature_failures);
+        ApiError {
+            status: 400,
+            code: error.aws_code(),
+            message: error.to_string(),
+        }
+    })
+}
+
 async fn api_request(
     state: Arc<State>,
     peer: SocketAddr,
@@ -382,52 +547,22 @@ async fn api_request(
 ) -> Response<Full<Bytes>> {
     Counters::bump(&state.counters.api_requests);
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return error_response(
-                &state,
-                peer,
-                "?",
-                &ApiError::client(
-                    "SerializationException",
-                    "Request body too large or unreadable.",
-                ),
-            );
-        }
+    let Some((target, body)) = read_api_body(&parts, body).await else {
+        return error_response(
+            &state,
+            peer,
+            "?",
+            &ApiError::client(
+                "SerializationException",
+                "Request body too large or unreadable.",
+            ),
+        );
     };
-    let target = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
     let operation = Operation::from_target(&target);
     let service = operation.map_or("ecs", Operation::signing_service);
-    let to_verify = RequestToVerify {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query(),
-        headers: &parts.headers,
-        body: &body,
-    };
-    let identity = match sigv4::verify(
-        &to_verify,
-        &state.config.credentials,
-        &state.config.region,
-        service,
-        SystemTime::now(),
-    ) {
+    let identity = match verify_signature(&state, &parts, &body, service) {
         Ok(identity) => identity,
-        Err(error) => {
-            Counters::bump(&state.counters.signature_failures);
-            let api_error = ApiError {
-                status: 400,
-                code: error.aws_code(),
-                message: error.to_string(),
-            };
-            return error_response(&state, peer, &target, &api_error);
-        }
+        Err(error) => return error_response(&state, peer, &target, &error),
     };
     let Some(operation) = operation else {
         let error = ApiError::client(
@@ -600,6 +735,7 @@ async fn open_data_channel(state: Arc<State>, session_id: String, mut socket: Co
                 counters: Arc::clone(&state.counters),
                 sessions: state.sessions.clone(),
                 shutdown: state.shutdown.clone(),
+                kms: Arc::clone(&state.kms),
             };
             agent::run_session(shared, spec, socket).await;
         }

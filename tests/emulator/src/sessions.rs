@@ -32,6 +32,8 @@ pub struct SessionSpec {
     pub command: String,
     /// Working directory, environment and PATH of the container.
     pub exec: ExecEnvironment,
+    /// The cluster's KMS key: the session runs the KMS handshake and is encrypted.
+    pub kms_key_id: Option<String>,
 }
 
 /// A websocket handed to a running session after a successful reconnect.
@@ -260,6 +262,7 @@ mod tests {
                 path_prepend: vec![],
                 inherit_environment: false,
             },
+            kms_key_id: None,
         }
     }
 

@@ -52,6 +52,8 @@ pub struct Cluster {
     pub tasks: Vec<Task>,
     /// Names of its services (a service may have no tasks).
     pub services: Vec<String>,
+    /// The KMS key of its ECS Exec configuration, as configured (key ARN or key id).
+    pub kms_key_id: Option<String>,
 }
 
 /// A task.
@@ -151,6 +153,7 @@ impl World {
                     arn,
                     tasks,
                     services: cluster.services.iter().map(|s| s.name.clone()).collect(),
+                    kms_key_id: cluster.kms_key_id.clone(),
                 }
             })
             .collect();

@@ -2,7 +2,9 @@
 //! the protocol brief), written independently of the client's `Session` so the two cannot share
 //! a bug: output sequence numbers from 0 (SYN on the first), an unacked buffer filled before a
 //! frame is handed out, RTO from section 8.4, a selective ack for every input message
-//! including duplicates, a bounded reorder buffer, and pause/start publication.
+//! including duplicates, a bounded reorder buffer, and pause/start publication. In a KMS
+//! session an [`InputGate`] decides before the ack: input that does not decrypt, and a wrong
+//! challenge answer, are neither acked nor delivered.
 //!
 //! Sans-IO: `handle_*` take `now` and bytes; `poll_transmit`, `poll_delivered` and
 //! `poll_timeout` give frames, in-order input and the next deadline. No socket, no clock.
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::kms::{InputGate, Refusal};
 use super::wire::{self, Frame, MessageType};
 
 /// Initial RTO, SRTT and the RTO ceiling (section 8.4).
@@ -89,6 +92,10 @@ pub struct ChannelStats {
     pub duplicates: u64,
     /// Frames that failed to decode.
     pub invalid: u64,
+    /// Encrypted input frames refused because they did not decrypt.
+    pub undecryptable: u64,
+    /// Challenge answers refused.
+    pub challenges_rejected: u64,
 }
 
 /// Agent-side channel state.
@@ -108,6 +115,7 @@ pub struct AgentChannel {
     delivered: VecDeque<Delivered>,
     stats: ChannelStats,
     clock_ms: fn() -> u64,
+    gate: InputGate,
 }
 
 impl AgentChannel {
@@ -128,7 +136,13 @@ impl AgentChannel {
             delivered: VecDeque::new(),
             stats: ChannelStats::default(),
             clock_ms,
+            gate: InputGate::Open,
         }
+    }
+
+    /// Sets what input may pass (see [`InputGate`]); decides for frames received from now on.
+    pub fn set_input_gate(&mut self, gate: InputGate) {
+        self.gate = gate;
     }
 
     /// Queues one output message (`output_stream_data`) and returns its sequence number. It is
@@ -226,14 +240,24 @@ impl AgentChannel {
             self.transmit.push_back(ack());
             return;
         }
-        let delivered = Delivered {
-            payload_type: frame.payload_type.as_u32(),
-            payload: frame.payload.clone(),
-        };
-        if seq == self.expected_seq {
-            if !accept_input {
+        if seq == self.expected_seq && !accept_input {
+            return;
+        }
+        let payload = match self.gate.admit(frame.payload_type, &frame.payload) {
+            Ok(payload) => payload,
+            Err(refusal) => {
+                match refusal {
+                    Refusal::Undecryptable => self.stats.undecryptable += 1,
+                    Refusal::WrongChallenge => self.stats.challenges_rejected += 1,
+                }
                 return;
             }
+        };
+        let delivered = Delivered {
+            payload_type: frame.payload_type.as_u32(),
+            payload,
+        };
+        if seq == self.expected_seq {
             self.transmit.push_back(ack());
             self.delivered.push_back(delivered);
             self.expected_seq += 1;
@@ -569,6 +593,23 @@ mod tests {
         ch.handle_frame(Instant::now(), &Bytes::from(vec![0xff; 200]), true);
         assert_eq!(ch.take_stats().invalid, 2);
         assert!(ch.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn the_gate_decides_before_the_ack() {
+        let mut ch = channel(false);
+        let now = Instant::now();
+        ch.set_input_gate(InputGate::AwaitingKeys);
+        ch.handle_frame(now, &input(0, b"typed too early"), true);
+        ch.handle_frame(now, &input(1, b"ahead, unreadable"), true);
+        assert!(drain(&mut ch).is_empty(), "refused input is not acked");
+        assert!(ch.poll_delivered().is_none());
+        let size = wire::encode(MessageType::InputStreamData, 0, 0, 3, b"{}", clock());
+        ch.handle_frame(now, &size, true);
+        assert_eq!(drain(&mut ch).len(), 1, "unencrypted types pass");
+        assert_eq!(ch.poll_delivered().unwrap().payload_type, 3);
+        let stats = ch.take_stats();
+        assert_eq!((stats.undecryptable, stats.challenges_rejected), (2, 0));
     }
 
     #[test]

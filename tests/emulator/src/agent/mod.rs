@@ -3,12 +3,19 @@
 //! output in UTF-8-safe chunks, writes input to the PTY with back-pressure, applies resizes,
 //! and ends with `channel_closed` once every output byte is acknowledged.
 //!
+//! A session on a cluster with a KMS key first runs the KMS handshake ([`kms`]):
+//! HandshakeRequest (seq 0) with the KMSEncryption action, the agent's own Decrypt of the
+//! client's data key, the encryption challenge (seq 1), HandshakeComplete (seq 2); output from
+//! seq 3 is encrypted. Refusals and Decrypt errors end the session at once with
+//! `channel_closed`; a missing or wrong challenge answer ends it when the challenge times out.
+//!
 //! Protocol state lives in the sans-IO [`channel::AgentChannel`]; faults in
 //! [`crate::faults::FaultLine`]. This module is only the driver: one `select!` over the
 //! websocket, the PTY, the child, timers, reconnects and shutdown. It never reuses the
 //! client's `Session`, and it kills the command's process group whenever the session ends.
 
 pub mod channel;
+pub mod kms;
 pub mod pty;
 pub mod utf8;
 pub mod wire;
@@ -28,9 +35,10 @@ use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::config::{AgentConfig, Direction, FaultConfig};
+use crate::config::{AgentConfig, Direction, FaultConfig, KmsDecrypt};
 use crate::counters::Counters;
 use crate::faults::{FaultLine, FrameInfo};
+use crate::kms::{Kms, KmsError};
 use crate::sessions::{SessionRegistry, SessionSpec};
 use channel::{AgentChannel, ChannelSettings};
 use ecs_exec::channel::payload::{
@@ -54,6 +62,8 @@ pub struct AgentShared {
     pub sessions: SessionRegistry,
     /// Flips to true when the emulator stops.
     pub shutdown: watch::Receiver<bool>,
+    /// The emulator's KMS, for the agent's Decrypt of the client's data key.
+    pub kms: Arc<Kms>,
 }
 
 /// Session type announced in the optional handshake.
@@ -85,6 +95,8 @@ struct Link {
 enum Phase {
     /// Waiting for the client's HandshakeResponse.
     Handshaking,
+    /// KMS: waiting for a correct answer to the encryption challenge.
+    Challenging,
     /// The command runs (or has run).
     Running,
 }
@@ -122,6 +134,8 @@ pub enum Outcome {
     Terminated,
     /// The emulator is stopping.
     Shutdown,
+    /// The agent ended the session during the handshake (refusal, Decrypt error, timeout).
+    HandshakeFailed,
 }
 
 struct Driver {
@@ -148,6 +162,16 @@ struct Driver {
     pending_input: VecDeque<Bytes>,
     pending_input_bytes: usize,
     closed_sent: bool,
+    /// KMS sessions: the `Challenge` string sent in the HandshakeRequest.
+    kms_challenge: Option<String>,
+    /// KMS sessions after the Decrypt: encrypts output.
+    output_cipher: Option<kms::OutputCipher>,
+    /// When the handshake started, for HandshakeTimeToComplete.
+    handshake_started: Option<Instant>,
+    /// The handshake (or the challenge) must be done by then.
+    handshake_deadline: Option<Instant>,
+    /// Why the handshake failed; the session ends on the next pump.
+    handshake_failure: Option<kms::HandshakeFailure>,
 }
 
 impl Driver {
@@ -212,6 +236,11 @@ impl Driver {
             pending_input: VecDeque::new(),
             pending_input_bytes: 0,
             closed_sent: false,
+            kms_challenge: None,
+            output_cipher: None,
+            handshake_started: None,
+            handshake_deadline: None,
+            handshake_failure: None,
         }
     }
 
@@ -221,12 +250,23 @@ impl Driver {
         terminate: Option<Arc<tokio::sync::Notify>>,
     ) -> Outcome {
         let now = Instant::now();
-        if self.shared.agent.handshake {
+        if self.shared.agent.handshake || self.spec.kms_key_id.is_some() {
             self.phase = Phase::Handshaking;
+            let mut actions = vec![RequestedClientAction::session_type(SESSION_TYPE)];
+            if let Some(key_id) = &self.spec.kms_key_id {
+                if self.shared.agent.kms_challenge {
+                    self.kms_challenge = Some(kms::new_challenge_string());
+                }
+                actions.push(kms::request_action(key_id, self.kms_challenge.as_deref()));
+                self.channel.set_input_gate(kms::InputGate::AwaitingKeys);
+            }
             let request = HandshakeRequest {
                 agent_version: AGENT_VERSION.to_string(),
-                requested_client_actions: vec![RequestedClientAction::session_type(SESSION_TYPE)],
+                requested_client_actions: actions,
             };
+            self.handshake_started = Some(now);
+            self.handshake_deadline =
+                Some(now + Duration::from_millis(self.shared.agent.handshake_timeout_ms));
             self.channel.send_output(
                 now.into_std(),
                 PayloadType::HandshakeRequest.as_u32(),
@@ -267,7 +307,7 @@ impl Driver {
                 () = sleep_until(deadline) => {}
                 Some(connection) = reattach.recv() => self.reattach(connection),
                 () = terminate.notified() => {
-                    self.end_with_channel_closed().await;
+                    self.end_with_channel_closed("").await;
                     return Outcome::Terminated;
                 }
                 _ = shutdown.changed() => return Outcome::Shutdown,
@@ -304,11 +344,7 @@ impl Driver {
                 // The real agent reports start failures as terminal output, then ends.
                 tracing::info!(session = %self.spec.session_id, %error, "command failed to start");
                 let text = format!("{error}\r\n");
-                self.channel.send_output(
-                    now.into_std(),
-                    PayloadType::Output.as_u32(),
-                    text.as_bytes(),
-                );
+                self.send_stream(now, PayloadType::Output, text.as_bytes());
                 self.exit_code = Some(127);
                 self.pty_eof = true;
             }
@@ -351,6 +387,7 @@ impl Driver {
         if let Some(at) = self.disconnected_at {
             deadlines.push(at + Duration::from_secs(self.shared.agent.reconnect_grace_secs));
         }
+        deadlines.extend(self.handshake_deadline);
         deadlines.into_iter().min()
     }
 
@@ -476,8 +513,7 @@ impl Driver {
         data.extend_from_slice(fresh);
         let (ready, wait) = utf8::split_ready(&data);
         if !ready.is_empty() {
-            self.channel
-                .send_output(now.into_std(), PayloadType::Output.as_u32(), ready);
+            self.send_stream(now, PayloadType::Output, ready);
         }
         self.carry = wait.to_vec();
         if self.pty_eof {
@@ -488,8 +524,7 @@ impl Driver {
     fn flush_carry(&mut self, now: Instant) {
         if !self.carry.is_empty() {
             let rest = std::mem::take(&mut self.carry);
-            self.channel
-                .send_output(now.into_std(), PayloadType::Output.as_u32(), &rest);
+            self.send_stream(now, PayloadType::Output, &rest);
         }
     }
 
@@ -515,8 +550,116 @@ impl Driver {
         }
     }
 
+    /// Sends one stream message, encrypted when the session has keys and the type is one the
+    /// agent encrypts. The channel keeps the sealed bytes, so a retransmission repeats them.
+    fn send_stream(&mut self, now: Instant, payload_type: PayloadType, payload: &[u8]) {
+        match &mut self.output_cipher {
+            Some(cipher) if kms::OutputCipher::covers(payload_type) => {
+                let sealed = cipher.seal(payload);
+                self.channel
+                    .send_output(now.into_std(), payload_type.as_u32(), &sealed);
+            }
+            _ => {
+                self.channel
+                    .send_output(now.into_std(), payload_type.as_u32(), payload);
+            }
+        }
+    }
+
+    /// KMS: the client's HandshakeResponse. Checks it, decrypts the data key as the task role
+    /// would, and sends the encryption challenge; any failure ends the session at once.
+    fn handle_kms_response(&mut self, now: Instant, key_id: &str, payload: &[u8]) {
+        match self.unlock_keys(key_id, payload) {
+            Ok((mut output, mut input)) => {
+                let challenge = output.challenge_request(&mut input);
+                self.channel
+                    .set_input_gate(kms::InputGate::Encrypted(Box::new(input)));
+                self.output_cipher = Some(output);
+                self.channel.send_output(
+                    now.into_std(),
+                    PayloadType::EncChallengeRequest.as_u32(),
+                    &challenge,
+                );
+                self.phase = Phase::Challenging;
+                self.handshake_deadline =
+                    Some(now + Duration::from_millis(self.shared.agent.kms_challenge_timeout_ms));
+            }
+            Err(failure) => self.fail_handshake(failure),
+        }
+    }
+
+    fn unlock_keys(
+        &self,
+        key_id: &str,
+        payload: &[u8],
+    ) -> Result<(kms::OutputCipher, kms::InputCipher), kms::HandshakeFailure> {
+        let answer = kms::read_response(payload)?;
+        if self.shared.agent.require_challenge_ack && !answer.acknowledged {
+            return Err(kms::HandshakeFailure::ChallengeNotAcknowledged);
+        }
+        let context = kms::decrypt_context(
+            &self.spec.session_id,
+            &self.spec.target,
+            self.kms_challenge.as_deref(),
+            answer.acknowledged,
+        );
+        let kms = &self.shared.kms;
+        if self.shared.agent.kms_decrypt == KmsDecrypt::AccessDenied {
+            let key_arn = kms.resolve(key_id).map_or(key_id, |k| k.arn.as_str());
+            return Err(KmsError::AccessDenied {
+                principal: format!(
+                    "arn:aws:sts::{}:assumed-role/ecsTaskRole/{}",
+                    kms.account_id(),
+                    self.spec.task_id
+                ),
+                action: "kms:Decrypt".to_string(),
+                key_arn: key_arn.to_string(),
+            }
+            .into());
+        }
+        let (_, data_key) = kms.decrypt(&answer.ciphertext_key, &context, Some(key_id))?;
+        kms::split_data_key(&data_key)
+    }
+
+    fn fail_handshake(&mut self, failure: kms::HandshakeFailure) {
+        tracing::info!(session = %self.spec.session_id, %failure, "handshake failed");
+        self.handshake_deadline = None;
+        self.handshake_failure = Some(failure);
+    }
+
+    /// HandshakeComplete, then the command starts.
+    fn complete_handshake(&mut self, now: Instant, customer_message: &str) {
+        let took = self
+            .handshake_started
+            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        let complete = HandshakeComplete {
+            handshake_time_to_complete: i64::try_from(took.as_nanos()).unwrap_or(i64::MAX).max(1),
+            customer_message: customer_message.to_string(),
+        };
+        self.channel.send_output(
+            now.into_std(),
+            PayloadType::HandshakeComplete.as_u32(),
+            &complete.to_bytes(),
+        );
+        self.handshake_deadline = None;
+        self.phase = Phase::Running;
+        self.start_command(now);
+    }
+
     fn handle_delivered(&mut self, now: Instant, payload_type: u32, payload: Bytes) {
         match (&self.phase, PayloadType::from_u32(payload_type)) {
+            (Phase::Handshaking, PayloadType::HandshakeResponse)
+                if self.spec.kms_key_id.is_some() =>
+            {
+                let key_id = self.spec.kms_key_id.clone().unwrap_or_default();
+                self.handle_kms_response(now, &key_id, &payload);
+            }
+            (Phase::Challenging, PayloadType::EncChallengeResponse) => {
+                // The channel's gate has checked the answer before acking it.
+                Counters::bump(&self.shared.counters.kms_handshakes_completed);
+                self.shared.counters.notify();
+                self.complete_handshake(now, kms::CUSTOMER_MESSAGE);
+            }
             (Phase::Handshaking, PayloadType::HandshakeResponse) => {
                 let accepted = HandshakeResponse::from_payload(&payload)
                     .map(|r| {
@@ -532,17 +675,7 @@ impl Driver {
                     self.phase = Phase::Running;
                     return;
                 }
-                let complete = HandshakeComplete {
-                    handshake_time_to_complete: 1_000_000,
-                    customer_message: String::new(),
-                };
-                self.channel.send_output(
-                    now.into_std(),
-                    PayloadType::HandshakeComplete.as_u32(),
-                    &complete.to_bytes(),
-                );
-                self.phase = Phase::Running;
-                self.start_command(now);
+                self.complete_handshake(now, "");
             }
             (_, PayloadType::Size) => {
                 if let Ok(size) = TerminalSize::from_payload(&payload) {
@@ -594,18 +727,31 @@ impl Driver {
             self.handle_delivered(now, delivered.payload_type, delivered.payload);
         }
         self.collect_stats();
+        if self.handshake_deadline.is_some_and(|at| now >= at) {
+            self.fail_handshake(kms::HandshakeFailure::TimedOut);
+        }
+        if let Some(failure) = self.handshake_failure.take()
+            && !self.closed_sent
+        {
+            if self.spec.kms_key_id.is_some() {
+                Counters::bump(&self.shared.counters.kms_handshakes_failed);
+            }
+            self.flush_outbound(now).await;
+            self.end_with_channel_closed(&failure.to_string()).await;
+            return Some(Outcome::HandshakeFailed);
+        }
         let finished = self.exit_code.is_some() && self.pty_eof && self.carry.is_empty();
         if finished && self.drained_at.is_none() {
             self.drained_at = Some(now);
         }
         if finished && !self.closed_sent && self.link.is_some() {
             if self.channel.all_acked() {
-                self.end_with_channel_closed().await;
+                self.end_with_channel_closed("").await;
                 return Some(Outcome::ClosedCleanly);
             }
             if self.drain_deadline().is_some_and(|at| now >= at) {
                 self.flush_outbound(now).await;
-                self.end_with_channel_closed().await;
+                self.end_with_channel_closed("").await;
                 return Some(Outcome::DrainTimedOut);
             }
         }
@@ -613,10 +759,11 @@ impl Driver {
         None
     }
 
-    async fn end_with_channel_closed(&mut self) {
+    /// Sends `channel_closed` (with `output` as its Output text) and hangs up.
+    async fn end_with_channel_closed(&mut self, output: &str) {
         self.closed_sent = true;
         self.channel
-            .send_channel_closed(&self.spec.session_id, &self.spec.target, "");
+            .send_channel_closed(&self.spec.session_id, &self.spec.target, output);
         self.flush_outbound(Instant::now()).await;
         // channel_closed must not wait behind an injected delay: send what is left now.
         let rest = self.outbound.drain_all(Instant::now().into_std());
@@ -683,6 +830,11 @@ impl Driver {
         Counters::add(&counters.output_retransmits, stats.retransmits);
         Counters::add(&counters.duplicate_inputs, stats.duplicates);
         Counters::add(&counters.frames_invalid, stats.invalid);
+        Counters::add(&counters.kms_inputs_undecryptable, stats.undecryptable);
+        Counters::add(&counters.kms_challenges_rejected, stats.challenges_rejected);
+        if stats.undecryptable + stats.challenges_rejected > 0 {
+            counters.notify();
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The real AWS CLI against the emulator: `aws ecs list-tasks`, `describe-tasks` (SigV4 from
-//! botocore, JSON 1.1 parsing by botocore) and, when session-manager-plugin is installed,
-//! `execute-command`. Each test prints a notice and passes when `aws` is not on PATH.
+//! botocore, JSON 1.1 parsing by botocore), `aws kms generate-data-key` / `decrypt` on the
+//! KMS port and, when session-manager-plugin is installed, `execute-command`. Each test prints a notice and passes when `aws` is not on PATH.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
@@ -27,6 +27,11 @@ fn plugin_available() -> bool {
 /// Runs `aws <args>` against the emulator with its credentials and nothing from the user's
 /// own AWS configuration.
 fn aws(handle: &EmulatorHandle, secret: &str, args: &[&str]) -> Output {
+    aws_at(handle, &handle.endpoint(), secret, args)
+}
+
+/// [`aws`] against `endpoint` (the KMS API has its own).
+fn aws_at(handle: &EmulatorHandle, endpoint: &str, secret: &str, args: &[&str]) -> Output {
     let mut command = Command::new("aws");
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("AWS_") {
@@ -35,7 +40,7 @@ fn aws(handle: &EmulatorHandle, secret: &str, args: &[&str]) -> Output {
     }
     command
         .args(args)
-        .args(["--endpoint-url", &handle.endpoint(), "--output", "json"])
+        .args(["--endpoint-url", endpoint, "--output", "json"])
         .env("AWS_ACCESS_KEY_ID", handle.access_key_id())
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("AWS_DEFAULT_REGION", handle.region())
@@ -139,6 +144,69 @@ fn aws_cli_sees_aws_errors() {
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("ClusterNotFoundException"), "{stderr}");
     assert!(stderr.contains("Cluster not found."), "{stderr}");
+}
+
+#[test]
+fn aws_cli_generates_and_decrypts_a_data_key() {
+    if !aws_available() {
+        return;
+    }
+    let handle = EmulatorHandle::spawn_in_thread(Config::default()).unwrap();
+    let secret = handle.secret_access_key().to_string();
+    let kms = handle.kms_endpoint();
+    let key = ecs_exec_emulator::DEFAULT_KMS_KEY_ARN;
+    let generated = json_of(&aws_at(
+        &handle,
+        &kms,
+        &secret,
+        &[
+            "kms",
+            "generate-data-key",
+            "--key-id",
+            key,
+            "--number-of-bytes",
+            "64",
+            "--encryption-context",
+            "aws:ssm:SessionId=x",
+        ],
+    ));
+    assert_eq!(generated["KeyId"], key);
+    let plaintext = generated["Plaintext"].as_str().unwrap().to_string();
+    let blob = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(generated["CiphertextBlob"].as_str().unwrap())
+            .unwrap()
+    };
+    let dir = std::env::temp_dir().join(format!("ecs-exec-kms-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let blob_file = dir.join("blob");
+    std::fs::write(&blob_file, &blob).unwrap();
+    let blob_arg = format!("fileb://{}", blob_file.display());
+    let decrypt = |context: &str| {
+        aws_at(
+            &handle,
+            &kms,
+            &secret,
+            &[
+                "kms",
+                "decrypt",
+                "--ciphertext-blob",
+                &blob_arg,
+                "--encryption-context",
+                context,
+            ],
+        )
+    };
+    let decrypted = json_of(&decrypt("aws:ssm:SessionId=x"));
+    assert_eq!(decrypted["Plaintext"], plaintext.as_str());
+    assert_eq!(decrypted["KeyId"], key);
+    let wrong = decrypt("aws:ssm:SessionId=y");
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("InvalidCiphertextException"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(handle.counters().signature_failures, 0);
 }
 
 #[test]

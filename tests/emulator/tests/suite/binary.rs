@@ -215,3 +215,38 @@ fn a_bad_config_file_is_one_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn names_its_kms_port_on_stderr_and_serves_kms_there() {
+    let mut running = start(&[]);
+    let mut stderr = BufReader::new(running.child.stderr.take().unwrap());
+    let kms_addr: SocketAddr = loop {
+        let mut line = String::new();
+        assert_ne!(stderr.read_line(&mut line).unwrap(), 0, "no kms line");
+        if let Some(rest) = line.strip_prefix("kms listening on http://") {
+            break rest.trim_end().parse().unwrap();
+        }
+    };
+    assert!(kms_addr.ip().is_loopback());
+    assert_ne!(kms_addr, running.addr);
+    let mut signer = default_signer(kms_addr);
+    signer.service = "kms".into();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let reply = runtime.block_on(call(
+        kms_addr,
+        Some(&signer),
+        "TrentService.GenerateDataKey",
+        &serde_json::json!({"KeyId": ecs_exec_emulator::DEFAULT_KMS_KEY_ARN, "NumberOfBytes": 64}),
+    ));
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    kill(Pid::from_raw(running.child.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(running.child.wait().unwrap().success());
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let plaintext = reply.json["Plaintext"].as_str().unwrap();
+    assert!(!rest.contains(plaintext), "the data key is never logged");
+    assert!(rest.contains("GenerateDataKey"), "request logged: {rest}");
+}

@@ -9,3 +9,5 @@ mod aws_cli;
 mod binary;
 mod data_channel;
 mod host_client;
+mod kms;
+mod kms_session;
