@@ -8,6 +8,7 @@
 //!   websocket driver around them;
 //! - [`terminal`] owns the local tty (raw mode, resize, signals);
 //! - [`ssm`] resumes a data channel session whose websocket dropped (SSM ResumeSession);
+//! - [`signed_http`] signs the few AWS calls made without an SDK crate (SSM, STS, IAM);
 //! - [`run`] wires one-off and interactive runs together;
 //! - [`exit`] is the table of `ecs-exec`'s own exit codes (sysexits style).
 
@@ -18,5 +19,6 @@ pub mod ecs;
 pub mod exit;
 pub mod plan_io;
 pub mod run;
+pub mod signed_http;
 pub mod ssm;
 pub mod terminal;
