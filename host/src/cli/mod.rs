@@ -26,7 +26,9 @@ pub fn main() -> ExitCode {
 }
 
 fn dispatch(argv: Vec<OsString>) -> ExitCode {
-    if argv.get(1).is_some_and(|word| word == "adapters") {
+    if argv.get(1).is_some_and(|word| word == "doctor") {
+        crate::doctor::main(argv)
+    } else if argv.get(1).is_some_and(|word| word == "adapters") {
         adapters::main(argv)
     } else {
         exec::main(argv)

@@ -17,6 +17,7 @@ mod channel_fuzz;
 mod channel_golden;
 mod channel_transport;
 mod cli_usage;
+mod e2e_doctor;
 mod e2e_fanout;
 mod e2e_faults;
 mod e2e_hoop;
