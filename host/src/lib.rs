@@ -7,18 +7,22 @@
 //! - [`channel`] is the SSM data channel: a sans-IO frame codec and session core, and the
 //!   websocket driver around them;
 //! - [`terminal`] owns the local tty (raw mode, resize, signals);
+//! - [`doctor`] checks everything ECS Exec needs for a task (`ecs-exec doctor`);
 //! - [`kms`] gets the data key of a KMS-encrypted session (KMS GenerateDataKey);
 //! - [`ssm`] resumes a data channel session whose websocket dropped (SSM ResumeSession);
+//! - [`signed_http`] signs the few AWS calls made without an SDK crate (SSM, STS, IAM);
 //! - [`run`] wires one-off and interactive runs together;
 //! - [`exit`] is the table of `ecs-exec`'s own exit codes (sysexits style).
 
 pub mod adapter;
 pub mod channel;
 pub mod cli;
+pub mod doctor;
 pub mod ecs;
 pub mod exit;
 pub mod kms;
 pub mod plan_io;
 pub mod run;
+pub mod signed_http;
 pub mod ssm;
 pub mod terminal;

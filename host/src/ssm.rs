@@ -1,29 +1,23 @@
-//! SSM `ResumeSession`: a fresh data channel token for a session whose websocket dropped.
+//! SSM `ResumeSession`: a fresh data channel token for a session whose websocket dropped (and
+//! `TerminateSession`, which `ecs-exec doctor` uses to end its probe session).
 //!
-//! This is the one Systems Manager call ecs-exec makes, so it is signed with `aws-sigv4` and
-//! sent with hyper (both already in the build for the ECS client) rather than through
-//! aws-sdk-ssm, which would be the largest crate of the build for a single operation.
+//! These are the only Systems Manager calls ecs-exec makes, so they are signed with `aws-sigv4`
+//! and sent with hyper ([`crate::signed_http`]) rather than through aws-sdk-ssm, which would be
+//! the largest crate of the build for two operations.
 //! Credentials and region come from the same `SdkConfig` as the ECS client. Nothing here logs
 //! the token or the credentials.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
 use aws_config::SdkConfig;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::ecs::ChannelToken;
+use crate::signed_http::{self, Answer, SignedHttp, SignedHttpError};
 
-/// The whole call (connect, TLS, request, response) must finish within this.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::signed_http::CALL_TIMEOUT;
 /// A ResumeSession answer is a few hundred bytes; anything far larger is not one.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
-const TARGET: &str = "AmazonSSM.ResumeSession";
+const RESUME_TARGET: &str = "AmazonSSM.ResumeSession";
+const TERMINATE_TARGET: &str = "AmazonSSM.TerminateSession";
 const SIGNING_NAME: &str = "ssm";
 
 /// What ResumeSession returns: where to reconnect and the token to open the channel with.
@@ -55,13 +49,12 @@ pub enum SsmError {
     Timeout,
 }
 
-/// A small SSM client that can only resume sessions.
+/// A small SSM client that can only resume and terminate sessions.
 #[derive(Clone)]
 pub struct SsmApi {
     endpoint: String,
     region: String,
-    credentials: SharedCredentialsProvider,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: SignedHttp,
 }
 
 impl std::fmt::Debug for SsmApi {
@@ -78,19 +71,15 @@ impl SsmApi {
     /// credentials provider (the ECS client could not have worked either).
     pub fn new(config: &SdkConfig) -> Option<SsmApi> {
         let region = config.region()?.to_string();
-        let credentials = config.credentials_provider()?;
         let endpoint = ssm_endpoint(
             std::env::var("AWS_ENDPOINT_URL_SSM").ok().as_deref(),
             config.endpoint_url(),
             &region,
         );
-        let connector = https_connector()?;
-        let client = Client::builder(TokioExecutor::new()).build(connector);
         Some(SsmApi {
             endpoint,
             region,
-            credentials,
-            client,
+            http: SignedHttp::new(config)?,
         })
     }
 
@@ -101,124 +90,51 @@ impl SsmApi {
 
     /// Asks SSM for a new token (and stream URL) for `session_id`.
     pub async fn resume_session(&self, session_id: &str) -> Result<ResumedSession, SsmError> {
-        tokio::time::timeout(CALL_TIMEOUT, self.call(session_id))
-            .await
-            .map_err(|_| SsmError::Timeout)?
+        let answer = self.call(RESUME_TARGET, session_id).await?;
+        parse_response(answer.status, &answer.body)
     }
 
-    async fn call(&self, session_id: &str) -> Result<ResumedSession, SsmError> {
-        let body = Bytes::from(serde_json::json!({ "SessionId": session_id }).to_string());
-        let request = self.signed_request(body).await?;
-        let http_error = |reason: String| SsmError::Http {
-            endpoint: self.endpoint.clone(),
-            reason,
-        };
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|error| http_error(error_chain(&error)))?;
-        let status = response.status().as_u16();
-        let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-            .map_err(|error| http_error(error.to_string()))?
-            .to_bytes();
-        parse_response(status, &bytes)
-    }
-
-    async fn signed_request(&self, body: Bytes) -> Result<hyper::Request<Full<Bytes>>, SsmError> {
-        let credentials = self
-            .credentials
-            .provide_credentials()
-            .await
-            .map_err(|error| SsmError::Credentials(error_chain(&error)))?;
-        let identity = credentials.into();
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name(SIGNING_NAME)
-            .time(SystemTime::now())
-            .settings(aws_sigv4::http_request::SigningSettings::default())
-            .build()
-            .map_err(|error| SsmError::Signing(error.to_string()))?
-            .into();
-        let mut request = hyper::Request::post(&self.endpoint)
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-target", TARGET)
-            .body(Full::new(body.clone()))
-            .map_err(|error| SsmError::Signing(error.to_string()))?;
-        let host = request
-            .uri()
-            .authority()
-            .map(|authority| authority.as_str().to_owned())
-            .ok_or_else(|| SsmError::Signing(format!("no host in {}", self.endpoint)))?;
-        request.headers_mut().insert(
-            hyper::header::HOST,
-            host.parse()
-                .map_err(|_| SsmError::Signing(format!("bad host in {}", self.endpoint)))?,
-        );
-        let signable = aws_sigv4::http_request::SignableRequest::new(
-            "POST",
-            self.endpoint.as_str(),
-            request
-                .headers()
-                .iter()
-                .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
-            aws_sigv4::http_request::SignableBody::Bytes(&body),
-        )
-        .map_err(|error| SsmError::Signing(error.to_string()))?;
-        let (instructions, _signature) = aws_sigv4::http_request::sign(signable, &params)
-            .map_err(|error| SsmError::Signing(error.to_string()))?
-            .into_parts();
-        instructions.apply_to_request_http1x(&mut request);
-        Ok(request)
-    }
-}
-
-/// HTTPS with the system's roots, verified as rustls always does. A machine without any root
-/// certificate still gets a connector: http:// endpoints (a local emulator) work and https://
-/// ones fail verification.
-fn https_connector() -> Option<hyper_rustls::HttpsConnector<HttpConnector>> {
-    let provider = || Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider())
-    {
-        Ok(builder) => builder,
-        Err(error) => {
-            tracing::debug!(%error, "no system root certificates");
-            let config = rustls::ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .ok()?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+    /// Ends `session_id` (SSM TerminateSession); an unknown session is not an error.
+    pub async fn terminate_session(&self, session_id: &str) -> Result<(), SsmError> {
+        let answer = self.call(TERMINATE_TARGET, session_id).await?;
+        if (200..300).contains(&answer.status) {
+            return Ok(());
         }
-    };
-    Some(builder.https_or_http().enable_http1().build())
+        parse_response(answer.status, &answer.body).map(|_| ())
+    }
+
+    async fn call(&self, target: &str, session_id: &str) -> Result<Answer, SsmError> {
+        let body = Bytes::from(serde_json::json!({ "SessionId": session_id }).to_string());
+        self.http
+            .post(
+                &self.endpoint,
+                SIGNING_NAME,
+                &self.region,
+                &[
+                    ("content-type", "application/x-amz-json-1.1"),
+                    ("x-amz-target", target),
+                ],
+                body,
+                MAX_RESPONSE_BYTES,
+            )
+            .await
+            .map_err(|error| match error {
+                SignedHttpError::Credentials(reason) => SsmError::Credentials(reason),
+                SignedHttpError::Signing(reason) => SsmError::Signing(reason),
+                SignedHttpError::Http { endpoint, reason } => SsmError::Http { endpoint, reason },
+                SignedHttpError::Timeout => SsmError::Timeout,
+            })
+    }
 }
 
 /// `AWS_ENDPOINT_URL_SSM`, else the process-wide endpoint (`--endpoint-url` or
 /// `AWS_ENDPOINT_URL`), else the regional endpoint.
 fn ssm_endpoint(service_env: Option<&str>, global: Option<&str>, region: &str) -> String {
-    let chosen = service_env
-        .filter(|url| !url.trim().is_empty())
-        .or(global.filter(|url| !url.trim().is_empty()));
-    let mut endpoint = match chosen {
-        Some(url) => url.trim().to_owned(),
-        None => {
-            let suffix = if region.starts_with("cn-") {
-                "amazonaws.com.cn"
-            } else {
-                "amazonaws.com"
-            };
-            format!("https://ssm.{region}.{suffix}")
-        }
-    };
-    if !endpoint.ends_with('/') {
-        endpoint.push('/');
-    }
-    endpoint
+    signed_http::endpoint(
+        service_env,
+        global,
+        format!("https://ssm.{region}.{}", signed_http::dns_suffix(region)),
+    )
 }
 
 fn parse_response(status: u16, body: &[u8]) -> Result<ResumedSession, SsmError> {
@@ -250,21 +166,6 @@ fn parse_response(status: u16, body: &[u8]) -> Result<ResumedSession, SsmError> 
             "StreamUrl or TokenValue is missing".to_owned(),
         )),
     }
-}
-
-/// An error and its sources on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -29,7 +29,9 @@ pub fn main() -> ExitCode {
 }
 
 fn dispatch(argv: Vec<OsString>) -> ExitCode {
-    if let Some((globals, rest)) = split_global_flags(&argv) {
+    if argv.get(1).is_some_and(|word| word == "doctor") {
+        crate::doctor::main(argv)
+    } else if let Some((globals, rest)) = split_global_flags(&argv) {
         adapters::main(globals, rest)
     } else if argv.get(1).is_some_and(completions::handles) {
         completions::main(argv)

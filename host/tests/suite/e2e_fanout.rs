@@ -31,6 +31,7 @@ fn service(name: &str, running_tasks: usize, environment: &[(&str, &str)]) -> Se
         task_ids: Vec::new(),
         enable_execute_command: true,
         containers: vec![container],
+        setup: Default::default(),
     }
 }
 

@@ -19,6 +19,7 @@ mod channel_golden;
 mod channel_transport;
 mod cli_completions;
 mod cli_usage;
+mod e2e_doctor;
 mod e2e_fanout;
 mod e2e_cold;
 mod e2e_faults;

@@ -1,5 +1,6 @@
 //! The ECS (and the two SSM) JSON 1.1 operations: ListTasks, DescribeTasks, DescribeClusters,
-//! ExecuteCommand, ResumeSession and TerminateSession, with the response shapes and error codes AWS uses.
+//! DescribeTaskDefinition, DescribeContainerInstances, ExecuteCommand, ResumeSession and
+//! TerminateSession, with the response shapes and error codes AWS uses.
 //!
 //! Input is an already-authenticated request (target, body, identity); output is JSON or an
 //! [`ApiError`] that the server turns into `400 {"__type", "message"}`. This module does no
@@ -29,6 +30,10 @@ pub enum Operation {
     DescribeTasks,
     /// ECS DescribeClusters.
     DescribeClusters,
+    /// ECS DescribeTaskDefinition.
+    DescribeTaskDefinition,
+    /// ECS DescribeContainerInstances.
+    DescribeContainerInstances,
     /// ECS ExecuteCommand.
     ExecuteCommand,
     /// SSM ResumeSession.
@@ -45,6 +50,8 @@ impl Operation {
                 "ListTasks" => Some(Self::ListTasks),
                 "DescribeTasks" => Some(Self::DescribeTasks),
                 "DescribeClusters" => Some(Self::DescribeClusters),
+                "DescribeTaskDefinition" => Some(Self::DescribeTaskDefinition),
+                "DescribeContainerInstances" => Some(Self::DescribeContainerInstances),
                 "ExecuteCommand" => Some(Self::ExecuteCommand),
                 _ => None,
             };
@@ -70,6 +77,8 @@ impl Operation {
             Self::ListTasks => "ecs:ListTasks",
             Self::DescribeTasks => "ecs:DescribeTasks",
             Self::DescribeClusters => "ecs:DescribeClusters",
+            Self::DescribeTaskDefinition => "ecs:DescribeTaskDefinition",
+            Self::DescribeContainerInstances => "ecs:DescribeContainerInstances",
             Self::ExecuteCommand => "ecs:ExecuteCommand",
             Self::ResumeSession => "ssm:ResumeSession",
             Self::TerminateSession => "ssm:TerminateSession",
@@ -148,6 +157,8 @@ pub fn handle(
         Operation::ListTasks => list_tasks(ctx, parse(body)?),
         Operation::DescribeTasks => describe_tasks(ctx, parse(body)?),
         Operation::DescribeClusters => describe_clusters(ctx, parse(body)?),
+        Operation::DescribeTaskDefinition => describe_task_definition(ctx, parse(body)?),
+        Operation::DescribeContainerInstances => describe_container_instances(ctx, parse(body)?),
         Operation::ExecuteCommand => execute_command(ctx, parse(body)?, now),
         Operation::ResumeSession => resume_session(ctx, parse(body)?, now),
         Operation::TerminateSession => terminate_session(ctx, parse(body)?),
@@ -347,10 +358,9 @@ fn task_json(ctx: &ApiContext, cluster: &Cluster, task: &Task) -> Value {
         "group": format!("service:{}", task.service),
         "healthStatus": "UNKNOWN",
         "lastStatus": task.status.as_str(),
-        "launchType": "FARGATE",
+        "launchType": task.setup.launch_type,
         "memory": "512",
         "overrides": {"containerOverrides": task.containers.iter().map(|c| json!({"name": c.name})).collect::<Vec<_>>(), "inferenceAcceleratorOverrides": []},
-        "platformVersion": "1.4.0",
         "platformFamily": "Linux",
         "pullStartedAt": task.created_at + 10.0,
         "pullStoppedAt": task.created_at + 20.0,
@@ -358,10 +368,16 @@ fn task_json(ctx: &ApiContext, cluster: &Cluster, task: &Task) -> Value {
         "startedBy": started_by(task),
         "tags": [],
         "taskArn": task.arn,
-        "taskDefinitionArn": format!("arn:aws:ecs:{}:{}:task-definition/{}:1", ctx.world.region, ctx.world.account_id, task.service),
+        "taskDefinitionArn": task.task_definition_arn,
         "version": if running { 3 } else { 5 },
         "ephemeralStorage": {"sizeInGiB": 20},
     });
+    match &task.container_instance_id {
+        Some(instance) => {
+            value["containerInstanceArn"] = json!(container_instance_arn(ctx, cluster, instance));
+        }
+        None => value["platformVersion"] = json!(task.setup.platform_version),
+    }
     if !running {
         value["stopCode"] = json!("EssentialContainerExited");
         value["stoppedReason"] = json!("Essential container in task exited");
@@ -370,6 +386,113 @@ fn task_json(ctx: &ApiContext, cluster: &Cluster, task: &Task) -> Value {
         value["executionStoppedAt"] = json!(task.created_at + 3605.0);
     }
     value
+}
+
+fn container_instance_arn(ctx: &ApiContext, cluster: &Cluster, instance: &str) -> String {
+    format!(
+        "arn:aws:ecs:{}:{}:container-instance/{}/{instance}",
+        ctx.world.region, ctx.world.account_id, cluster.name
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeTaskDefinitionRequest {
+    task_definition: Option<String>,
+}
+
+fn describe_task_definition(
+    ctx: &ApiContext,
+    request: DescribeTaskDefinitionRequest,
+) -> Result<Value, ApiError> {
+    let wanted = request
+        .task_definition
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::invalid("TaskDefinition cannot be empty."))?;
+    let definition = ctx.world.task_definition(&wanted).ok_or_else(|| {
+        ApiError::client("ClientException", "Unable to describe task definition.")
+    })?;
+    let setup = &definition.setup;
+    let containers: Vec<Value> = definition
+        .containers
+        .iter()
+        .map(|name| {
+            json!({
+                "name": name,
+                "image": "public.ecr.aws/docker/library/debian:stable",
+                "essential": true,
+                "readonlyRootFilesystem": setup.readonly_root_filesystem,
+                "linuxParameters": {"initProcessEnabled": setup.init_process_enabled},
+            })
+        })
+        .collect();
+    let mut value = json!({
+        "taskDefinitionArn": definition.arn,
+        "family": definition.family,
+        "revision": definition.revision,
+        "containerDefinitions": containers,
+        "status": "ACTIVE",
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": [setup.launch_type],
+        "cpu": "256",
+        "memory": "512",
+    });
+    if let Some(role) = &definition.task_role_arn {
+        value["taskRoleArn"] = json!(role);
+    }
+    if let Some(pid_mode) = &setup.pid_mode {
+        value["pidMode"] = json!(pid_mode);
+    }
+    Ok(json!({"taskDefinition": value, "tags": []}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeContainerInstancesRequest {
+    cluster: Option<String>,
+    #[serde(default)]
+    container_instances: Vec<String>,
+}
+
+/// Every EC2 task runs on a container instance of its own, whose agent version its service's
+/// setup gives.
+fn describe_container_instances(
+    ctx: &ApiContext,
+    request: DescribeContainerInstancesRequest,
+) -> Result<Value, ApiError> {
+    let cluster = ctx
+        .world
+        .cluster(request.cluster.as_deref())
+        .ok_or_else(ApiError::cluster_not_found)?;
+    if request.container_instances.is_empty() {
+        return Err(ApiError::invalid("ContainerInstances cannot be empty."));
+    }
+    let mut instances = Vec::new();
+    let mut failures = Vec::new();
+    for wanted in &request.container_instances {
+        let id = wanted.rsplit('/').next().unwrap_or(wanted);
+        let task = cluster
+            .tasks
+            .iter()
+            .find(|t| t.container_instance_id.as_deref() == Some(id));
+        match task {
+            Some(task) => instances.push(json!({
+                "containerInstanceArn": container_instance_arn(ctx, cluster, id),
+                "ec2InstanceId": format!("i-{}", &id[..17.min(id.len())]),
+                "status": "ACTIVE",
+                "agentConnected": true,
+                "runningTasksCount": 1,
+                "pendingTasksCount": 0,
+                "versionInfo": {
+                    "agentVersion": task.setup.agent_version,
+                    "agentHash": "emulator",
+                    "dockerVersion": "DockerVersion: 25.0.8",
+                },
+            })),
+            None => failures.push(json!({"arn": wanted, "reason": "MISSING"})),
+        }
+    }
+    Ok(json!({"containerInstances": instances, "failures": failures}))
 }
 
 #[derive(Debug, Deserialize)]
@@ -870,6 +993,83 @@ mod tests {
         let default = call(&ctx, &who, Operation::DescribeClusters, json!({})).unwrap();
         assert_eq!(default["clusters"], json!([]));
         assert_eq!(default["failures"][0]["reason"], "MISSING");
+    }
+
+    #[test]
+    fn task_definitions_and_container_instances_follow_the_setup() {
+        let mut config = Config::default();
+        let setup = &mut config.clusters[0].services[0].setup;
+        setup.launch_type = "EC2".into();
+        setup.agent_version = "1.40.0".into();
+        setup.pid_mode = Some("host".into());
+        setup.init_process_enabled = false;
+        let ctx = ApiContext {
+            world: Arc::new(World::from_config(&config)),
+            sessions: SessionRegistry::new(Duration::from_secs(60)),
+            stream_base: "ws://127.0.0.1:9".into(),
+        };
+        let who = &config.credentials[0];
+        let web = ctx.world.clusters[0].tasks[0].id.clone();
+        let task = call(
+            &ctx,
+            who,
+            Operation::DescribeTasks,
+            json!({"cluster": "demo", "tasks": [web]}),
+        )
+        .unwrap()["tasks"][0]
+            .clone();
+        assert_eq!(task["launchType"], "EC2");
+        assert!(task.get("platformVersion").is_none());
+        let instance = task["containerInstanceArn"].as_str().unwrap();
+        let instances = call(
+            &ctx,
+            who,
+            Operation::DescribeContainerInstances,
+            json!({"cluster": "demo", "containerInstances": [instance]}),
+        )
+        .unwrap();
+        assert_eq!(
+            instances["containerInstances"][0]["versionInfo"]["agentVersion"],
+            "1.40.0"
+        );
+        let definition = call(
+            &ctx,
+            who,
+            Operation::DescribeTaskDefinition,
+            json!({"taskDefinition": task["taskDefinitionArn"]}),
+        )
+        .unwrap()["taskDefinition"]
+            .clone();
+        assert_eq!(definition["pidMode"], "host");
+        assert_eq!(
+            definition["containerDefinitions"][0]["linuxParameters"]["initProcessEnabled"],
+            false
+        );
+        assert_eq!(
+            definition["taskRoleArn"],
+            "arn:aws:iam::123456789012:role/demo-web-task-role"
+        );
+        // The same family in the second cluster is revision 2, its latest.
+        let secure = call(
+            &ctx,
+            who,
+            Operation::DescribeTaskDefinition,
+            json!({"taskDefinition": "web"}),
+        )
+        .unwrap();
+        assert_eq!(secure["taskDefinition"]["revision"], 2);
+        assert!(secure["taskDefinition"].get("pidMode").is_none());
+        assert_eq!(
+            call(
+                &ctx,
+                who,
+                Operation::DescribeTaskDefinition,
+                json!({"taskDefinition": "nope"})
+            )
+            .unwrap_err()
+            .code,
+            "ClientException"
+        );
     }
 
     #[test]

@@ -114,7 +114,11 @@ pub struct CredentialsConfig {
     pub session_token: Option<String>,
     /// ECS actions this identity is denied (`ecs:ListTasks`, `ecs:DescribeTasks`,
     /// `ecs:ExecuteCommand`, `ecs:DescribeClusters`, `kms:GenerateDataKey`, `kms:Decrypt`,
-    /// `kms:DescribeKey`): they fail with AccessDeniedException.
+    /// `kms:DescribeKey`): they fail with AccessDeniedException. IAM SimulatePrincipalPolicy
+    /// reports every action listed here (any service, e.g. `iam:SimulatePrincipalPolicy` or
+    /// `sts:GetCallerIdentity` too) as denied for this identity, whose ARN is
+    /// `arn:aws:iam::ACCOUNT:user/emulator` (the first credentials) or `user/emulator-N` (the
+    /// N-th, counting from 1).
     #[serde(default)]
     pub deny: Vec<String>,
 }
@@ -307,6 +311,50 @@ pub struct ServiceConfig {
     /// The containers of every task of this service.
     #[serde(default = "default_containers")]
     pub containers: Vec<ContainerConfig>,
+    /// How its tasks are launched and defined (what `ecs-exec doctor` inspects).
+    #[serde(default)]
+    pub setup: TaskSetupConfig,
+}
+
+/// Launch type, platform or agent version, task definition settings and task role of the tasks
+/// of a service. The defaults are a setup on which ECS Exec works.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskSetupConfig {
+    /// `FARGATE` or `EC2`.
+    pub launch_type: String,
+    /// Fargate platform version (DescribeTasks `platformVersion`); ECS Exec needs 1.4.0.
+    pub platform_version: String,
+    /// EC2: the ECS agent version of the container instance (DescribeContainerInstances
+    /// `versionInfo.agentVersion`); ECS Exec needs 1.50.2.
+    pub agent_version: String,
+    /// `linuxParameters.initProcessEnabled` of every container definition.
+    pub init_process_enabled: bool,
+    /// `readonlyRootFilesystem` of every container definition.
+    pub readonly_root_filesystem: bool,
+    /// The task definition's `pidMode` (`host` or `task`), absent when `None`.
+    pub pid_mode: Option<String>,
+    /// Whether the task definition has a task role
+    /// (`arn:aws:iam::ACCOUNT:role/CLUSTER-SERVICE-task-role`).
+    pub task_role: bool,
+    /// Actions the task role is denied in IAM SimulatePrincipalPolicy (for example
+    /// `ssmmessages:CreateControlChannel`, `kms:Decrypt`).
+    pub task_role_deny: Vec<String>,
+}
+
+impl Default for TaskSetupConfig {
+    fn default() -> Self {
+        Self {
+            launch_type: "FARGATE".to_string(),
+            platform_version: "1.4.0".to_string(),
+            agent_version: "1.89.2".to_string(),
+            init_process_enabled: true,
+            readonly_root_filesystem: false,
+            pid_mode: None,
+            task_role: true,
+            task_role_deny: Vec::new(),
+        }
+    }
 }
 
 fn one_usize() -> usize {
@@ -398,6 +446,7 @@ impl Default for Config {
                             task_ids: Vec::new(),
                             enable_execute_command: true,
                             containers: default_containers(),
+                            setup: TaskSetupConfig::default(),
                         },
                         ServiceConfig {
                             name: "no-agent".to_string(),
@@ -406,6 +455,7 @@ impl Default for Config {
                             task_ids: Vec::new(),
                             enable_execute_command: true,
                             containers: vec![no_agent],
+                            setup: TaskSetupConfig::default(),
                         },
                     ],
                 },
@@ -419,6 +469,7 @@ impl Default for Config {
                         task_ids: Vec::new(),
                         enable_execute_command: true,
                         containers: default_containers(),
+                        setup: TaskSetupConfig::default(),
                     }],
                 },
             ],

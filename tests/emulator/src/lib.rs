@@ -21,6 +21,7 @@ pub mod api;
 pub mod config;
 pub mod counters;
 pub mod faults;
+pub mod iam;
 pub mod kms;
 pub mod server;
 pub mod sessions;

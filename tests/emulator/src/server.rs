@@ -1,5 +1,6 @@
-//! The emulator's HTTP servers: one port for both the ECS/SSM JSON API (`POST /`, SigV4
-//! verified, dispatched on `X-Amz-Target`) and the data channel websockets
+//! The emulator's HTTP servers: one port for the ECS/SSM JSON API (`POST /`, SigV4
+//! verified, dispatched on `X-Amz-Target`), the STS and IAM Query API (`POST /` without a target,
+//! dispatched on the form's `Action`) and the data channel websockets
 //! (`GET /v1/data-channel/<sessionId>`), a second port for the KMS JSON API (SigV4 service
 //! `kms`), plus the [`Emulator`] / [`EmulatorHandle`] API that tests and the binary use to start
 //! and stop it.
@@ -31,6 +32,7 @@ use crate::agent::{self, AgentShared, Connection};
 use crate::api::{self, ApiContext, ApiError, Operation};
 use crate::config::Config;
 use crate::counters::{Counters, CountersSnapshot};
+use crate::iam::{self, QueryError, QueryOperation};
 use crate::kms::Kms;
 use crate::kms::api::KmsOperation;
 use crate::sessions::{Redeemed, SessionRegistry};
@@ -316,6 +318,8 @@ impl EmulatorHandle {
             ("AWS_ENDPOINT_URL_ECS".to_string(), self.endpoint()),
             ("AWS_ENDPOINT_URL_SSM".to_string(), self.endpoint()),
             ("AWS_ENDPOINT_URL_KMS".to_string(), self.kms_endpoint()),
+            ("AWS_ENDPOINT_URL_STS".to_string(), self.endpoint()),
+            ("AWS_ENDPOINT_URL_IAM".to_string(), self.endpoint()),
         ];
         if let Some(token) = self.session_token() {
             env.push(("AWS_SESSION_TOKEN".to_string(), token.to_string()));
@@ -457,7 +461,10 @@ async fn route(
         return upgrade_data_channel(state, peer, session_id, request);
     }
     if request.method() == hyper::Method::POST && path == "/" {
-        return api_request(state, peer, request).await;
+        if request.headers().contains_key("x-amz-target") {
+            return api_request(state, peer, request).await;
+        }
+        return query_request(state, peer, request).await;
     }
     tracing::info!(%peer, method = %request.method(), %path, status = 404, "request");
     plain(StatusCode::NOT_FOUND, "not found\n")
@@ -514,6 +521,74 @@ async fn kms_request(
     }
 }
 
+/// One STS or IAM call (AWS Query protocol: a form with an `Action`, an XML answer).
+async fn query_request(
+    state: Arc<State>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    Counters::bump(&state.counters.api_requests);
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let (parts, body) = request.into_parts();
+    let result = async {
+        let (_, body) = read_api_body(&parts, body).await.ok_or_else(|| {
+            QueryError::new(
+                400,
+                "MalformedInput",
+                "Request body too large or unreadable.",
+            )
+        })?;
+        let params = iam::parse_form(&body)
+            .ok_or_else(|| QueryError::new(400, "MalformedInput", "Malformed form body."))?;
+        let action = params
+            .iter()
+            .find(|(name, _)| name == "Action")
+            .map_or("", |(_, value)| value.as_str());
+        let operation = QueryOperation::from_action(action).ok_or_else(|| {
+            QueryError::new(400, "InvalidAction", format!("Unknown action {action:?}."))
+        })?;
+        let region = operation.signing_region(&state.config.region);
+        let identity =
+            verify_signature_for(&state, &parts, &body, operation.signing_service(), &region)
+                .map_err(|error| {
+                    let code = match error.code {
+                        "UnrecognizedClientException" => "InvalidClientTokenId",
+                        "InvalidSignatureException" => "SignatureDoesNotMatch",
+                        other => other,
+                    };
+                    QueryError::new(403, code, error.message)
+                })?;
+        let answer = iam::handle(
+            &state.config,
+            &state.world,
+            operation,
+            identity,
+            &params,
+            &request_id,
+        )?;
+        Ok::<_, QueryError>((operation, answer))
+    }
+    .await;
+    let (status, body) = match result {
+        Ok((operation, xml)) => {
+            tracing::info!(%peer, operation = ?operation, status = 200, "query request");
+            (StatusCode::OK, xml)
+        }
+        Err(error) => {
+            Counters::bump(&state.counters.api_errors);
+            tracing::info!(%peer, status = error.status, code = %error.code, "query request failed");
+            let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
+            (status, error.body(&request_id))
+        }
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/xml")
+        .header("x-amzn-requestid", request_id)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
 /// The `X-Amz-Target` and the body of an API request; None when the body is too large.
 async fn read_api_body(parts: &http::request::Parts, body: Incoming) -> Option<(String, Bytes)> {
     let body = Limited::new(body, MAX_BODY_BYTES)
@@ -537,6 +612,17 @@ fn verify_signature<'s>(
     body: &[u8],
     service: &str,
 ) -> Result<&'s crate::config::CredentialsConfig, ApiError> {
+    verify_signature_for(state, parts, body, service, &state.config.region)
+}
+
+/// SigV4 for `service` and `region` against the configured credentials.
+fn verify_signature_for<'s>(
+    state: &'s State,
+    parts: &http::request::Parts,
+    body: &[u8],
+    service: &str,
+    region: &str,
+) -> Result<&'s crate::config::CredentialsConfig, ApiError> {
     let to_verify = RequestToVerify {
         method: parts.method.as_str(),
         path: parts.uri.path(),
@@ -547,7 +633,7 @@ fn verify_signature<'s>(
     sigv4::verify(
         &to_verify,
         &state.config.credentials,
-        &state.config.region,
+        region,
         service,
         SystemTime::now(),
     )

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, ContainerConfig};
+use crate::config::{Config, ContainerConfig, TaskSetupConfig};
 
 /// Task status as ECS reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,26 @@ pub struct World {
     pub account_id: String,
     /// Clusters in config order.
     pub clusters: Vec<Cluster>,
+    /// One task definition per service: family = service name, revision = cluster position
+    /// (from 1), so services of the same name in two clusters stay apart.
+    pub task_definitions: Vec<TaskDefinition>,
+}
+
+/// The task definition of a service's tasks.
+#[derive(Debug, Clone)]
+pub struct TaskDefinition {
+    /// `arn:aws:ecs:REGION:ACCOUNT:task-definition/FAMILY:REVISION`.
+    pub arn: String,
+    /// The service name.
+    pub family: String,
+    /// The cluster's position in the config, from 1.
+    pub revision: u32,
+    /// Container names, in order.
+    pub containers: Vec<String>,
+    /// `arn:aws:iam::ACCOUNT:role/CLUSTER-SERVICE-task-role` when the setup has a task role.
+    pub task_role_arn: Option<String>,
+    /// Launch and definition settings.
+    pub setup: TaskSetupConfig,
 }
 
 /// A cluster and its tasks.
@@ -73,6 +93,12 @@ pub struct Task {
     pub created_at: f64,
     /// Its containers.
     pub containers: Vec<Container>,
+    /// The ARN of its task definition (see [`World::task_definitions`]).
+    pub task_definition_arn: String,
+    /// Launch type, platform and agent version.
+    pub setup: TaskSetupConfig,
+    /// EC2 tasks: the id of the container instance it runs on (one per task).
+    pub container_instance_id: Option<String>,
 }
 
 /// A container of a task.
@@ -113,16 +139,35 @@ const CREATED_AT: f64 = 1_704_067_200.0;
 impl World {
     /// Builds the world a config describes.
     pub fn from_config(config: &Config) -> Self {
+        let mut task_definitions = Vec::new();
         let clusters = config
             .clusters
             .iter()
-            .map(|cluster| {
+            .enumerate()
+            .map(|(position, cluster)| {
+                let revision = u32::try_from(position + 1).unwrap_or(u32::MAX);
                 let arn = format!(
                     "arn:aws:ecs:{}:{}:cluster/{}",
                     config.region, config.account_id, cluster.name
                 );
                 let mut tasks = Vec::new();
                 for service in &cluster.services {
+                    let definition = TaskDefinition {
+                        arn: format!(
+                            "arn:aws:ecs:{}:{}:task-definition/{}:{revision}",
+                            config.region, config.account_id, service.name
+                        ),
+                        family: service.name.clone(),
+                        revision,
+                        containers: service.containers.iter().map(|c| c.name.clone()).collect(),
+                        task_role_arn: service.setup.task_role.then(|| {
+                            format!(
+                                "arn:aws:iam::{}:role/{}-{}-task-role",
+                                config.account_id, cluster.name, service.name
+                            )
+                        }),
+                        setup: service.setup.clone(),
+                    };
                     let running_ids: Vec<String> = if service.task_ids.is_empty() {
                         (0..service.running_tasks)
                             .map(|i| derived_id(&cluster.name, &service.name, "running", i))
@@ -137,7 +182,7 @@ impl World {
                         .map(|id| (id, TaskStatus::Running))
                         .chain(stopped_ids.map(|id| (id, TaskStatus::Stopped)));
                     for (id, status) in all {
-                        tasks.push(build_task(
+                        let mut task = build_task(
                             config,
                             &cluster.name,
                             &service.name,
@@ -145,8 +190,14 @@ impl World {
                             status,
                             service.enable_execute_command,
                             &service.containers,
-                        ));
+                        );
+                        task.task_definition_arn = definition.arn.clone();
+                        task.setup = service.setup.clone();
+                        task.container_instance_id = (service.setup.launch_type == "EC2")
+                            .then(|| derived_id(&cluster.name, &task.id, "instance", 0));
+                        tasks.push(task);
                     }
+                    task_definitions.push(definition);
                 }
                 Cluster {
                     name: cluster.name.clone(),
@@ -161,6 +212,27 @@ impl World {
             region: config.region.clone(),
             account_id: config.account_id.clone(),
             clusters,
+            task_definitions,
+        }
+    }
+
+    /// Finds a task definition by `FAMILY`, `FAMILY:REVISION` or ARN; a bare family means its
+    /// latest revision, as in ECS.
+    pub fn task_definition(&self, wanted: &str) -> Option<&TaskDefinition> {
+        let name = match wanted.strip_prefix("arn:") {
+            Some(_) => wanted.split_once(":task-definition/")?.1,
+            None => wanted,
+        };
+        match name.split_once(':') {
+            Some((family, revision)) => self
+                .task_definitions
+                .iter()
+                .find(|d| d.family == family && d.revision.to_string() == revision),
+            None => self
+                .task_definitions
+                .iter()
+                .filter(|d| d.family == name)
+                .max_by_key(|d| d.revision),
         }
     }
 
@@ -263,6 +335,9 @@ fn build_task(
         enable_execute_command,
         created_at: CREATED_AT,
         containers,
+        task_definition_arn: String::new(),
+        setup: TaskSetupConfig::default(),
+        container_instance_id: None,
     }
 }
 

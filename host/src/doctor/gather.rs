@@ -1,0 +1,406 @@
+//! The thin part of `ecs-exec doctor`: the AWS calls that fill [`Facts`]. Each call's failure
+//! becomes a fact (denied, failed) rather than an error, so one missing permission or resource
+//! never stops the other checks. Nothing here decides a verdict ([`super::checks`] does) or
+//! prints, and no credential or session token is kept or logged.
+
+use std::time::Instant;
+
+use aws_config::SdkConfig;
+use aws_credential_types::provider::ProvideCredentials;
+use aws_sdk_ecs::error::ProvideErrorMetadata;
+use aws_sdk_ecs::types::DesiredStatus;
+
+use super::checks::{
+    ClusterFacts, Facts, Fetched, KeyFacts, Probe, TASK_ROLE_ACTIONS, TaskDefinitionFacts,
+    TaskFacts, simulation_principal,
+};
+use super::query::QueryApi;
+use crate::ecs::{EXECUTE_COMMAND_AGENT, RUNNING};
+use crate::ssm::SsmApi;
+
+/// What the doctor looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DoctorTarget {
+    pub cluster: String,
+    pub service: Option<String>,
+    pub task: Option<String>,
+    pub container: Option<String>,
+}
+
+/// The command the probe asks ExecuteCommand for; its session is ended unopened.
+const PROBE_COMMAND: &str = "true";
+
+/// An SDK failure as a fact: AccessDenied names the permission, anything else is one line.
+fn sdk_failure<T, E: ProvideErrorMetadata + std::error::Error + 'static>(
+    permission: &str,
+    error: &E,
+) -> Fetched<T> {
+    match error.code() {
+        Some("AccessDeniedException" | "AccessDenied") => Fetched::Denied(permission.to_owned()),
+        Some(code) => Fetched::Failed(format!("{code}: {}", error.message().unwrap_or_default())),
+        None => Fetched::Failed(crate::signed_http::error_chain(error)),
+    }
+}
+
+/// aws-config does not expose where credentials came from except in their `Debug` text, which
+/// redacts the secret; only the `provider_name: "…"` field is read from it.
+fn provider_name(credentials: &aws_credential_types::Credentials) -> Option<String> {
+    let text = format!("{credentials:?}");
+    let start = text.find("provider_name: \"")? + "provider_name: \"".len();
+    let end = text[start..].find('"')?;
+    Some(text[start..start + end].to_owned())
+}
+
+/// Makes every call and returns what it learnt.
+pub async fn gather(config: &SdkConfig, target: &DoctorTarget) -> Facts {
+    let region = config
+        .region()
+        .map_or_else(|| "(none)".to_owned(), ToString::to_string);
+    let mut facts = Facts {
+        region,
+        cluster_name: target.cluster.clone(),
+        container: target.container.clone(),
+        credentials_source: None,
+        identity: Fetched::NotAsked,
+        cluster: Fetched::NotAsked,
+        key: Fetched::NotAsked,
+        task: Fetched::NotAsked,
+        agent_version: Fetched::NotAsked,
+        task_definition: Fetched::NotAsked,
+        caller_iam: Fetched::NotAsked,
+        task_role_iam: Fetched::NotAsked,
+        probe: Probe::NotAsked,
+    };
+    let Some(query) = QueryApi::new(config) else {
+        facts.identity = Fetched::Failed("no region or no credentials provider".to_owned());
+        return facts;
+    };
+    match query.http().credentials().provide_credentials().await {
+        Ok(credentials) => {
+            facts.credentials_source = provider_name(&credentials);
+            facts.identity = match query.get_caller_identity().await {
+                Ok(identity) => Fetched::Got(identity),
+                Err(error) if error.is_access_denied() => {
+                    Fetched::Denied("sts:GetCallerIdentity".to_owned())
+                }
+                Err(error) => Fetched::Failed(error.to_string()),
+            };
+        }
+        Err(error) => {
+            facts.identity = Fetched::Failed(crate::signed_http::error_chain(&error));
+            return facts;
+        }
+    }
+    let ecs = aws_sdk_ecs::Client::new(config);
+    facts.cluster = describe_cluster(&ecs, &target.cluster).await;
+    let key_id = match &facts.cluster {
+        Fetched::Got(cluster) => cluster.kms_key_id.clone(),
+        _ => None,
+    };
+    let mut key_arn = key_id.clone();
+    if let Some(key_id) = &key_id {
+        let kms = aws_sdk_kms::Client::new(config);
+        facts.key = match kms.describe_key().key_id(key_id).send().await {
+            Ok(output) => match output.key_metadata() {
+                Some(metadata) => {
+                    key_arn = metadata.arn().map(str::to_owned).or(key_arn);
+                    Fetched::Got(KeyFacts {
+                        enabled: metadata.enabled(),
+                        state: metadata
+                            .key_state()
+                            .map_or("unknown", |state| state.as_str())
+                            .to_owned(),
+                    })
+                }
+                None => Fetched::Failed("DescribeKey returned no KeyMetadata".to_owned()),
+            },
+            Err(error) => sdk_failure("kms:DescribeKey", &error),
+        };
+    }
+    facts.task = describe_task(&ecs, target).await;
+    let Fetched::Got(task) = &facts.task else {
+        return facts;
+    };
+    let task = task.clone();
+    if let Some(instance) = &task.container_instance_arn {
+        facts.agent_version = match ecs
+            .describe_container_instances()
+            .cluster(&target.cluster)
+            .container_instances(instance)
+            .send()
+            .await
+        {
+            Ok(output) => output
+                .container_instances()
+                .first()
+                .and_then(|i| i.version_info())
+                .and_then(|v| v.agent_version())
+                .map_or_else(
+                    || Fetched::Failed(format!("no agent version for {instance}")),
+                    |v| Fetched::Got(v.to_owned()),
+                ),
+            Err(error) => sdk_failure("ecs:DescribeContainerInstances", &error),
+        };
+    }
+    if let Some(definition) = &task.task_definition_arn {
+        facts.task_definition = describe_task_definition(&ecs, definition).await;
+    }
+    let task_arn = format!(
+        "arn:aws:ecs:{}:{}:task/{}/{}",
+        facts.region,
+        match &facts.identity {
+            Fetched::Got(identity) => identity.account.as_str(),
+            _ => "*",
+        },
+        target.cluster.rsplit('/').next().unwrap_or(&target.cluster),
+        task.task_id
+    );
+    if let Fetched::Got(identity) = &facts.identity {
+        let mut actions = vec![("ecs:ExecuteCommand", task_arn.as_str())];
+        if let Some(key) = &key_arn {
+            actions.push(("kms:GenerateDataKey", key.as_str()));
+        }
+        facts.caller_iam = simulate(&query, &simulation_principal(&identity.arn), &actions).await;
+    }
+    if let Fetched::Got(TaskDefinitionFacts {
+        task_role_arn: Some(role),
+        ..
+    }) = &facts.task_definition
+    {
+        let mut actions: Vec<(&str, &str)> = TASK_ROLE_ACTIONS
+            .iter()
+            .map(|action| (*action, "*"))
+            .collect();
+        if let Some(key) = &key_arn {
+            actions.push(("kms:Decrypt", key.as_str()));
+        }
+        facts.task_role_iam = simulate(&query, role, &actions).await;
+    }
+    if task.last_status == RUNNING {
+        facts.probe = probe(config, &ecs, target, &task).await;
+    }
+    facts
+}
+
+async fn simulate(
+    query: &QueryApi,
+    principal: &str,
+    actions: &[(&str, &str)],
+) -> Fetched<super::checks::Decisions> {
+    match query.simulate(principal, actions).await {
+        Ok(decisions) => Fetched::Got(decisions),
+        Err(error) if error.is_access_denied() => {
+            Fetched::Denied("iam:SimulatePrincipalPolicy".to_owned())
+        }
+        Err(error) => Fetched::Failed(format!("iam:SimulatePrincipalPolicy: {error}")),
+    }
+}
+
+async fn describe_cluster(ecs: &aws_sdk_ecs::Client, cluster: &str) -> Fetched<ClusterFacts> {
+    let output = match ecs.describe_clusters().clusters(cluster).send().await {
+        Ok(output) => output,
+        Err(error) => return sdk_failure("ecs:DescribeClusters", &error),
+    };
+    let Some(found) = output.clusters().first() else {
+        return Fetched::Failed(format!("cluster {cluster} not found in this region"));
+    };
+    let exec = found
+        .configuration()
+        .and_then(|c| c.execute_command_configuration());
+    let log = exec.and_then(|e| e.log_configuration());
+    Fetched::Got(ClusterFacts {
+        kms_key_id: exec.and_then(|e| e.kms_key_id()).map(str::to_owned),
+        logging: exec
+            .and_then(|e| e.logging())
+            .map(|l| l.as_str().to_owned()),
+        log_group: log
+            .and_then(|l| l.cloud_watch_log_group_name())
+            .map(str::to_owned),
+        s3_bucket: log.and_then(|l| l.s3_bucket_name()).map(str::to_owned),
+    })
+}
+
+/// `--task` as given; with `--service-name`, the first RUNNING task whose agent runs (in
+/// `--container` when given), else the first RUNNING task, so a broken agent is still examined.
+async fn describe_task(ecs: &aws_sdk_ecs::Client, target: &DoctorTarget) -> Fetched<TaskFacts> {
+    let arns = match (&target.task, &target.service) {
+        (Some(task), _) => vec![task.clone()],
+        (None, Some(service)) => {
+            match ecs
+                .list_tasks()
+                .cluster(&target.cluster)
+                .service_name(service)
+                .desired_status(DesiredStatus::Running)
+                .max_results(100)
+                .send()
+                .await
+            {
+                Ok(output) if output.task_arns().is_empty() => {
+                    return Fetched::Failed(format!("service {service} has no RUNNING task"));
+                }
+                Ok(output) => output.task_arns().to_vec(),
+                Err(error) => return sdk_failure("ecs:ListTasks", &error),
+            }
+        }
+        (None, None) => return Fetched::NotAsked,
+    };
+    let output = match ecs
+        .describe_tasks()
+        .cluster(&target.cluster)
+        .set_tasks(Some(arns))
+        .send()
+        .await
+    {
+        Ok(output) => output,
+        Err(error) => return sdk_failure("ecs:DescribeTasks", &error),
+    };
+    let views: Vec<TaskFacts> = output.tasks().iter().map(task_facts).collect();
+    let agent_ok = |task: &TaskFacts| {
+        task.last_status == RUNNING
+            && task.containers.iter().any(|(name, agent)| {
+                target
+                    .container
+                    .as_ref()
+                    .is_none_or(|wanted| wanted == name)
+                    && agent.as_deref() == Some(RUNNING)
+            })
+    };
+    match views
+        .iter()
+        .find(|t| agent_ok(t))
+        .or_else(|| views.iter().find(|t| t.last_status == RUNNING))
+        .or(views.first())
+    {
+        Some(task) => Fetched::Got(task.clone()),
+        None => Fetched::Failed(format!(
+            "task {} not found in cluster {}",
+            target.task.as_deref().unwrap_or("?"),
+            target.cluster
+        )),
+    }
+}
+
+fn task_facts(task: &aws_sdk_ecs::types::Task) -> TaskFacts {
+    TaskFacts {
+        task_id: crate::ecs::task_id_of(task.task_arn().unwrap_or_default()).to_owned(),
+        last_status: task.last_status().unwrap_or("UNKNOWN").to_owned(),
+        launch_type: task
+            .launch_type()
+            .map_or("UNKNOWN", |l| l.as_str())
+            .to_owned(),
+        platform_version: task.platform_version().map(str::to_owned),
+        container_instance_arn: task.container_instance_arn().map(str::to_owned),
+        enable_execute_command: task.enable_execute_command(),
+        containers: task
+            .containers()
+            .iter()
+            .map(|c| {
+                let agent = c
+                    .managed_agents()
+                    .iter()
+                    .find(|a| {
+                        a.name()
+                            .is_some_and(|n| n.as_str() == EXECUTE_COMMAND_AGENT)
+                    })
+                    .map(|a| a.last_status().unwrap_or("UNKNOWN").to_owned());
+                (c.name().unwrap_or("?").to_owned(), agent)
+            })
+            .collect(),
+        task_definition_arn: task.task_definition_arn().map(str::to_owned),
+    }
+}
+
+async fn describe_task_definition(
+    ecs: &aws_sdk_ecs::Client,
+    arn: &str,
+) -> Fetched<TaskDefinitionFacts> {
+    let output = match ecs
+        .describe_task_definition()
+        .task_definition(arn)
+        .send()
+        .await
+    {
+        Ok(output) => output,
+        Err(error) => return sdk_failure("ecs:DescribeTaskDefinition", &error),
+    };
+    let Some(definition) = output.task_definition() else {
+        return Fetched::Failed("DescribeTaskDefinition returned no taskDefinition".to_owned());
+    };
+    let containers = definition.container_definitions();
+    let name = |c: &aws_sdk_ecs::types::ContainerDefinition| c.name().unwrap_or("?").to_owned();
+    Fetched::Got(TaskDefinitionFacts {
+        without_init_process: containers
+            .iter()
+            .filter(|c| c.linux_parameters().and_then(|l| l.init_process_enabled()) != Some(true))
+            .map(name)
+            .collect(),
+        readonly_root: containers
+            .iter()
+            .filter(|c| c.readonly_root_filesystem() == Some(true))
+            .map(name)
+            .collect(),
+        pid_mode: definition.pid_mode().map(|p| p.as_str().to_owned()),
+        task_role_arn: definition.task_role_arn().map(str::to_owned),
+    })
+}
+
+async fn probe(
+    config: &SdkConfig,
+    ecs: &aws_sdk_ecs::Client,
+    target: &DoctorTarget,
+    task: &TaskFacts,
+) -> Probe {
+    let container = target
+        .container
+        .clone()
+        .or_else(|| {
+            task.containers
+                .iter()
+                .find(|(_, agent)| agent.as_deref() == Some(RUNNING))
+                .or(task.containers.first())
+                .map(|(name, _)| name.clone())
+        })
+        .unwrap_or_default();
+    let started = Instant::now();
+    let result = ecs
+        .execute_command()
+        .cluster(&target.cluster)
+        .task(&task.task_id)
+        .container(&container)
+        .command(PROBE_COMMAND)
+        .interactive(true)
+        .send()
+        .await;
+    let millis = started.elapsed().as_millis();
+    match result {
+        Ok(output) => {
+            // The session is never opened; end it so it does not wait for a client.
+            if let (Some(session_id), Some(ssm)) = (
+                output.session().and_then(|s| s.session_id()),
+                SsmApi::new(config),
+            ) && let Err(error) = ssm.terminate_session(session_id).await
+            {
+                tracing::debug!(%error, "ending the probe session failed");
+            }
+            Probe::Connected { millis }
+        }
+        Err(error) => match error.code() {
+            Some("TargetNotConnectedException") => Probe::NotConnected { millis },
+            Some("AccessDeniedException") => Probe::Denied("ecs:ExecuteCommand".to_owned()),
+            Some(code) => Probe::Failed(format!("{code}: {}", error.message().unwrap_or_default())),
+            None => Probe::Failed(crate::signed_http::error_chain(&error)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_provider_name_is_read_without_the_secret() {
+        let credentials =
+            aws_credential_types::Credentials::new("AKID", "SECRET", None, None, "Environment");
+        assert_eq!(provider_name(&credentials).as_deref(), Some("Environment"));
+    }
+}

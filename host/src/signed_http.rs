@@ -1,0 +1,238 @@
+//! SigV4-signed `POST`s over hyper, for the few AWS calls made without an SDK crate (SSM
+//! ResumeSession/TerminateSession, STS GetCallerIdentity, IAM SimulatePrincipalPolicy).
+//!
+//! One [`SignedHttp`] holds the process's credentials provider and an HTTPS client; each call
+//! names its endpoint, signing service and region. Pulling in aws-sdk-ssm, -sts and -iam for a
+//! handful of operations would make them the largest crates of the build. Nothing here logs
+//! the body, the credentials or the signature.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_config::SdkConfig;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// The whole call (connect, TLS, request, response) must finish within this.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a signed call did not get an HTTP answer. Messages carry no secrets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignedHttpError {
+    #[error("no usable AWS credentials: {0}")]
+    Credentials(String),
+    #[error("signing the request: {0}")]
+    Signing(String),
+    #[error("calling {endpoint}: {reason}")]
+    Http { endpoint: String, reason: String },
+    #[error("no answer within {CALL_TIMEOUT:?}")]
+    Timeout,
+}
+
+/// An HTTP answer: status and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// The signer and HTTP client.
+#[derive(Clone)]
+pub struct SignedHttp {
+    credentials: SharedCredentialsProvider,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for SignedHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedHttp").finish_non_exhaustive()
+    }
+}
+
+impl SignedHttp {
+    /// From the process's `SdkConfig`; `None` without a credentials provider.
+    pub fn new(config: &SdkConfig) -> Option<SignedHttp> {
+        let credentials = config.credentials_provider()?;
+        let client = Client::builder(TokioExecutor::new()).build(https_connector()?);
+        Some(SignedHttp {
+            credentials,
+            client,
+        })
+    }
+
+    /// The credentials provider the calls are signed with.
+    pub fn credentials(&self) -> &SharedCredentialsProvider {
+        &self.credentials
+    }
+
+    /// Signs (for `service` in `region`) and sends `POST endpoint` with these headers and body;
+    /// reads at most `max_response` bytes of the answer.
+    pub async fn post(
+        &self,
+        endpoint: &str,
+        service: &str,
+        region: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        max_response: usize,
+    ) -> Result<Answer, SignedHttpError> {
+        tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.call(endpoint, service, region, headers, body, max_response),
+        )
+        .await
+        .map_err(|_| SignedHttpError::Timeout)?
+    }
+
+    async fn call(
+        &self,
+        endpoint: &str,
+        service: &str,
+        region: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        max_response: usize,
+    ) -> Result<Answer, SignedHttpError> {
+        let request = self
+            .signed_request(endpoint, service, region, headers, body)
+            .await?;
+        let http_error = |reason: String| SignedHttpError::Http {
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|error| http_error(error_chain(&error)))?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), max_response)
+            .collect()
+            .await
+            .map_err(|error| http_error(error.to_string()))?
+            .to_bytes();
+        Ok(Answer { status, body })
+    }
+
+    async fn signed_request(
+        &self,
+        endpoint: &str,
+        service: &str,
+        region: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<hyper::Request<Full<Bytes>>, SignedHttpError> {
+        let signing = |error: &dyn std::fmt::Display| SignedHttpError::Signing(error.to_string());
+        let credentials = self
+            .credentials
+            .provide_credentials()
+            .await
+            .map_err(|error| SignedHttpError::Credentials(error_chain(&error)))?;
+        let identity = credentials.into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(region)
+            .name(service)
+            .time(SystemTime::now())
+            .settings(aws_sigv4::http_request::SigningSettings::default())
+            .build()
+            .map_err(|error| signing(&error))?
+            .into();
+        let mut builder = hyper::Request::post(endpoint);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let mut request = builder
+            .body(Full::new(body.clone()))
+            .map_err(|error| signing(&error))?;
+        let host = request
+            .uri()
+            .authority()
+            .map(|authority| authority.as_str().to_owned())
+            .ok_or_else(|| SignedHttpError::Signing(format!("no host in {endpoint}")))?;
+        request.headers_mut().insert(
+            hyper::header::HOST,
+            host.parse()
+                .map_err(|_| SignedHttpError::Signing(format!("bad host in {endpoint}")))?,
+        );
+        let signable = aws_sigv4::http_request::SignableRequest::new(
+            "POST",
+            endpoint,
+            request
+                .headers()
+                .iter()
+                .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
+            aws_sigv4::http_request::SignableBody::Bytes(&body),
+        )
+        .map_err(|error| signing(&error))?;
+        let (instructions, _signature) = aws_sigv4::http_request::sign(signable, &params)
+            .map_err(|error| signing(&error))?
+            .into_parts();
+        instructions.apply_to_request_http1x(&mut request);
+        Ok(request)
+    }
+}
+
+/// `AWS_ENDPOINT_URL_<SERVICE>` (`service_env`), else the process-wide endpoint
+/// (`--endpoint-url` or `AWS_ENDPOINT_URL`), else `default`; always ending in `/`.
+pub fn endpoint(service_env: Option<&str>, global: Option<&str>, default: String) -> String {
+    let chosen = service_env
+        .filter(|url| !url.trim().is_empty())
+        .or(global.filter(|url| !url.trim().is_empty()));
+    let mut endpoint = chosen.map_or(default, |url| url.trim().to_owned());
+    if !endpoint.ends_with('/') {
+        endpoint.push('/');
+    }
+    endpoint
+}
+
+/// `amazonaws.com`, or `amazonaws.com.cn` in the China regions.
+pub fn dns_suffix(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    }
+}
+
+/// HTTPS with the system's roots, verified as rustls always does. A machine without any root
+/// certificate still gets a connector: http:// endpoints (a local emulator) work and https://
+/// ones fail verification.
+fn https_connector() -> Option<hyper_rustls::HttpsConnector<HttpConnector>> {
+    let provider = || Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider())
+    {
+        Ok(builder) => builder,
+        Err(error) => {
+            tracing::debug!(%error, "no system root certificates");
+            let config = rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .ok()?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+        }
+    };
+    Some(builder.https_or_http().enable_http1().build())
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
