@@ -174,12 +174,44 @@ pub async fn gather(config: &SdkConfig, target: &DoctorTarget) -> Facts {
         if let Some(key) = &key_arn {
             actions.push(("kms:Decrypt", key.as_str()));
         }
+        let logging = match &facts.cluster {
+            Fetched::Got(cluster) => logging_actions(&facts.region, cluster),
+            _ => Vec::new(),
+        };
+        actions.extend(logging.iter().map(|(a, r)| (*a, r.as_str())));
         facts.task_role_iam = simulate(&query, role, &actions).await;
     }
     if task.last_status == RUNNING {
         facts.probe = probe(config, &ecs, target, &task).await;
     }
     facts
+}
+
+/// What the task role needs to write session logs where the cluster sends them (OVERRIDE).
+fn logging_actions(region: &str, cluster: &ClusterFacts) -> Vec<(&'static str, String)> {
+    let mut actions = Vec::new();
+    if cluster.logging.as_deref() != Some("OVERRIDE") {
+        return actions;
+    }
+    if let Some(group) = &cluster.log_group {
+        let arn = format!("arn:aws:logs:{region}:*:log-group:{group}:*");
+        actions.push(("logs:DescribeLogGroups", "*".to_owned()));
+        for action in [
+            "logs:CreateLogStream",
+            "logs:DescribeLogStreams",
+            "logs:PutLogEvents",
+        ] {
+            actions.push((action, arn.clone()));
+        }
+    }
+    if let Some(bucket) = &cluster.s3_bucket {
+        actions.push(("s3:PutObject", format!("arn:aws:s3:::{bucket}/*")));
+        actions.push((
+            "s3:GetEncryptionConfiguration",
+            format!("arn:aws:s3:::{bucket}"),
+        ));
+    }
+    actions
 }
 
 async fn simulate(
@@ -396,6 +428,24 @@ async fn probe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn override_logging_needs_the_destinations_permissions() {
+        let mut cluster = ClusterFacts {
+            logging: Some("OVERRIDE".into()),
+            log_group: Some("/ecs/exec".into()),
+            s3_bucket: Some("logs".into()),
+            ..ClusterFacts::default()
+        };
+        let actions = logging_actions("eu-west-1", &cluster);
+        assert!(actions.contains(&(
+            "logs:PutLogEvents",
+            "arn:aws:logs:eu-west-1:*:log-group:/ecs/exec:*".to_owned()
+        )));
+        assert!(actions.contains(&("s3:PutObject", "arn:aws:s3:::logs/*".to_owned())));
+        cluster.logging = Some("DEFAULT".into());
+        assert!(logging_actions("eu-west-1", &cluster).is_empty());
+    }
 
     #[test]
     fn the_provider_name_is_read_without_the_secret() {

@@ -343,6 +343,31 @@ fn the_task_roles_iam_is_simulated() {
 }
 
 #[test]
+fn logging_to_cloudwatch_needs_the_logs_permissions_in_the_task_role() {
+    let world = World::start_with(|config| {
+        let logging = &mut config.clusters[0].exec_logging;
+        logging.logging = "OVERRIDE".into();
+        logging.cloud_watch_log_group = Some("/ecs/exec".into());
+        config.clusters[0].services[0].setup.task_role_deny = vec!["logs:PutLogEvents".into()];
+    });
+    let (code, document) = doctor_json(&world, &WEB);
+    assert_eq!(code, 1);
+    assert!(
+        check(&document, "cluster")
+            .1
+            .ends_with("session logs to CloudWatch group /ecs/exec"),
+        "{document}"
+    );
+    assert_eq!(
+        check(&document, "task-role"),
+        (
+            "fail".into(),
+            "the task role is not allowed logs:PutLogEvents".into()
+        )
+    );
+}
+
+#[test]
 fn doctor_needs_a_service_or_a_task() {
     let world = World::start();
     let outcome = run(&world, &["--cluster", "demo"]);

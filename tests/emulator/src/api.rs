@@ -545,7 +545,18 @@ fn cluster_json(cluster: &Cluster) -> Value {
         .iter()
         .filter(|t| t.status == TaskStatus::Running)
         .count();
-    let mut exec_config = json!({"logging": "DEFAULT"});
+    let logging = &cluster.exec_logging;
+    let mut exec_config = json!({"logging": logging.logging});
+    if logging.cloud_watch_log_group.is_some() || logging.s3_bucket.is_some() {
+        let mut log = json!({});
+        if let Some(group) = &logging.cloud_watch_log_group {
+            log["cloudWatchLogGroupName"] = json!(group);
+        }
+        if let Some(bucket) = &logging.s3_bucket {
+            log["s3BucketName"] = json!(bucket);
+        }
+        exec_config["logConfiguration"] = log;
+    }
     if let Some(key) = &cluster.kms_key_id {
         exec_config["kmsKeyId"] = json!(key);
     }

@@ -288,6 +288,31 @@ pub struct ClusterConfig {
     /// key ARN or key id. Sessions on such a cluster run the KMS handshake and are encrypted.
     #[serde(default)]
     pub kms_key_id: Option<String>,
+    /// Session logging of its ECS Exec configuration.
+    #[serde(default)]
+    pub exec_logging: ExecLoggingConfig,
+}
+
+/// `executeCommandConfiguration.logging` and its `logConfiguration`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecLoggingConfig {
+    /// `DEFAULT`, `NONE` or `OVERRIDE`.
+    pub logging: String,
+    /// OVERRIDE: the CloudWatch log group sessions are logged to.
+    pub cloud_watch_log_group: Option<String>,
+    /// OVERRIDE: the S3 bucket sessions are logged to.
+    pub s3_bucket: Option<String>,
+}
+
+impl Default for ExecLoggingConfig {
+    fn default() -> Self {
+        Self {
+            logging: "DEFAULT".to_string(),
+            cloud_watch_log_group: None,
+            s3_bucket: None,
+        }
+    }
 }
 
 /// A service: a group of tasks running the same containers.
@@ -438,6 +463,7 @@ impl Default for Config {
                 ClusterConfig {
                     name: "demo".to_string(),
                     kms_key_id: None,
+                    exec_logging: ExecLoggingConfig::default(),
                     services: vec![
                         ServiceConfig {
                             name: "web".to_string(),
@@ -462,6 +488,7 @@ impl Default for Config {
                 ClusterConfig {
                     name: "secure".to_string(),
                     kms_key_id: Some(DEFAULT_KMS_KEY_ARN.to_string()),
+                    exec_logging: ExecLoggingConfig::default(),
                     services: vec![ServiceConfig {
                         name: "web".to_string(),
                         running_tasks: 2,

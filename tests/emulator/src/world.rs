@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, ContainerConfig, TaskSetupConfig};
+use crate::config::{Config, ContainerConfig, ExecLoggingConfig, TaskSetupConfig};
 
 /// Task status as ECS reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +74,8 @@ pub struct Cluster {
     pub services: Vec<String>,
     /// The KMS key of its ECS Exec configuration, as configured (key ARN or key id).
     pub kms_key_id: Option<String>,
+    /// Session logging of its ECS Exec configuration.
+    pub exec_logging: ExecLoggingConfig,
 }
 
 /// A task.
@@ -205,6 +207,7 @@ impl World {
                     tasks,
                     services: cluster.services.iter().map(|s| s.name.clone()).collect(),
                     kms_key_id: cluster.kms_key_id.clone(),
+                    exec_logging: cluster.exec_logging.clone(),
                 }
             })
             .collect();
