@@ -58,7 +58,6 @@ use contract::one_line;
 use pins::Pins;
 use sandbox::{GuestState, PipeAdapterPre, Sandbox};
 
-
 /// The environment variable naming a directory of third-party adapters (like `--adapter-dir`).
 pub const ADAPTER_DIR_ENV: &str = "ECS_EXEC_ADAPTER_DIR";
 /// The adapter used when there is no `--pipe`, or when no adapter claims the pipe.
@@ -368,7 +367,9 @@ pub struct AdapterSet {
     adapters: Vec<Adapter>,
     sandbox: Arc<Sandbox>,
     cache_dir: Option<PathBuf>,
-    cache: Option<Arc<TrustedDir>>,
+    /// Opened (and created) only when a third-party adapter needs it: a run served by a
+    /// built-in one leaves no trace in the home directory.
+    cache: OnceLock<Option<Arc<TrustedDir>>>,
     engine_key: u64,
     pins: Pins,
 }
@@ -400,13 +401,12 @@ impl AdapterSet {
             CacheMode::Dir(dir) => Some(dir.clone()),
             CacheMode::Off => None,
         };
-        let cache = cache_dir.as_deref().and_then(cache::open_cache_dir);
         let engine_key = cache::engine_key(sandbox.engine());
         let mut set = AdapterSet {
             adapters: Vec::new(),
             sandbox: Arc::new(sandbox),
             cache_dir,
-            cache,
+            cache: OnceLock::new(),
             engine_key,
             pins: Pins::default(),
         };
@@ -454,7 +454,7 @@ impl AdapterSet {
     fn add_dir(&mut self, dir: &Path) -> Result<(), AdapterError> {
         let files = files::wasm_files_in(dir)
             .map_err(|(path, kind)| AdapterError::new(file_label(&path), kind))?;
-        let mut index = index::Index::open(self.cache.as_ref(), dir);
+        let mut index = index::Index::open(self.cache(), dir);
         let mut described: HashMap<String, Described> = HashMap::new();
         let mut takeovers: HashMap<String, Vec<Takeover>> = HashMap::new();
         for (path, identity) in files {
@@ -535,9 +535,15 @@ impl AdapterSet {
     }
 
     fn cache_entry(&self, key: &str) -> Option<CacheEntry> {
-        self.cache
-            .as_ref()
+        self.cache()
             .map(|dir| CacheEntry::new(dir, self.engine_key, key))
+    }
+
+    /// The compile cache, opened on first use.
+    fn cache(&self) -> Option<&Arc<TrustedDir>> {
+        self.cache
+            .get_or_init(|| self.cache_dir.as_deref().and_then(cache::open_cache_dir))
+            .as_ref()
     }
 
     /// A built-in adapter, from its embedded compiled form: it never reads or writes the cache.
