@@ -597,6 +597,11 @@ impl SplitMix {
     }
 }
 
+/// The `adapters` grammar as clap sees it, for the completion script and the man page.
+pub fn command() -> clap::Command {
+    <AdaptersArgs as clap::CommandFactory>::command()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -621,9 +626,4 @@ mod tests {
         assert!(one.iter().any(|(_, inv)| inv.input.is_some()));
         assert!(one.iter().any(|(_, inv)| inv.pipe.is_none()));
     }
-}
-
-/// The `adapters` grammar as clap sees it, for the completion script and the man page.
-pub fn command() -> clap::Command {
-    <AdaptersArgs as clap::CommandFactory>::command()
 }
