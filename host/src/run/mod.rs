@@ -263,5 +263,5 @@ async fn read_invocation_input(
 /// When stdin is a regular file, its length.
 fn stdin_file_len() -> Option<u64> {
     let metadata = std::fs::metadata("/dev/stdin").ok()?;
-    metadata.is_file().then(|| metadata.len())
+    metadata.is_file().then_some(metadata.len())
 }
