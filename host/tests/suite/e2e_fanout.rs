@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
+use ecs_exec_emulator::Spawned;
 use ecs_exec_emulator::config::{ContainerConfig, ServiceConfig};
 
 use crate::e2e_support::{Outcome, World, pseudo_random_bytes};
@@ -278,24 +279,17 @@ fn sha256_hex(data: &[u8]) -> String {
 /// figure read last before it exits is a lower bound of the true peak, so the check below can
 /// miss a late spike but never fails without one.
 fn run_measuring_peak_rss(mut command: Command, input: &[u8], limit: Duration) -> (Outcome, u64) {
-    let mut child = command
+    command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ecs-exec");
-    let mut stdin = child.stdin.take().expect("stdin");
+        .stderr(Stdio::piped());
+    let mut spawned = Spawned::spawn_within(&mut command, limit);
+    let mut stdin = spawned.child().stdin.take().expect("stdin");
     let input = input.to_vec();
     let writer = thread::spawn(move || {
         let _ = stdin.write_all(&input);
     });
-    let mut stderr = child.stderr.take().expect("stderr");
-    let stderr_reader = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let pid = child.id();
+    let pid = spawned.child().id();
     let peak = Arc::new(AtomicU64::new(0));
     let running = Arc::new(AtomicBool::new(true));
     let sampler = {
@@ -309,32 +303,17 @@ fn run_measuring_peak_rss(mut command: Command, input: &[u8], limit: Duration) -
             }
         })
     };
-    let (done, finished) = mpsc::channel::<()>();
-    let watchdog = thread::spawn(move || {
-        let expired = finished.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout);
-        if expired {
-            // SAFETY: kill(2) on our own child, not yet reaped (`wait` comes after the join).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        }
-        expired
-    });
     let mut stdout = Vec::new();
-    let _ = child
+    let _ = spawned
+        .child()
         .stdout
         .take()
         .expect("stdout")
         .read_to_end(&mut stdout);
-    let _ = done.send(());
-    let timed_out = watchdog.join().expect("watchdog");
+    let (status, stderr) = spawned.wait("ecs-exec on fifty tasks");
     running.store(false, Ordering::Relaxed);
     sampler.join().expect("sampler");
-    let status = child.wait().expect("wait for ecs-exec");
     writer.join().expect("stdin writer");
-    let stderr = stderr_reader.join().expect("stderr reader");
-    assert!(
-        !timed_out,
-        "still running after {limit:?}; stderr:\n{stderr}"
-    );
     let outcome = Outcome {
         status,
         stdout,

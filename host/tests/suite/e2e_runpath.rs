@@ -5,9 +5,9 @@
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
+
+use ecs_exec_emulator::Spawned;
 
 use crate::e2e_support::{Outcome, World};
 
@@ -120,41 +120,16 @@ impl Drop for FailingInput {
 /// Runs `command` (its stdin already set) and collects its output; a run still going after
 /// `limit` is killed and fails the test.
 fn run_within(mut command: Command, limit: Duration) -> Outcome {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ecs-exec");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let stderr_reader = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let (done, finished) = mpsc::channel::<()>();
-    let pid = child.id();
-    let watchdog = thread::spawn(move || {
-        let expired = finished.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout);
-        if expired {
-            // SAFETY: kill(2) on our own child, not yet reaped (`wait` comes after the join).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        }
-        expired
-    });
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut spawned = Spawned::spawn_within(&mut command, limit);
     let mut stdout = Vec::new();
-    let _ = child
+    let _ = spawned
+        .child()
         .stdout
         .take()
         .expect("stdout")
         .read_to_end(&mut stdout);
-    let _ = done.send(());
-    let timed_out = watchdog.join().expect("watchdog");
-    let status = child.wait().expect("wait for ecs-exec");
-    let stderr = stderr_reader.join().expect("stderr reader");
-    assert!(
-        !timed_out,
-        "still running after {limit:?}; stderr:\n{stderr}"
-    );
+    let (status, stderr) = spawned.wait("ecs-exec reading a failing stdin");
     Outcome {
         status,
         stdout,
