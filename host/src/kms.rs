@@ -11,8 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_kms::operation::RequestId;
+use aws_sdk_kms::error::SdkError;
 use aws_sdk_kms::operation::generate_data_key::GenerateDataKeyError;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -206,13 +205,7 @@ where
     }
     match &error {
         SdkError::ServiceError(service) => {
-            let service_error = service.err();
-            let aws = AwsErrorInfo {
-                code: service_error.code().map(str::to_owned),
-                message: service_error.message().map(str::to_owned),
-                request_id: service_error.request_id().map(str::to_owned),
-            };
-            from_service_code(key_id, aws)
+            from_service_code(key_id, AwsErrorInfo::from_service(service.err()))
         }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             KmsError::Unavailable {

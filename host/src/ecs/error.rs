@@ -60,6 +60,17 @@ pub struct AwsErrorInfo {
     pub request_id: Option<String>,
 }
 
+impl AwsErrorInfo {
+    /// The code, message and request id of an error an AWS service returned (any SDK crate).
+    pub fn from_service<E: ProvideErrorMetadata + RequestId>(error: &E) -> Self {
+        AwsErrorInfo {
+            code: error.code().map(str::to_owned),
+            message: error.message().map(str::to_owned),
+            request_id: error.request_id().map(str::to_owned),
+        }
+    }
+}
+
 impl fmt::Display for AwsErrorInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("(")?;
@@ -364,15 +375,11 @@ where
         return EcsError::NoCredentials { operation, detail };
     }
     match &err {
-        SdkError::ServiceError(service) => {
-            let service_err = service.err();
-            let aws = AwsErrorInfo {
-                code: service_err.code().map(str::to_owned),
-                message: service_err.message().map(str::to_owned),
-                request_id: service_err.request_id().map(str::to_owned),
-            };
-            from_service_code(operation, context, aws)
-        }
+        SdkError::ServiceError(service) => from_service_code(
+            operation,
+            context,
+            AwsErrorInfo::from_service(service.err()),
+        ),
         SdkError::TimeoutError(_) => EcsError::Timeout {
             operation,
             detail: "no response within the operation timeout".to_owned(),
