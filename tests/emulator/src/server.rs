@@ -491,26 +491,14 @@ async fn kms_request(
     Counters::bump(&state.counters.kms_requests);
     let (parts, body) = request.into_parts();
     let Some((target, body)) = read_api_body(&parts, body).await else {
-        return error_response(
-            &state,
-            peer,
-            "?",
-            &ApiError::client(
-                "SerializationException",
-                "Request body too large or unreadable.",
-            ),
-        );
+        return unreadable_body(&state, peer);
     };
     let identity = match verify_signature(&state, &parts, &body, "kms") {
         Ok(identity) => identity,
         Err(error) => return error_response(&state, peer, &target, &error),
     };
     let Some(operation) = KmsOperation::from_target(&target) else {
-        let error = ApiError::client(
-            "UnknownOperationException",
-            format!("Unknown operation {target}"),
-        );
-        return error_response(&state, peer, &target, &error);
+        return unknown_operation(&state, peer, &target);
     };
     match crate::kms::api::handle(&state.kms, operation, identity, &body) {
         Ok(value) => {
@@ -655,15 +643,7 @@ async fn api_request(
     Counters::bump(&state.counters.api_requests);
     let (parts, body) = request.into_parts();
     let Some((target, body)) = read_api_body(&parts, body).await else {
-        return error_response(
-            &state,
-            peer,
-            "?",
-            &ApiError::client(
-                "SerializationException",
-                "Request body too large or unreadable.",
-            ),
-        );
+        return unreadable_body(&state, peer);
     };
     let operation = Operation::from_target(&target);
     let service = operation.map_or("ecs", Operation::signing_service);
@@ -672,11 +652,7 @@ async fn api_request(
         Err(error) => return error_response(&state, peer, &target, &error),
     };
     let Some(operation) = operation else {
-        let error = ApiError::client(
-            "UnknownOperationException",
-            format!("Unknown operation {target}"),
-        );
-        return error_response(&state, peer, &target, &error);
+        return unknown_operation(&state, peer, &target);
     };
     let host = parts
         .headers
@@ -700,6 +676,24 @@ async fn api_request(
         }
         Err(error) => error_response(&state, peer, &target, &error),
     }
+}
+
+/// A JSON API request whose body could not be read.
+fn unreadable_body(state: &State, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let error = ApiError::client(
+        "SerializationException",
+        "Request body too large or unreadable.",
+    );
+    error_response(state, peer, "?", &error)
+}
+
+/// A JSON API request for an `X-Amz-Target` this endpoint does not serve.
+fn unknown_operation(state: &State, peer: SocketAddr, target: &str) -> Response<Full<Bytes>> {
+    let error = ApiError::client(
+        "UnknownOperationException",
+        format!("Unknown operation {target}"),
+    );
+    error_response(state, peer, target, &error)
 }
 
 fn error_response(
