@@ -109,7 +109,7 @@ impl SignedHttp {
             .client
             .request(request)
             .await
-            .map_err(|error| http_error(error_chain(&error)))?;
+            .map_err(|error| http_error(crate::ecs::display_chain(&error)))?;
         let status = response.status().as_u16();
         let body = Limited::new(response.into_body(), max_response)
             .collect()
@@ -132,7 +132,7 @@ impl SignedHttp {
             .credentials
             .provide_credentials()
             .await
-            .map_err(|error| SignedHttpError::Credentials(error_chain(&error)))?;
+            .map_err(|error| SignedHttpError::Credentials(crate::ecs::display_chain(&error)))?;
         let identity = credentials.into();
         let params = aws_sigv4::sign::v4::SigningParams::builder()
             .identity(&identity)
@@ -220,19 +220,4 @@ fn https_connector() -> Option<hyper_rustls::HttpsConnector<HttpConnector>> {
         }
     };
     Some(builder.https_or_http().enable_http1().build())
-}
-
-/// An error and its sources on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

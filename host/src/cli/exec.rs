@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 
 use super::{print_stdout, report_error, report_warning};
-use crate::ecs::{self, AwsSettings, EcsApi, EcsError, FanoutTasks, TaskSelector};
+use crate::ecs::{self, AwsSettings, EcsApi, EcsError, FanoutTasks, TaskSelector, one_line};
 use crate::exit::{self, Exit};
 use crate::kms::KmsApi;
 use crate::run::fanout::{self, FanoutOptions, SpooledInput};
@@ -762,10 +762,6 @@ fn chain_text(err: &anyhow::Error) -> String {
         }
     }
     text
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The exit code for a failure: the first typed error in the chain decides, else 70.

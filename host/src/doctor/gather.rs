@@ -38,7 +38,7 @@ fn sdk_failure<T, E: ProvideErrorMetadata + std::error::Error + 'static>(
     match error.code() {
         Some("AccessDeniedException" | "AccessDenied") => Fetched::Denied(permission.to_owned()),
         Some(code) => Fetched::Failed(format!("{code}: {}", error.message().unwrap_or_default())),
-        None => Fetched::Failed(crate::signed_http::error_chain(error)),
+        None => Fetched::Failed(crate::ecs::display_chain(error)),
     }
 }
 
@@ -87,7 +87,7 @@ pub async fn gather(config: &SdkConfig, target: &DoctorTarget) -> Facts {
             };
         }
         Err(error) => {
-            facts.identity = Fetched::Failed(crate::signed_http::error_chain(&error));
+            facts.identity = Fetched::Failed(crate::ecs::display_chain(&error));
             return facts;
         }
     }
@@ -420,7 +420,7 @@ async fn probe(
             Some("TargetNotConnectedException") => Probe::NotConnected { millis },
             Some("AccessDeniedException") => Probe::Denied("ecs:ExecuteCommand".to_owned()),
             Some(code) => Probe::Failed(format!("{code}: {}", error.message().unwrap_or_default())),
-            None => Probe::Failed(crate::signed_http::error_chain(&error)),
+            None => Probe::Failed(crate::ecs::display_chain(&error)),
         },
     }
 }
