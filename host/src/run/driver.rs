@@ -57,8 +57,11 @@ pub(super) async fn drive(
         Some(resizes) => resizes.initial(),
         None => terminal::window_size(),
     };
+    let mut state = RunState::new(mode, &plan);
     let (cols, rows) = initial_size.map_or(DEFAULT_SIZE, cols_rows);
-    writer.send_resize(cols, rows)?;
+    if let Err(refused) = writer.send_resize(cols, rows) {
+        state.on_send_failed(refused);
+    }
 
     let mut input =
         match (mode, plan.stdin) {
@@ -71,7 +74,6 @@ pub(super) async fn drive(
             },
             _ => InputPump::Done,
         };
-    let mut state = RunState::new(mode, &plan);
     let mut output = Vec::with_capacity(INPUT_CHUNK);
 
     while state.outcome().is_none() {
@@ -103,14 +105,14 @@ pub(super) async fn drive(
             Some(size) = next_resize(&mut resizes) => {
                 let (cols, rows) = cols_rows(size);
                 if let Err(reason) = writer.send_resize(cols, rows) {
-                    state.on_lost(reason);
+                    state.on_send_failed(reason);
                 }
             }
             signal = signals.recv() => state.on_signal(signal),
-            result = input.finished() => {
-                if let Err(error) = result {
-                    state.on_local_failure(error);
-                }
+            result = input.finished() => match result {
+                Ok(()) => {}
+                Err(RunError::Channel(refused)) => state.on_send_failed(refused),
+                Err(error) => state.on_local_failure(error),
             }
         }
     }

@@ -125,6 +125,16 @@ impl RunState {
         self.end(Err(reason.into()), Teardown::Nothing);
     }
 
+    /// Sending input or a window size failed. A send refused because the session has already
+    /// ended says nothing about why it ended: the session's own event (closed, or lost with its
+    /// reason) is on its way and decides the result, whichever of the two the loop sees first.
+    pub(crate) fn on_send_failed(&mut self, error: ChannelError) {
+        if error == ChannelError::SessionClosed {
+            return;
+        }
+        self.end(Err(error.into()), Teardown::Nothing);
+    }
+
     /// Our stdout is gone (`| head -1`): stop quietly with the status of a SIGPIPE death.
     pub(crate) fn on_stdout_closed(&mut self) {
         let teardown = self.interrupt_if_one_off();
@@ -323,6 +333,49 @@ mod tests {
         );
         state.on_output(format!("{TRAILER}9\n").as_bytes(), &mut Vec::new());
         assert_eq!(status(&state), Some(130));
+    }
+
+    #[test]
+    fn a_send_refused_by_an_ended_session_leaves_the_verdict_to_the_sessions_own_event() {
+        let mut state = one_off();
+        state.on_send_failed(ChannelError::SessionClosed);
+        assert!(
+            state.outcome().is_none(),
+            "the closed session's event decides"
+        );
+        state.on_lost(ChannelError::ResumeFailed {
+            attempts: 1,
+            reason: "gone".to_owned(),
+        });
+        let outcome = state.into_outcome().expect("ended");
+        let error = outcome.result.expect_err("a lost channel is an error");
+        assert!(
+            error.to_string().contains("could not be resumed"),
+            "{error}"
+        );
+
+        let mut state = one_off();
+        state.on_send_failed(ChannelError::SessionClosed);
+        state.on_closed(String::new(), &mut Vec::new());
+        assert!(
+            matches!(
+                state.into_outcome().expect("ended").result,
+                Err(RunError::NoExitStatus { .. })
+            ),
+            "a close without the trailer is still reported as such"
+        );
+    }
+
+    #[test]
+    fn a_send_that_fails_for_another_reason_ends_the_run_with_it() {
+        let mut state = one_off();
+        state.on_send_failed(ChannelError::PongTimeout {
+            timeout: std::time::Duration::from_secs(1),
+        });
+        assert!(matches!(
+            state.into_outcome().expect("ended").result,
+            Err(RunError::Channel(ChannelError::PongTimeout { .. }))
+        ));
     }
 
     #[test]
