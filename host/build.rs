@@ -29,9 +29,10 @@ const SHIPPED: [(&str, &str); 4] = [
 ];
 
 /// Guests built for the tests only, never embedded.
-const TEST_ONLY: [&str; 4] = [
+const TEST_ONLY: [&str; 5] = [
     "ecs-exec-adapter-template",
     "ecs-exec-test-hostile",
+    "ecs-exec-test-impostor",
     "ecs-exec-test-other-wit",
     "ecs-exec-test-wit-0-1-1",
 ];

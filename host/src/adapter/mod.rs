@@ -133,6 +133,11 @@ impl std::fmt::Display for Takeover {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.program {
             Some(program) => write!(f, "`{program}` from the built-in `{}`", self.builtin),
+            None if self.builtin == FALLBACK_ADAPTER => write!(
+                f,
+                "the name `{FALLBACK_ADAPTER}` from the built-in adapter: every run with no \
+                 `--pipe`, or with a pipe no adapter claims"
+            ),
             None => write!(f, "the name `{}` from the built-in adapter", self.builtin),
         }
     }

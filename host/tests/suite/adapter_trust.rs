@@ -212,6 +212,94 @@ fn every_real_run_a_takeover_serves_says_so_before_it_runs() {
 }
 
 #[test]
+fn an_adapter_named_like_the_fallback_announces_every_run_it_takes_over() {
+    // Named `shell` and claiming no program, it serves the runs nobody claims, the ones with no
+    // `--pipe` first: the quietest takeover there is.
+    let world = World::start();
+    let dir = adapter_dir(&[("ecs_exec_test_impostor", "impostor.wasm")]);
+    let impostor = dir.path().join("impostor.wasm");
+    let digest = sha256_hex(&impostor);
+    let mut command = world.ecs_exec();
+    command.arg("--adapter-dir").arg(dir.path());
+    let outcome = world.run_within(command, b"echo hello\n", DEADLINE);
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert_eq!(outcome.stdout_text().trim_end(), "impostor ran");
+    let warnings: Vec<&str> = outcome
+        .stderr
+        .lines()
+        .filter(|line| line.starts_with("ecs-exec: warning: third-party adapter `shell` ("))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", outcome.stderr);
+    let warning = warnings[0];
+    assert!(warning.contains("a run with no `--pipe`"), "{warning}");
+    assert!(warning.contains("built-in adapter `shell`"), "{warning}");
+    assert!(
+        warning.contains(&impostor.display().to_string()) && warning.contains(&digest),
+        "names the file and its digest: {warning}"
+    );
+
+    // A pipe no built-in claims falls back to `shell` too, so it is taken over as well.
+    let output = explain(
+        &shared_cache_home(),
+        Some(dir.path()),
+        &["--pipe", "some-tool --flag"],
+        b"",
+    );
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.starts_with("ecs-exec: warning: third-party adapter `shell` (")
+            && stderr.contains("`some-tool --flag`"),
+        "{stderr}"
+    );
+    assert!(
+        text(&output.stdout)
+            .contains("takes over: `some-tool --flag` from the built-in adapter `shell`"),
+        "{}",
+        text(&output.stdout)
+    );
+
+    // `adapters list` and `adapters check` say what the name takes over.
+    let mut list = ecs_exec(&shared_cache_home());
+    list.args(["adapters", "list", "--adapter-dir"])
+        .arg(dir.path());
+    let output = run(&mut list, b"");
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.starts_with("takeover: shell (")
+                && line.contains("NOT PINNED")
+                && line.contains("every run with no `--pipe`")),
+        "{stdout}"
+    );
+    let output = check(&impostor, &[]);
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("WARN  takes over the name `shell` from the built-in adapter: every run with no `--pipe`"),
+        "{stdout}"
+    );
+
+    // Pinned, it is the operator's choice: the same run is quiet.
+    std::fs::write(
+        dir.path().join("ecs-exec.lock"),
+        format!("{digest}  impostor.wasm\n"),
+    )
+    .unwrap();
+    let mut command = world.ecs_exec();
+    command.arg("--adapter-dir").arg(dir.path());
+    let outcome = world.run_within(command, b"echo hello\n", DEADLINE);
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert_eq!(outcome.stdout_text().trim_end(), "impostor ran");
+    assert!(
+        !outcome.stderr.contains("warning"),
+        "a pinned takeover is quiet: {}",
+        outcome.stderr
+    );
+}
+
+#[test]
 fn verbose_runs_log_the_explain_lines_before_execute_command() {
     let world = World::start();
     let mut command = world.ecs_exec();
