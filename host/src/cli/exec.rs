@@ -82,6 +82,10 @@ pub struct ExecArgs {
     /// Print the adapter that would serve the run and its exact plan, then exit; calls no AWS API
     #[arg(long)]
     pub explain: bool,
+    /// Let the adapter put a one-off's input of up to 1 KiB into the command itself: saves a
+    /// round trip, but API audit logs and the container's process list can then show it
+    #[arg(long = "inline-input")]
+    pub inline_input: bool,
     /// Trace on stderr; -vv for more (also CONNECTION_DEBUG=1)
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     pub verbose: u8,
@@ -209,7 +213,14 @@ const VALUE_FLAGS: [&str; 13] = [
     "adapter-dir",
 ];
 /// Long flags without a value that are also taken after `--`.
-const SWITCH_FLAGS: [&str; 5] = ["interactive", "all-tasks", "verbose", "help", "explain"];
+const SWITCH_FLAGS: [&str; 6] = [
+    "interactive",
+    "all-tasks",
+    "verbose",
+    "help",
+    "explain",
+    "inline-input",
+];
 
 /// Splits argv (without the program name) into the words clap parses and the adapter's words.
 ///
@@ -404,6 +415,7 @@ pub fn validate(args: ExecArgs, env: &ExecEnv) -> Result<ExecRequest, UsageError
             adapter,
             adapter_dir,
             adapter_args: args.words,
+            inline_input: args.inline_input,
         },
         explain: args.explain,
         aws: AwsSettings {
@@ -910,6 +922,25 @@ mod tests {
             args(&["--interactive", "--interactive"]).interactive,
             "repeating is allowed"
         );
+    }
+
+    #[test]
+    fn inlining_input_is_an_opt_in_switch_hoop_users_can_append() {
+        assert!(
+            !request(&["--cluster=c", "--task=t"])
+                .unwrap()
+                .run
+                .inline_input
+        );
+        assert!(
+            request(&["--cluster=c", "--task=t", "--inline-input"])
+                .unwrap()
+                .run
+                .inline_input
+        );
+        let (host, adapter) = split_words(&os(&["--cluster=c", "--", "--inline-input", "x"]));
+        assert_eq!(host, os(&["--cluster=c", "--inline-input"]));
+        assert_eq!(adapter, os(&["x"]));
     }
 
     #[test]

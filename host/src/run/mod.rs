@@ -47,6 +47,10 @@ pub struct RunRequest {
     pub adapter: Option<String>,
     /// `--adapter-dir` / `ECS_EXEC_ADAPTER_DIR`: where third-party adapters are looked up.
     pub adapter_dir: Option<PathBuf>,
+    /// `--inline-input`: offer a small one-off input to the adapter, which may put it into the
+    /// command. Off by default: the command string is an API request parameter that audit logs
+    /// record, and the remote process list shows it, so input is streamed unless asked.
+    pub inline_input: bool,
 }
 
 /// Why a run failed after the target was resolved.
@@ -296,8 +300,13 @@ async fn read_invocation_input(
             .map_err(RunError::Stdin)?;
         if read == 0 {
             prefix.truncate(filled);
-            let invocation =
-                Invocation::one_off_with_input(req.pipe.clone(), req.adapter_args.clone(), &prefix);
+            let (pipe, args) = (req.pipe.clone(), req.adapter_args.clone());
+            let invocation = if req.inline_input {
+                Invocation::one_off_with_input(pipe, args, &prefix)
+            } else {
+                // The whole length is known, the bytes are not offered: nothing can be inlined.
+                Invocation::one_off_streamed(pipe, args, Some(prefix.len() as u64))
+            };
             return Ok((invocation, prefix));
         }
         filled += read;

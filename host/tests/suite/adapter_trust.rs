@@ -131,8 +131,19 @@ fn explain_prints_the_adapter_and_its_exact_plan_without_calling_aws() {
     );
     assert!(stdout.contains("\ncommand: sh -c "), "{stdout}");
     assert!(
-        stdout.contains("\nstdin: inline\n"),
-        "small input is inlined: {stdout}"
+        stdout.contains("\nstdin: stream-base64\n"),
+        "input is streamed unless inlining is asked for: {stdout}"
+    );
+    let inlined = explain(
+        &shared_cache_home(),
+        None,
+        &["--pipe", "rails runner -", "--inline-input"],
+        b"puts 6*7\n",
+    );
+    assert!(
+        text(&inlined.stdout).contains("\nstdin: inline\n"),
+        "--inline-input lets a small input be inlined: {}",
+        text(&inlined.stdout)
     );
     assert!(
         stdout.contains("\nexit-trailer: __ecs_exec_exit_"),
@@ -317,7 +328,7 @@ fn verbose_runs_log_the_explain_lines_before_execute_command() {
         "source: embedded",
         "sha256: ",
         "command: sh -c ",
-        "stdin: inline",
+        "stdin: stream-base64",
     ] {
         assert!(
             position(line) < position("session started"),

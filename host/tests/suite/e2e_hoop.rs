@@ -52,7 +52,7 @@ fn rails_runner_reads_a_heredoc() {
 }
 
 #[test]
-fn rails_runner_with_inline_input() {
+fn rails_runner_with_a_one_line_script() {
     if !require_tool("ruby") {
         return;
     }
@@ -61,7 +61,7 @@ fn rails_runner_with_inline_input() {
 }
 
 #[test]
-fn clojure_prints_from_inline_input() {
+fn clojure_prints_from_a_one_line_input() {
     if !require_tool("clojure") {
         return;
     }

@@ -3,6 +3,8 @@
 
 use crate::e2e_support;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use e2e_support::{World, pseudo_random_bytes};
 use sha2::{Digest, Sha256};
 
@@ -46,14 +48,55 @@ fn sixty_four_mib_through_cat_and_sha256sum() {
 }
 
 #[test]
-fn small_input_with_quotes_and_control_bytes_is_inlined_exactly() {
+fn small_input_with_quotes_and_control_bytes_comes_back_exactly_streamed_or_inlined() {
     let world = World::start();
     let input = b"-n 'it''s' \"$HOME\" `date` \\ \r\n\x00\xff\xfe end".to_vec();
+    for inline in [false, true] {
+        let mut command = world.ecs_exec();
+        command.args(["--pipe", "cat"]);
+        if inline {
+            command.arg("--inline-input");
+        }
+        let outcome = world.run(command, &input);
+        assert_eq!(outcome.code(), 0, "inline {inline}: {}", outcome.stderr);
+        assert_eq!(outcome.stdout, input, "inline {inline}");
+    }
+}
+
+#[test]
+fn input_stays_out_of_the_command_unless_inlining_is_asked_for() {
+    // The command string is an ExecuteCommand parameter: CloudTrail may record it, and the
+    // container's process list shows it. A piped script can hold a password.
+    let world = World::start();
+    let script = b"PGPASSWORD=s3cr3t-hunter2 psql -c 'select 1'\n";
+    let encoded = BASE64.encode(script);
     let mut command = world.ecs_exec();
     command.args(["--pipe", "cat"]);
-    let outcome = world.run(command, &input);
-    assert_eq!(outcome.code(), 0, "stderr: {}", outcome.stderr);
-    assert_eq!(outcome.stdout, input);
+    let outcome = world.run(command, script);
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert_eq!(outcome.stdout, script);
+
+    let mut command = world.ecs_exec();
+    command.args(["--pipe", "cat", "--inline-input"]);
+    let outcome = world.run(command, script);
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert_eq!(outcome.stdout, script);
+
+    let commands = world.emulator.executed_commands();
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    for command in &commands {
+        assert!(!command.contains("s3cr3t"), "{command}");
+    }
+    assert!(
+        !commands[0].contains(&encoded),
+        "by default the input is streamed, not in the command: {}",
+        commands[0]
+    );
+    assert!(
+        commands[1].contains(&encoded),
+        "--inline-input puts it there (which is what this test could see): {}",
+        commands[1]
+    );
 }
 
 #[test]

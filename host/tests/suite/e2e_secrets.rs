@@ -54,7 +54,10 @@ fn no_secret_appears_in_any_output_or_file_at_the_highest_verbosity() {
     let mut outcomes: Vec<(&str, Outcome)> = Vec::new();
 
     let mut words = web.to_vec();
-    outcomes.push(("inline one-off", world.run(verbose(&words), b"echo hi")));
+    outcomes.push(("small one-off", world.run(verbose(&words), b"echo hi")));
+    let mut inlined = web.to_vec();
+    inlined.push("--inline-input");
+    outcomes.push(("inlined one-off", world.run(verbose(&inlined), b"echo hi")));
     words.extend(["--pipe", "cat"]);
     let input = pseudo_random_bytes(512 * 1024);
     let streamed = world.run(verbose(&words), &input);

@@ -333,6 +333,12 @@ impl EmulatorHandle {
         self.sessions.issued_tokens()
     }
 
+    /// The command string of every ExecuteCommand it served, in order: what an API audit log
+    /// such as CloudTrail records, for tests that check what a command line gives away.
+    pub fn executed_commands(&self) -> Vec<String> {
+        self.sessions.commands()
+    }
+
     /// The configuration it runs with.
     pub fn config(&self) -> &Config {
         &self.config

@@ -88,6 +88,8 @@ pub struct SessionRegistry {
     token_ttl: Duration,
     /// Every token ever handed out, so tests can check that none leaks from the client.
     issued: Arc<Mutex<Vec<String>>>,
+    /// Every ExecuteCommand command string, in order: what an API audit log would record.
+    commands: Arc<Mutex<Vec<String>>>,
 }
 
 impl SessionRegistry {
@@ -97,6 +99,7 @@ impl SessionRegistry {
             inner: Arc::new(Mutex::new(HashMap::new())),
             token_ttl,
             issued: Arc::new(Mutex::new(Vec::new())),
+            commands: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -116,6 +119,14 @@ impl SessionRegistry {
             .clone()
     }
 
+    /// The command string of every session created so far, in order.
+    pub fn commands(&self) -> Vec<String> {
+        self.commands
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     fn new_logged_token(&self) -> String {
         let token = new_token();
         self.issued
@@ -128,6 +139,10 @@ impl SessionRegistry {
     /// Registers a new session and returns its first token.
     pub fn create(&self, spec: SessionSpec, now: Instant) -> String {
         let token = self.new_logged_token();
+        self.commands
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(spec.command.clone());
         let id = spec.session_id.clone();
         let entry = Entry {
             spec: Arc::new(spec),
