@@ -3,7 +3,8 @@
 #   - a one-off `echo hi` through ecs-exec (a whole process: API calls, data channel, adapter),
 #     cold (no adapter cache and a read-only home, as in a fresh container) and warm (a cache
 #     written by an earlier run), against one `aws ecs list-tasks` call (the AWS CLI alone, one
-#     API call), and the peak RSS of each;
+#     API call), and the peak RSS of each; and the same one-off streamed (the default) beside
+#     --inline-input;
 #   - stdin to the remote program and remote output to stdout, 256 MiB each way,
 #     against `cat` of the same bytes through a local pipe;
 #   - peak RSS of ecs-exec for a 1 GiB transfer each way.
@@ -51,6 +52,12 @@ hyperfine --warmup 3 --runs 30 \
   --command-name "ecs-exec one-off echo hi, cold (no cache, read-only home)" "${cold_env[*]} ${run[*]} < $work/echo-hi" \
   --command-name "ecs-exec one-off echo hi, warm cache" "${run[*]} < $work/echo-hi" \
   --command-name "baseline: aws ecs list-tasks" "aws ecs list-tasks --cluster demo --endpoint-url $endpoint"
+# What inlining a small input saves (the wait for the ready marker), and so what streaming it by
+# default costs; both warm, in the same run.
+echo "== one-off 'echo hi', input streamed (the default) beside --inline-input"
+hyperfine --warmup 3 --runs 30 \
+  --command-name "ecs-exec echo hi, streamed (default)" "${run[*]} < $work/echo-hi" \
+  --command-name "ecs-exec echo hi, --inline-input" "${run[*]} --inline-input < $work/echo-hi"
 if [ -n "$(find "$work/ro-home" -mindepth 1 -print -quit)" ]; then
   echo "bench: the cold runs wrote into the read-only home:" >&2
   find "$work/ro-home" -mindepth 1 >&2
