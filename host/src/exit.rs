@@ -15,11 +15,15 @@ pub enum Exit {
     Usage,
     /// 65: `ecs-exec adapters check` ran and the adapter failed it.
     DataErr,
+    /// 66: `ecs-exec cp`: the source file does not exist or is not a regular file.
+    NoInput,
     /// 69: the target is not available: no running task, no running ExecuteCommand agent,
     /// task not found, or the agent is not connected.
     Unavailable,
     /// 70: a bug or an unexpected internal failure in `ecs-exec`.
     Software,
+    /// 73: `ecs-exec cp`: the destination cannot be created or written.
+    CantCreate,
     /// 74: an input/output error on our side: reading stdin or writing stderr failed.
     IoError,
     /// 75: a temporary failure: throttled after retries, timeout, endpoint unreachable, AWS
@@ -39,11 +43,13 @@ pub enum Exit {
 
 impl Exit {
     /// Every code, in numeric order, for `--help` and the README.
-    pub const ALL: [Exit; 9] = [
+    pub const ALL: [Exit; 11] = [
         Exit::Usage,
         Exit::DataErr,
+        Exit::NoInput,
         Exit::Unavailable,
         Exit::Software,
+        Exit::CantCreate,
         Exit::IoError,
         Exit::TempFail,
         Exit::Protocol,
@@ -56,8 +62,10 @@ impl Exit {
         match self {
             Exit::Usage => 64,
             Exit::DataErr => 65,
+            Exit::NoInput => 66,
             Exit::Unavailable => 69,
             Exit::Software => 70,
+            Exit::CantCreate => 73,
             Exit::IoError => 74,
             Exit::TempFail => 75,
             Exit::Protocol => 76,
@@ -74,7 +82,9 @@ impl Exit {
             Exit::Unavailable => {
                 "target unavailable: no running task or agent, task gone, not connected"
             }
+            Exit::NoInput => "`ecs-exec cp`: the source does not exist or is not a regular file",
             Exit::Software => "internal error in ecs-exec",
+            Exit::CantCreate => "`ecs-exec cp`: the destination cannot be created or written",
             Exit::IoError => "I/O error: reading stdin or writing stderr failed",
             Exit::TempFail => {
                 "temporary failure: throttled, timeout, unreachable, AWS 5xx, channel lost"
@@ -120,7 +130,7 @@ mod tests {
     #[test]
     fn codes_are_the_sysexits_values() {
         let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
-        assert_eq!(codes, [64, 65, 69, 70, 74, 75, 76, 77, 78]);
+        assert_eq!(codes, [64, 65, 66, 69, 70, 73, 74, 75, 76, 77, 78]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`channel`] is the SSM data channel: a sans-IO frame codec and session core, and the
 //!   websocket driver around them;
 //! - [`terminal`] owns the local tty (raw mode, resize, signals);
+//! - [`cp`] copies a file into or out of a container (`ecs-exec cp`);
 //! - [`doctor`] checks everything ECS Exec needs for a task (`ecs-exec doctor`);
 //! - [`kms`] gets the data key of a KMS-encrypted session (KMS GenerateDataKey);
 //! - [`ssm`] resumes a data channel session whose websocket dropped (SSM ResumeSession);
@@ -17,6 +18,7 @@
 pub mod adapter;
 pub mod channel;
 pub mod cli;
+pub mod cp;
 pub mod doctor;
 pub mod ecs;
 pub mod exit;

@@ -764,7 +764,7 @@ async fn run_on_each_task(
 /// Collapses whitespace runs (line breaks included) so an error prints as one line.
 /// The error and its causes, `outer: inner`, leaving out a cause whose text the message already
 /// carries (our errors usually embed their source, so anyhow's `{:#}` would say it twice).
-fn chain_text(err: &anyhow::Error) -> String {
+pub(crate) fn chain_text(err: &anyhow::Error) -> String {
     let mut text = err.to_string();
     for cause in err.chain().skip(1) {
         let cause = cause.to_string();

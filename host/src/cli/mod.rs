@@ -31,6 +31,8 @@ pub fn main() -> ExitCode {
 fn dispatch(argv: Vec<OsString>) -> ExitCode {
     if argv.get(1).is_some_and(|word| word == "doctor") {
         crate::doctor::main(argv)
+    } else if argv.get(1).is_some_and(|word| word == "cp") {
+        crate::cp::main(argv)
     } else if let Some((globals, rest)) = split_global_flags(&argv) {
         adapters::main(globals, rest)
     } else if argv.get(1).is_some_and(completions::handles) {

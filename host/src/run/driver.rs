@@ -18,7 +18,7 @@ use crate::terminal::{self, RawModeGuard, ResizeEvents, TerminationSignals, Wind
 
 use super::output::RunOutput;
 use super::state::{Mode, RunState, Teardown};
-use super::{InputSource, PreparedRun, RunError};
+use super::{AfterInput, InputSource, PreparedRun, RunError};
 
 /// The terminal size sent when there is no terminal to ask (a one-off under Hoop).
 const DEFAULT_SIZE: (u32, u32) = (80, 24);
@@ -41,6 +41,7 @@ pub(super) async fn drive(
         mode,
         input_prefix,
         input,
+        after_input,
         ..
     } = prepared;
     // Held until the end: dropping it restores the terminal on every way out.
@@ -71,6 +72,7 @@ pub(super) async fn drive(
             (Mode::OneOff, StdinMode::StreamBase64) => InputPump::Waiting {
                 prefix: input_prefix,
                 input,
+                after_input,
             },
             _ => InputPump::Done,
         };
@@ -156,6 +158,7 @@ enum InputPump {
     Waiting {
         prefix: Vec<u8>,
         input: InputSource,
+        after_input: Option<AfterInput>,
     },
     Running(JoinHandle<Result<(), RunError>>),
     /// Sent, or nothing to send.
@@ -165,13 +168,18 @@ enum InputPump {
 impl InputPump {
     fn start_streaming(&mut self, writer: &ChannelWriter) {
         if let InputPump::Waiting { .. } = self {
-            let InputPump::Waiting { prefix, input } = std::mem::replace(self, InputPump::Done)
+            let InputPump::Waiting {
+                prefix,
+                input,
+                after_input,
+            } = std::mem::replace(self, InputPump::Done)
             else {
                 return;
             };
             *self = InputPump::Running(tokio::spawn(pump_base64_input(
                 prefix,
                 input,
+                after_input,
                 writer.clone(),
             )));
         }
@@ -196,10 +204,12 @@ impl InputPump {
     }
 }
 
-/// Streams the input as base64 lines, the bytes already read first, then end-of-input.
+/// Streams the input as base64 lines, the bytes already read first, then end-of-input, then
+/// what `after_input` makes.
 async fn pump_base64_input(
     prefix: Vec<u8>,
     mut input: InputSource,
+    after_input: Option<AfterInput>,
     writer: ChannelWriter,
 ) -> Result<(), RunError> {
     let mut encoder = InputEncoder::new();
@@ -220,6 +230,9 @@ async fn pump_base64_input(
         encoder.push(&chunk[..read], &mut encoded);
     }
     encoder.finish(&mut encoded);
+    if let Some(after_input) = after_input {
+        encoded.extend(after_input());
+    }
     writer.send_input(Bytes::from(encoded)).await?;
     tracing::debug!("input sent");
     Ok(())

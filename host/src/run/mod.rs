@@ -150,6 +150,10 @@ pub struct Services<'a> {
 /// Where a one-off's input comes from: the process's stdin, or a reader a test supplies.
 pub type InputSource = Box<dyn AsyncRead + Send + Unpin>;
 
+/// Makes the bytes sent after a streamed input's end (its Ctrl-D), once all of it is sent: for
+/// a line the remote side reads next, such as the digest of what it just received.
+pub type AfterInput = Box<dyn FnOnce() -> Vec<u8> + Send>;
+
 /// A run whose adapter has planned. Everything local is done; nothing has called AWS yet.
 pub struct PreparedRun {
     plan: Plan,
@@ -161,9 +165,33 @@ pub struct PreparedRun {
     /// The start of stdin, already read to size the input (empty for interactive runs).
     input_prefix: Vec<u8>,
     input: InputSource,
+    after_input: Option<AfterInput>,
 }
 
 impl PreparedRun {
+    /// A one-off whose plan the host made itself (`ecs-exec cp`), with no adapter: `input` is
+    /// streamed as the plan says, then `after_input`'s bytes follow its end.
+    pub(crate) fn host_planned(
+        plan: Plan,
+        input: InputSource,
+        after_input: Option<AfterInput>,
+    ) -> PreparedRun {
+        let explain = vec![
+            "adapter: (none: planned by ecs-exec itself)".to_owned(),
+            format!("command: {}", adapter::terminal_safe(&plan.command)),
+            format!("stdin: {}", plan.stdin),
+        ];
+        PreparedRun {
+            plan,
+            explain,
+            takeover_warning: None,
+            mode: Mode::OneOff,
+            input_prefix: Vec::new(),
+            input,
+            after_input,
+        }
+    }
+
     /// The command string ExecuteCommand will carry.
     pub fn plan(&self) -> &Plan {
         &self.plan
@@ -219,6 +247,7 @@ pub async fn prepare_with_input(
         mode,
         input_prefix,
         input,
+        after_input: None,
     })
 }
 

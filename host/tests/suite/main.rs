@@ -20,6 +20,7 @@ mod channel_transport;
 mod cli_completions;
 mod cli_usage;
 mod e2e_cold;
+mod e2e_cp;
 mod e2e_doctor;
 mod e2e_fanout;
 mod e2e_faults;

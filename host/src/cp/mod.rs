@@ -1,0 +1,539 @@
+//! `ecs-exec cp [TARGET FLAGS] SRC DST`: copies one file into or out of a container through the
+//! same data channel as a one-off run, so it needs only `ecs:ExecuteCommand` (README "Copying
+//! files").
+//!
+//! Exactly one of SRC and DST is remote, written `:PATH`. The host plans the remote command
+//! itself ([`script`]): no adapter is involved. An upload streams the file and then its SHA-256;
+//! the container writes a temporary file beside the destination, compares digests and renames
+//! it into place only when they match. A download frames the file between a header and its
+//! SHA-256 ([`receive`]); the host writes a temporary file beside the destination and renames it
+//! only once the digests match. Either way a failure leaves no half-written destination, and the
+//! file's mode is kept.
+
+pub mod receive;
+pub mod script;
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, IsTerminal as _, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use aws_lc_rs::digest;
+use clap::{ArgAction, Parser};
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::cli::{report_error, report_warning};
+use crate::ecs::{self, AwsSettings, EcsApi, TaskSelector};
+use crate::exit::Exit;
+use crate::kms::KmsApi;
+use crate::run::{self, PreparedRun};
+use crate::ssm::SsmApi;
+use receive::{DownloadSink, DownloadVerdict, Progress, UploadReport};
+
+/// `ecs-exec cp [TARGET FLAGS] SRC DST`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ecs-exec cp",
+    about = "Copy a file into or out of a container (one of SRC and DST is :PATH, in the container)",
+    after_help = "Examples:\n  ecs-exec cp --cluster demo --service-name web ./dump.sql :/tmp/dump.sql\n  \
+                  ecs-exec cp --cluster demo --task 0a1b2c :/var/log/app.log ./app.log\n\n\
+                  The SHA-256 is verified end to end when the container has sha256sum; the mode is\n\
+                  kept; a failure leaves no half-written destination. Exit status: 0 when copied,\n\
+                  else the codes of `ecs-exec --help` (66: no such source, 73: cannot write the\n\
+                  destination)."
+)]
+pub struct CpArgs {
+    /// Cluster name or ARN
+    #[arg(long, env = "CLUSTER_NAME", hide_env = true)]
+    cluster: String,
+    /// Copy with a RUNNING task of this service whose ExecuteCommand agent runs
+    #[arg(long = "service-name", env = "SERVICE_NAME", hide_env = true)]
+    service_name: Option<String>,
+    /// Copy with this task (id or ARN)
+    #[arg(long)]
+    task: Option<String>,
+    /// Container; default: the first whose ExecuteCommand agent runs
+    #[arg(long, env = "CONTAINER", hide_env = true)]
+    container: Option<String>,
+    /// AWS region
+    #[arg(long)]
+    region: Option<String>,
+    /// AWS profile
+    #[arg(long)]
+    profile: Option<String>,
+    /// ECS API endpoint
+    #[arg(long = "endpoint-url")]
+    endpoint_url: Option<String>,
+    /// Trace on stderr; -vv for more
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    verbose: u8,
+    /// The file to copy: a local path, or :PATH in the container
+    #[arg(value_name = "SRC")]
+    source: OsString,
+    /// Where to copy it: a local path, or :PATH in the container (a directory keeps the name)
+    #[arg(value_name = "DST")]
+    destination: OsString,
+}
+
+/// Which way a copy goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// A local file into the container.
+    Upload { local: PathBuf, remote: String },
+    /// A file of the container to a local path.
+    Download { remote: String, local: PathBuf },
+}
+
+/// Why a copy failed, with the exit status it maps to.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CpError {
+    #[error("cp: {0}")]
+    Usage(String),
+    #[error("cp: cannot read {}: {source}", path.display())]
+    LocalSource { path: PathBuf, source: io::Error },
+    #[error("cp: cannot write {}: {source}; check that the directory exists and is writable", path.display())]
+    LocalDestination { path: PathBuf, source: io::Error },
+    /// The container's side said why it stopped (its status is our exit status).
+    #[error("cp: in the container: {message}")]
+    Remote { status: i32, message: String },
+    #[error("cp: {0}; nothing was written")]
+    NotVerified(String),
+}
+
+impl CpError {
+    /// The exit status: the container's own for a remote failure, else from the table.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            CpError::Usage(_) => Exit::Usage.code(),
+            CpError::LocalSource { .. } => Exit::NoInput.code(),
+            CpError::LocalDestination { .. } => Exit::CantCreate.code(),
+            CpError::Remote { status, .. } => {
+                u8::try_from(*status).unwrap_or(Exit::Software.code())
+            }
+            CpError::NotVerified(_) => Exit::IoError.code(),
+        }
+    }
+}
+
+/// Entry point for `argv` = `ecs-exec cp …`.
+pub fn main(argv: Vec<OsString>) -> ExitCode {
+    let words = argv.into_iter().skip(2);
+    let args =
+        match CpArgs::try_parse_from(std::iter::once(OsString::from("ecs-exec cp")).chain(words)) {
+            Ok(args) => args,
+            Err(error) => {
+                use clap::error::ErrorKind;
+                if matches!(
+                    error.kind(),
+                    ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+                ) {
+                    let _ = write!(io::stdout().lock(), "{error}");
+                    return ExitCode::SUCCESS;
+                }
+                let text = error.to_string();
+                let first = text.lines().next().unwrap_or("invalid arguments");
+                report_error(&format!(
+                    "{}; see 'ecs-exec cp --help'",
+                    first.trim_start_matches("error: ")
+                ));
+                return Exit::Usage.to_exit_code();
+            }
+        };
+    let selector = match (&args.task, &args.service_name) {
+        (Some(task), _) => TaskSelector::Task(task.clone()),
+        (None, Some(service)) => TaskSelector::Service(service.clone()),
+        (None, None) => {
+            report_error(
+                "cp needs a task: give --service-name (or SERVICE_NAME) or --task; see 'ecs-exec cp --help'",
+            );
+            return Exit::Usage.to_exit_code();
+        }
+    };
+    let direction = match direction(&args.source, &args.destination) {
+        Ok(direction) => direction,
+        Err(error) => {
+            report_error(&format!("{error}; see 'ecs-exec cp --help'"));
+            return Exit::Usage.to_exit_code();
+        }
+    };
+    crate::cli::exec::init_tracing(args.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            report_error(&format!("cannot start the async runtime: {error}"));
+            return Exit::Software.to_exit_code();
+        }
+    };
+    let settings = AwsSettings {
+        region: args.region.clone(),
+        profile: args.profile.clone(),
+        endpoint_url: args.endpoint_url.clone(),
+    };
+    let target = CpTarget {
+        cluster: args.cluster.clone(),
+        selector,
+        container: args.container.clone(),
+        settings,
+    };
+    let outcome = runtime.block_on(copy(&target, direction));
+    runtime.shutdown_background();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            report_error(&crate::ecs::one_line(&crate::cli::exec::chain_text(&error)));
+            match error
+                .chain()
+                .find_map(|cause| cause.downcast_ref::<CpError>())
+            {
+                Some(cp) => ExitCode::from(cp.exit_status()),
+                None => crate::cli::exec::exit_for(&error).to_exit_code(),
+            }
+        }
+    }
+}
+
+/// Which side is remote: exactly one of the two is `:PATH`. A remote directory (ending in `/`)
+/// or a local directory keeps the source's file name.
+pub fn direction(source: &OsStr, destination: &OsStr) -> Result<Direction, CpError> {
+    let remote = |word: &OsStr| -> Result<Option<String>, CpError> {
+        let bytes = word.as_encoded_bytes();
+        if bytes.first() != Some(&b':') {
+            return Ok(None);
+        }
+        let text = word
+            .to_str()
+            .ok_or_else(|| CpError::Usage("a remote path must be valid UTF-8".to_owned()))?;
+        let path = &text[1..];
+        script::check_remote_path(path).map_err(|why| CpError::Usage(why.to_owned()))?;
+        Ok(Some(path.to_owned()))
+    };
+    match (remote(source)?, remote(destination)?) {
+        (Some(_), Some(_)) => Err(CpError::Usage(
+            "both paths are remote (:PATH); one must be local".to_owned(),
+        )),
+        (None, None) => Err(CpError::Usage(
+            "neither path is remote: write the container's path as :PATH".to_owned(),
+        )),
+        (None, Some(mut remote)) => {
+            let local = PathBuf::from(source);
+            if remote.ends_with('/') {
+                let name = local
+                    .file_name()
+                    .ok_or_else(|| CpError::Usage(format!("{} names no file", local.display())))?;
+                remote.push_str(&name.to_string_lossy());
+            }
+            Ok(Direction::Upload { local, remote })
+        }
+        (Some(remote), None) => {
+            let mut local = PathBuf::from(destination);
+            if local.is_dir() || destination.as_encoded_bytes().ends_with(b"/") {
+                let name = remote.rsplit('/').next().filter(|name| !name.is_empty());
+                let name = name.ok_or_else(|| {
+                    CpError::Usage(format!("the remote path {remote} names no file"))
+                })?;
+                local.push(name);
+            }
+            Ok(Direction::Download { remote, local })
+        }
+    }
+}
+
+/// Where the copy runs, as the target flags said.
+struct CpTarget {
+    cluster: String,
+    selector: TaskSelector,
+    container: Option<String>,
+    settings: AwsSettings,
+}
+
+/// Local checks first (no AWS call for a missing source or an unwritable destination), then
+/// the target, then the transfer.
+async fn copy(target: &CpTarget, direction: Direction) -> anyhow::Result<()> {
+    match direction {
+        Direction::Upload { local, remote } => upload(target, &local, &remote).await,
+        Direction::Download { remote, local } => download(target, &remote, &local).await,
+    }
+}
+
+async fn upload(target: &CpTarget, local: &Path, remote: &str) -> anyhow::Result<()> {
+    let source_error = |source| CpError::LocalSource {
+        path: local.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(local).map_err(source_error)?;
+    let metadata = file.metadata().map_err(source_error)?;
+    if !metadata.is_file() {
+        return Err(source_error(io::Error::other(
+            "not a regular file (directories need -r, not yet supported)",
+        ))
+        .into());
+    }
+    let progress = progress_bar(metadata.len());
+    let digest = Arc::new(Mutex::new(digest::Context::new(&digest::SHA256)));
+    let input = HashingReader {
+        inner: tokio::fs::File::from_std(file),
+        digest: Arc::clone(&digest),
+        progress: progress.clone(),
+    };
+    let after_input: run::AfterInput = Box::new(move || {
+        let context = digest.lock().map(|context| context.clone());
+        let hex = context.map_or_else(|_| String::new(), |context| hex::encode(context.finish()));
+        format!("{hex}\n").into_bytes()
+    });
+    let plan = script::upload_plan(
+        remote,
+        metadata.permissions().mode() & 0o7777,
+        &crate::adapter::new_nonce(),
+    );
+    let prepared = PreparedRun::host_planned(plan, Box::new(input), Some(after_input));
+    let mut report = UploadReport::default();
+    let status = run_on_target(target, prepared, &mut report).await;
+    progress.finish_and_clear();
+    let status = status?;
+    if status != 0 {
+        return Err(remote_failure(status, report.messages()).into());
+    }
+    if !report.verified() {
+        report_warning(
+            "cp: the container has no sha256sum, so the copy was not verified end to end",
+        );
+    }
+    Ok(())
+}
+
+async fn download(target: &CpTarget, remote: &str, local: &Path) -> anyhow::Result<()> {
+    let destination_error = |source| CpError::LocalDestination {
+        path: local.to_owned(),
+        source,
+    };
+    let directory = match local.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = local.file_name().map(OsStr::to_owned).unwrap_or_default();
+    let mut prefix = OsString::from(".");
+    prefix.push(&name);
+    prefix.push(".ecs-exec-part-");
+    // Removed on every way out unless persisted: no half-written destination.
+    let temporary = tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempfile_in(&directory)
+        .map_err(destination_error)?;
+    let file = temporary.reopen().map_err(destination_error)?;
+    let progress = progress_bar(0);
+    let mut sink = DownloadSink::new(
+        io::BufWriter::with_capacity(256 * 1024, file),
+        BarProgress(progress.clone()),
+    );
+    let plan = script::download_plan(remote, &crate::adapter::new_nonce());
+    let prepared = PreparedRun::host_planned(plan, Box::new(tokio::io::empty()), None);
+    let status = run_on_target(target, prepared, &mut sink).await;
+    progress.finish_and_clear();
+    let status = status?;
+    if status != 0 {
+        return Err(remote_failure(status, sink.messages().to_vec()).into());
+    }
+    let header = match sink.verdict() {
+        DownloadVerdict::Verified(header) => header,
+        DownloadVerdict::Unverified(header) => {
+            report_warning(
+                "cp: the container has no sha256sum, so the copy was not verified end to end",
+            );
+            header
+        }
+        DownloadVerdict::Failed(why) => return Err(CpError::NotVerified(why).into()),
+    };
+    let file = sink
+        .into_file()
+        .into_inner()
+        .map_err(|error| destination_error(error.into_error()))?;
+    file.sync_all().map_err(destination_error)?;
+    std::fs::set_permissions(
+        temporary.path(),
+        std::fs::Permissions::from_mode(header.mode),
+    )
+    .map_err(destination_error)?;
+    temporary
+        .persist(local)
+        .map_err(|error| destination_error(error.error))?;
+    Ok(())
+}
+
+/// Resolves the target and runs the prepared copy there; the remote status comes back.
+async fn run_on_target(
+    target: &CpTarget,
+    prepared: PreparedRun,
+    output: &mut dyn run::output::RunOutput,
+) -> anyhow::Result<i32> {
+    let config = ecs::load_sdk_config(&target.settings).await;
+    let api = EcsApi::new(&config)?;
+    let resolved = api
+        .resolve_target(
+            &target.cluster,
+            &target.selector,
+            target.container.as_deref(),
+        )
+        .await?;
+    tracing::debug!(task = %resolved.task_id, container = %resolved.container_name, "target resolved");
+    let ssm = SsmApi::new(&config);
+    let kms = KmsApi::new(&config, &target.settings);
+    let services = run::Services {
+        ecs: &api,
+        ssm: ssm.as_ref(),
+        kms: Some(&kms),
+    };
+    run::execute(&services, prepared, &resolved, output).await
+}
+
+/// The container's script stopped with `status`: its last message says why.
+fn remote_failure(status: i32, messages: Vec<String>) -> CpError {
+    let message = messages.into_iter().last().unwrap_or_else(|| {
+        format!(
+            "the copy stopped with status {status} and said nothing (is `sh` there, with `base64`?)"
+        )
+    });
+    CpError::Remote {
+        status,
+        message: crate::adapter::terminal_safe(&message),
+    }
+}
+
+/// A progress bar on stderr when it is a terminal (bytes, rate, ETA); hidden otherwise.
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    if !io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        (total > 0).then_some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let template = if total > 0 {
+        "{bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {wide_bar}"
+    } else {
+        "{bytes} {binary_bytes_per_sec} {elapsed}"
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// The download's byte count on the progress bar; its total comes with the header.
+struct BarProgress(indicatif::ProgressBar);
+
+impl Progress for BarProgress {
+    fn advance(&mut self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+}
+
+/// The upload's input: the file, hashed (SHA-256) and counted as it is read.
+struct HashingReader<R> {
+    inner: R,
+    digest: Arc<Mutex<digest::Context>>,
+    progress: indicatif::ProgressBar,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let fresh = &buf.filled()[before..];
+            if let Ok(mut digest) = this.digest.lock() {
+                digest.update(fresh);
+            }
+            this.progress.inc(fresh.len() as u64);
+        }
+        polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(word: &str) -> OsString {
+        OsString::from(word)
+    }
+
+    #[test]
+    fn exactly_one_side_is_remote() {
+        assert_eq!(
+            direction(&os("./dump.sql"), &os(":/tmp/dump.sql")).unwrap(),
+            Direction::Upload {
+                local: PathBuf::from("./dump.sql"),
+                remote: "/tmp/dump.sql".to_owned()
+            }
+        );
+        assert_eq!(
+            direction(&os(":/var/log/app.log"), &os("app.log")).unwrap(),
+            Direction::Download {
+                remote: "/var/log/app.log".to_owned(),
+                local: PathBuf::from("app.log")
+            }
+        );
+        assert!(
+            matches!(direction(&os(":/a"), &os(":/b")), Err(CpError::Usage(m)) if m.contains("both"))
+        );
+        assert!(
+            matches!(direction(&os("a"), &os("b")), Err(CpError::Usage(m)) if m.contains(":PATH"))
+        );
+        assert!(matches!(
+            direction(&os("a"), &os(":/tmp/a\nb")),
+            Err(CpError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn a_directory_destination_keeps_the_source_name() {
+        assert_eq!(
+            direction(&os("dir/dump.sql"), &os(":/tmp/")).unwrap(),
+            Direction::Upload {
+                local: PathBuf::from("dir/dump.sql"),
+                remote: "/tmp/dump.sql".to_owned()
+            }
+        );
+        let here = tempfile::tempdir().unwrap();
+        let local = here.path().to_str().unwrap();
+        assert_eq!(
+            direction(&os(":/var/log/app.log"), &os(local)).unwrap(),
+            Direction::Download {
+                remote: "/var/log/app.log".to_owned(),
+                local: here.path().join("app.log")
+            }
+        );
+        assert!(direction(&os(":/var/log/"), &os(local)).is_err());
+    }
+
+    #[test]
+    fn a_remote_failure_exits_with_the_containers_status_and_says_its_last_word() {
+        let error = remote_failure(
+            73,
+            vec![
+                "motd".to_owned(),
+                "cannot create a file beside /x".to_owned(),
+            ],
+        );
+        assert_eq!(error.exit_status(), 73);
+        assert_eq!(
+            error.to_string(),
+            "cp: in the container: cannot create a file beside /x"
+        );
+        assert_eq!(CpError::NotVerified("x".to_owned()).exit_status(), 74);
+    }
+}

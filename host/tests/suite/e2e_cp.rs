@@ -1,0 +1,255 @@
+//! `ecs-exec cp` end to end against the emulator: files go into and out of the container byte
+//! for byte with their mode, over a hostile network too, and a failure leaves nothing
+//! half-written on either side.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::e2e_faults::hostile_network;
+use crate::e2e_support::{CLUSTER, Outcome, SERVICE, World, pseudo_random_bytes};
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+fn cp(world: &World, source: &Path, destination: &str) -> Outcome {
+    cp_words(world, &[source.to_str().unwrap(), destination])
+}
+
+fn cp_words(world: &World, words: &[&str]) -> Outcome {
+    let mut command: Command = world.bare_command();
+    command
+        .args(["cp", "--cluster", CLUSTER, "--service-name", SERVICE])
+        .args(words);
+    world.run_within(command, b"", LIMIT)
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// Every leftover temporary file under `dir`: a failed copy must leave none.
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("ecs-exec-part"))
+        .collect()
+}
+
+#[test]
+fn a_file_goes_in_and_comes_back_byte_exact_with_its_mode() {
+    let world = World::start();
+    let local = tempfile::tempdir().unwrap();
+    let remote_dir = world.workdir.path().join("uploads");
+    std::fs::create_dir(&remote_dir).unwrap();
+    let data = pseudo_random_bytes(3 * 1024 * 1024 + 17);
+    let source = local.path().join("data.bin");
+    std::fs::write(&source, &data).unwrap();
+    std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o741)).unwrap();
+
+    let remote = remote_dir.join("data.bin");
+    let outcome = cp(&world, &source, &format!(":{}", remote.display()));
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.is_empty(),
+        "verified, no progress off a terminal: {}",
+        outcome.stderr
+    );
+    assert!(outcome.stdout.is_empty());
+    assert!(
+        std::fs::read(&remote).unwrap() == data,
+        "uploaded bytes differ"
+    );
+    assert_eq!(mode_of(&remote), 0o741);
+    assert!(
+        leftovers(&remote_dir).is_empty(),
+        "{:?}",
+        leftovers(&remote_dir)
+    );
+
+    // Back again, into a directory: the name is kept.
+    let back = tempfile::tempdir().unwrap();
+    let outcome = cp_words(
+        &world,
+        &[
+            &format!(":{}", remote.display()),
+            back.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert!(outcome.stderr.is_empty(), "{}", outcome.stderr);
+    let copied = back.path().join("data.bin");
+    assert!(
+        std::fs::read(&copied).unwrap() == data,
+        "downloaded bytes differ"
+    );
+    assert_eq!(mode_of(&copied), 0o741);
+    assert!(
+        leftovers(back.path()).is_empty(),
+        "{:?}",
+        leftovers(back.path())
+    );
+}
+
+#[test]
+fn awkward_names_and_every_byte_value_survive() {
+    let world = World::start();
+    let local = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let source = local.path().join("plain");
+    std::fs::write(&source, &data).unwrap();
+    let remote = world.workdir.path().join("it's a $(name) `x`;&.bin");
+    let outcome = cp(&world, &source, &format!(":{}", remote.display()));
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert!(std::fs::read(&remote).unwrap() == data);
+
+    let empty = local.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let remote_empty = world.workdir.path().join("empty");
+    let outcome = cp(&world, &empty, &format!(":{}", remote_empty.display()));
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert_eq!(std::fs::read(&remote_empty).unwrap(), b"");
+    let back = local.path().join("empty-back");
+    let outcome = cp_words(
+        &world,
+        &[
+            &format!(":{}", remote_empty.display()),
+            back.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert_eq!(std::fs::read(&back).unwrap(), b"");
+}
+
+#[test]
+fn a_copy_survives_loss_reordering_and_a_cut_websocket() {
+    let world = World::start_with(|config| hostile_network(config, 0xc0ffee, Some(300)));
+    let local = tempfile::tempdir().unwrap();
+    let data = pseudo_random_bytes(1024 * 1024 + 5);
+    let source = local.path().join("data.bin");
+    std::fs::write(&source, &data).unwrap();
+    let remote = world.workdir.path().join("data.bin");
+    let outcome = cp(&world, &source, &format!(":{}", remote.display()));
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert!(std::fs::read(&remote).unwrap() == data);
+    let back = local.path().join("back.bin");
+    let outcome = cp_words(
+        &world,
+        &[&format!(":{}", remote.display()), back.to_str().unwrap()],
+    );
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert!(std::fs::read(&back).unwrap() == data);
+    let counters = world.emulator.counters();
+    assert!(counters.disconnects_injected >= 1, "{counters:?}");
+    assert!(counters.frames_dropped > 0, "{counters:?}");
+}
+
+#[test]
+fn failures_are_one_line_with_their_code_and_leave_nothing_behind() {
+    let world = World::start();
+    let local = tempfile::tempdir().unwrap();
+    let source = local.path().join("data.bin");
+    std::fs::write(&source, b"payload").unwrap();
+
+    // The remote directory does not exist: 73, and no temporary file anywhere.
+    let missing_dir = world.workdir.path().join("no-such-dir");
+    let outcome = cp(
+        &world,
+        &source,
+        &format!(":{}/data.bin", missing_dir.display()),
+    );
+    assert_eq!(outcome.code(), 73, "{}", outcome.stderr);
+    assert_eq!(
+        outcome.stderr.trim_end().lines().count(),
+        1,
+        "{}",
+        outcome.stderr
+    );
+    assert!(
+        outcome
+            .stderr
+            .starts_with("ecs-exec: error: cp: in the container: cannot create"),
+        "{}",
+        outcome.stderr
+    );
+    assert!(leftovers(world.workdir.path()).is_empty());
+
+    // A remote file that is not there, or a directory: 66, and no local file or leftover.
+    for (remote, says) in [
+        (world.workdir.path().join("absent.bin"), "does not exist"),
+        (world.workdir.path().to_path_buf(), "is a directory"),
+    ] {
+        let destination = local.path().join("out.bin");
+        let outcome = cp_words(
+            &world,
+            &[
+                &format!(":{}", remote.display()),
+                destination.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(outcome.code(), 66, "{}", outcome.stderr);
+        assert_eq!(
+            outcome.stderr.trim_end().lines().count(),
+            1,
+            "{}",
+            outcome.stderr
+        );
+        assert!(outcome.stderr.contains(says), "{}", outcome.stderr);
+        assert!(!destination.exists());
+        assert!(
+            leftovers(local.path()).is_empty(),
+            "{:?}",
+            leftovers(local.path())
+        );
+    }
+
+    // Local problems: a missing source (66) and a missing local directory (73), both before
+    // any session: the emulator serves no ExecuteCommand for them.
+    let before = world.emulator.executed_commands().len();
+    let outcome = cp(&world, &local.path().join("absent"), ":/tmp/x");
+    assert_eq!(outcome.code(), 66, "{}", outcome.stderr);
+    assert!(
+        outcome
+            .stderr
+            .starts_with("ecs-exec: error: cp: cannot read "),
+        "{}",
+        outcome.stderr
+    );
+    let outcome = cp_words(
+        &world,
+        &[
+            &format!(":{}", source.display()),
+            local.path().join("no-dir/out").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(outcome.code(), 73, "{}", outcome.stderr);
+    assert!(
+        outcome
+            .stderr
+            .starts_with("ecs-exec: error: cp: cannot write "),
+        "{}",
+        outcome.stderr
+    );
+    assert_eq!(world.emulator.executed_commands().len(), before);
+}
+
+#[test]
+fn usage_mistakes_are_exit_64() {
+    let world = World::start();
+    for words in [&[":/a", ":/b"][..], &["a", "b"], &["only-one"]] {
+        let outcome = cp_words(&world, words);
+        assert_eq!(outcome.code(), 64, "{words:?}: {}", outcome.stderr);
+        assert_eq!(
+            outcome.stderr.trim_end().lines().count(),
+            1,
+            "{}",
+            outcome.stderr
+        );
+        assert!(
+            outcome.stderr.starts_with("ecs-exec: error: "),
+            "{}",
+            outcome.stderr
+        );
+    }
+}
