@@ -132,12 +132,14 @@ fn notes_section(command: &Command) -> Roff {
     roff
 }
 
-/// Every grammar of the binary in one clap command: the exec flags, and `adapters`,
-/// `completions` and `man` as subcommands.
+/// Every grammar of the binary in one clap command: the exec flags, and `adapters`, `doctor`,
+/// `cp`, `completions` and `man` as subcommands.
 fn full_command() -> Command {
     let mut command = exec::command()
         .disable_help_subcommand(true)
-        .subcommand(adapters::command().name("adapters"));
+        .subcommand(adapters::command().name("adapters"))
+        .subcommand(<crate::doctor::DoctorArgs as clap::CommandFactory>::command().name("doctor"))
+        .subcommand(<crate::cp::CpArgs as clap::CommandFactory>::command().name("cp"));
     for own in own_commands().get_subcommands() {
         command = command.subcommand(own.clone());
     }

@@ -29,7 +29,7 @@ use crate::ssm::SsmApi;
     name = "ecs-exec",
     version,
     about = "Run one-off and interactive commands in AWS ECS containers (a drop-in for ecs-exec.sh)",
-    override_usage = "ecs-exec --cluster NAME (--service-name NAME | --task ID) [--pipe COMMAND] [--interactive] [FLAGS] [-- ARGS…]\n       ecs-exec --cluster NAME (--service-name NAME --all-tasks | --tasks ID,ID) [--max-parallel N] [--output text|json] [FLAGS]\n       ecs-exec doctor --cluster NAME (--service-name NAME | --task ID) [--output text|json]\n       ecs-exec adapters list|show|check …\n       ecs-exec completions bash|zsh|fish|elvish|powershell | ecs-exec man",
+    override_usage = "ecs-exec --cluster NAME (--service-name NAME | --task ID) [--pipe COMMAND] [--interactive] [FLAGS] [-- ARGS…]\n       ecs-exec --cluster NAME (--service-name NAME --all-tasks | --tasks ID,ID) [--max-parallel N] [--output text|json] [FLAGS]\n       ecs-exec doctor --cluster NAME (--service-name NAME | --task ID) [--output text|json]\n       ecs-exec cp --cluster NAME (--service-name NAME | --task ID) SRC DST   (one of them :PATH)\n       ecs-exec adapters list|show|check …\n       ecs-exec completions bash|zsh|fish|elvish|powershell | ecs-exec man",
     args_override_self = true,
     disable_help_flag = true
 )]

@@ -24,6 +24,8 @@ fn the_bash_completion_script_completes_the_flags_and_commands() {
         "--pipe",
         "adapters",
         "completions",
+        "doctor",
+        "cp",
     ] {
         assert!(script.contains(word), "lacks {word}");
     }
@@ -37,6 +39,10 @@ fn the_man_page_documents_flags_and_exit_codes() {
     assert!(page.contains(".TH ecs-exec 1"), "{page}");
     assert!(page.contains(r"\-\-cluster"), "{page}");
     assert!(page.contains("Exit codes:"), "{page}");
+    assert!(
+        page.contains("ecs\\-exec cp"),
+        "the cp command is listed: {page}"
+    );
 }
 
 #[test]
