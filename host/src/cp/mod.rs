@@ -277,7 +277,7 @@ async fn upload(target: &CpTarget, local: &Path, remote: &str) -> anyhow::Result
         ))
         .into());
     }
-    let progress = progress_bar(metadata.len());
+    let progress = progress_bar(Some(metadata.len()));
     let digest = Arc::new(Mutex::new(digest::Context::new(&digest::SHA256)));
     let input = HashingReader {
         inner: tokio::fs::File::from_std(file),
@@ -329,7 +329,7 @@ async fn download(target: &CpTarget, remote: &str, local: &Path) -> anyhow::Resu
         .tempfile_in(&directory)
         .map_err(destination_error)?;
     let file = temporary.reopen().map_err(destination_error)?;
-    let progress = progress_bar(0);
+    let progress = progress_bar(None);
     let mut sink = DownloadSink::new(
         io::BufWriter::with_capacity(256 * 1024, file),
         BarProgress(progress.clone()),
@@ -407,30 +407,30 @@ fn remote_failure(status: i32, messages: Vec<String>) -> CpError {
     }
 }
 
-/// A progress bar on stderr when it is a terminal (bytes, rate, ETA); hidden otherwise.
-fn progress_bar(total: u64) -> indicatif::ProgressBar {
+/// A progress bar on stderr when it is a terminal (bytes, rate, ETA); hidden otherwise. A
+/// download learns its total from the header ([`Progress::start`]).
+fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
     if !io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::with_draw_target(
-        (total > 0).then_some(total),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    let template = if total > 0 {
-        "{bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {wide_bar}"
-    } else {
-        "{bytes} {binary_bytes_per_sec} {elapsed}"
-    };
-    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(total, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {wide_bar}",
+    ) {
         bar.set_style(style);
     }
     bar
 }
 
-/// The download's byte count on the progress bar; its total comes with the header.
+/// The download's byte count on the progress bar.
 struct BarProgress(indicatif::ProgressBar);
 
 impl Progress for BarProgress {
+    fn start(&mut self, total: u64) {
+        self.0.set_length(total);
+    }
+
     fn advance(&mut self, bytes: u64) {
         self.0.inc(bytes);
     }

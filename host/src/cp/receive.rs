@@ -14,11 +14,14 @@ const MAX_LINE: usize = 4096;
 
 /// Counts bytes as they are copied, for the progress display.
 pub trait Progress: Send {
+    /// The size is known (a download's header arrived).
+    fn start(&mut self, total: u64);
     fn advance(&mut self, bytes: u64);
 }
 
 /// No progress display.
 impl Progress for () {
+    fn start(&mut self, _total: u64) {}
     fn advance(&mut self, _bytes: u64) {}
 }
 
@@ -103,6 +106,7 @@ impl<W: Write + Send, P: Progress> DownloadSink<W, P> {
                     match parse_header(&line) {
                         Some(header) => {
                             self.header = Some(header);
+                            self.progress.start(header.size);
                             self.stage = Stage::Body { left: header.size };
                         }
                         None => self.note(&line),

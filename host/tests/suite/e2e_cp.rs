@@ -253,3 +253,86 @@ fn usage_mistakes_are_exit_64() {
         );
     }
 }
+
+/// A container whose `head` and `base64` stop half-way until the test creates the file `go`:
+/// the copy is then in progress for as long as the test needs to look at it, however fast the
+/// machine is.
+fn gated_world() -> (World, tempfile::TempDir) {
+    let shims = tempfile::tempdir().unwrap();
+    let gate = "while [ ! -e \"$GO\" ]; do sleep 0.05; done";
+    let head = format!(
+        "#!/bin/sh\n# head -c SIZE FILE, stopping after the first 64 KiB until $GO exists\n\
+         /usr/bin/head -c 65536 \"$3\"; {gate}; /usr/bin/tail -c +65537 \"$3\" | /usr/bin/head -c $(($2 - 65536))\n"
+    );
+    let base64 = format!("#!/bin/sh\n{gate}\nexec /usr/bin/base64 \"$@\"\n");
+    for (name, text) in [("head", head), ("base64", base64)] {
+        let path = shims.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let go = shims.path().join("go");
+    let shim_dir = shims.path().to_path_buf();
+    let world = World::start_with(|config| {
+        for cluster in &mut config.clusters {
+            for service in &mut cluster.services {
+                for container in &mut service.containers {
+                    container.path_prepend.insert(0, shim_dir.clone());
+                    container
+                        .environment
+                        .insert("GO".into(), go.display().to_string());
+                }
+            }
+        }
+    });
+    (world, shims)
+}
+
+#[test]
+fn a_terminal_sees_a_progress_bar_that_is_gone_when_the_copy_ends() {
+    if !ecs_exec_emulator::require_tool("tmux") {
+        return;
+    }
+    let (world, shims) = gated_world();
+    let data = pseudo_random_bytes(4 * 1024 * 1024);
+    let remote = world.workdir.path().join("big.bin");
+    std::fs::write(&remote, &data).unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let back = local.path().join("big.bin");
+
+    for (source, destination) in [
+        (format!(":{}", remote.display()), back.display().to_string()),
+        (
+            back.display().to_string(),
+            format!(":{}", world.workdir.path().join("again.bin").display()),
+        ),
+    ] {
+        let _ = std::fs::remove_file(shims.path().join("go"));
+        let mut command = world.bare_command();
+        command.args([
+            "cp",
+            "--cluster",
+            CLUSTER,
+            "--service-name",
+            SERVICE,
+            &source,
+            &destination,
+        ]);
+        let terminal = crate::e2e_support::tmux::Terminal::start(&command, 120, 10);
+        terminal.wait_for("a progress bar with the total and an ETA", |screen| {
+            screen
+                .iter()
+                .any(|line| line.contains("/4.00 MiB") && line.contains("ETA"))
+        });
+        std::fs::write(shims.path().join("go"), b"").unwrap();
+        assert_eq!(
+            terminal.wait_for_exit(),
+            0,
+            "{}",
+            terminal.screen().join("\n")
+        );
+        let screen = terminal.screen().join("\n");
+        assert!(!screen.contains("ETA"), "the bar is cleared: {screen}");
+    }
+    assert!(std::fs::read(&back).unwrap() == data);
+    assert!(std::fs::read(world.workdir.path().join("again.bin")).unwrap() == data);
+}
