@@ -71,6 +71,9 @@ pub struct CpArgs {
     /// Trace on stderr; -vv for more
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     verbose: u8,
+    /// Copy a directory and everything in it (a tar stream; the container needs tar)
+    #[arg(short = 'r', long = "recursive")]
+    recursive: bool,
     /// The file to copy: a local path, or :PATH in the container
     #[arg(value_name = "SRC")]
     source: OsString,
@@ -86,6 +89,13 @@ pub enum Direction {
     Upload { local: PathBuf, remote: String },
     /// A file of the container to a local path.
     Download { remote: String, local: PathBuf },
+}
+
+/// What is copied: one regular file, or a directory and its contents (`-r`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum What {
+    File,
+    Tree,
 }
 
 /// Why a copy failed, with the exit status it maps to.
@@ -184,7 +194,12 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
         container: args.container.clone(),
         settings,
     };
-    let outcome = runtime.block_on(copy(&target, direction));
+    let what = if args.recursive {
+        What::Tree
+    } else {
+        What::File
+    };
+    let outcome = runtime.block_on(copy(&target, direction, what));
     runtime.shutdown_background();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -236,7 +251,11 @@ pub fn direction(source: &OsStr, destination: &OsStr) -> Result<Direction, CpErr
         (Some(remote), None) => {
             let mut local = PathBuf::from(destination);
             if local.is_dir() || destination.as_encoded_bytes().ends_with(b"/") {
-                let name = remote.rsplit('/').next().filter(|name| !name.is_empty());
+                let name = remote
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .filter(|name| !name.is_empty());
                 let name = name.ok_or_else(|| {
                     CpError::Usage(format!("the remote path {remote} names no file"))
                 })?;
@@ -257,10 +276,15 @@ struct CpTarget {
 
 /// Local checks first (no AWS call for a missing source or an unwritable destination), then
 /// the target, then the transfer.
-async fn copy(target: &CpTarget, direction: Direction) -> anyhow::Result<()> {
-    match direction {
-        Direction::Upload { local, remote } => upload(target, &local, &remote).await,
-        Direction::Download { remote, local } => download(target, &remote, &local).await,
+async fn copy(target: &CpTarget, direction: Direction, what: What) -> anyhow::Result<()> {
+    match (direction, what) {
+        (Direction::Upload { local, remote }, What::File) => upload(target, &local, &remote).await,
+        (Direction::Upload { local, remote }, What::Tree) => {
+            upload_tree(target, &local, &remote).await
+        }
+        (Direction::Download { remote, local }, what) => {
+            download(target, &remote, &local, what).await
+        }
     }
 }
 
@@ -272,12 +296,68 @@ async fn upload(target: &CpTarget, local: &Path, remote: &str) -> anyhow::Result
     let file = std::fs::File::open(local).map_err(source_error)?;
     let metadata = file.metadata().map_err(source_error)?;
     if !metadata.is_file() {
-        return Err(source_error(io::Error::other(
-            "not a regular file (directories need -r, not yet supported)",
-        ))
-        .into());
+        let why = if metadata.is_dir() {
+            "a directory: copy it with -r"
+        } else {
+            "not a regular file"
+        };
+        return Err(source_error(io::Error::other(why)).into());
     }
-    let progress = progress_bar(Some(metadata.len()));
+    let plan = script::upload_plan(
+        remote,
+        metadata.permissions().mode() & 0o7777,
+        &crate::adapter::new_nonce(),
+    );
+    send_file(target, file, metadata.len(), plan).await
+}
+
+/// `-r` into the container: the directory's contents as a tar archive (symbolic links stay
+/// links), staged in a local temporary file so its size and digest are known.
+async fn upload_tree(target: &CpTarget, local: &Path, remote: &str) -> anyhow::Result<()> {
+    let source_error = |source| CpError::LocalSource {
+        path: local.to_owned(),
+        source,
+    };
+    let metadata = std::fs::metadata(local).map_err(source_error)?;
+    if !metadata.is_dir() {
+        return Err(
+            source_error(io::Error::other("not a directory (drop -r to copy a file)")).into(),
+        );
+    }
+    let name = std::fs::canonicalize(local)
+        .ok()
+        .and_then(|path| {
+            path.file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "root".to_owned());
+    let directory = local.to_owned();
+    let archive = tokio::task::spawn_blocking(move || -> io::Result<std::fs::File> {
+        let mut file = tempfile::tempfile()?;
+        let mut builder = tar::Builder::new(&mut file);
+        builder.follow_symlinks(false);
+        builder.append_dir_all(".", &directory)?;
+        builder.finish()?;
+        drop(builder);
+        io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
+        Ok(file)
+    })
+    .await
+    .map_err(|error| source_error(io::Error::other(error)))?
+    .map_err(source_error)?;
+    let len = archive.metadata().map_err(source_error)?.len();
+    let plan = script::upload_tree_plan(remote, &name, &crate::adapter::new_nonce());
+    send_file(target, archive, len, plan).await
+}
+
+/// Streams `file` (`len` bytes) under `plan`, then its SHA-256 for the container to compare.
+async fn send_file(
+    target: &CpTarget,
+    file: std::fs::File,
+    len: u64,
+    plan: crate::adapter::Plan,
+) -> anyhow::Result<()> {
+    let progress = progress_bar(Some(len));
     let digest = Arc::new(Mutex::new(digest::Context::new(&digest::SHA256)));
     let input = HashingReader {
         inner: tokio::fs::File::from_std(file),
@@ -289,11 +369,6 @@ async fn upload(target: &CpTarget, local: &Path, remote: &str) -> anyhow::Result
         let hex = context.map_or_else(|_| String::new(), |context| hex::encode(context.finish()));
         format!("{hex}\n").into_bytes()
     });
-    let plan = script::upload_plan(
-        remote,
-        metadata.permissions().mode() & 0o7777,
-        &crate::adapter::new_nonce(),
-    );
     let prepared = PreparedRun::host_planned(plan, Box::new(input), Some(after_input));
     let mut report = UploadReport::default();
     let status = run_on_target(target, prepared, &mut report).await;
@@ -303,18 +378,27 @@ async fn upload(target: &CpTarget, local: &Path, remote: &str) -> anyhow::Result
         return Err(remote_failure(status, report.messages()).into());
     }
     if !report.verified() {
-        report_warning(
-            "cp: the container has no sha256sum, so the copy was not verified end to end",
-        );
+        report_warning(UNVERIFIED);
     }
     Ok(())
 }
 
-async fn download(target: &CpTarget, remote: &str, local: &Path) -> anyhow::Result<()> {
+/// The one warning of a copy the container could not check.
+const UNVERIFIED: &str =
+    "cp: the container has no sha256sum, so the copy was not verified end to end";
+
+async fn download(target: &CpTarget, remote: &str, local: &Path, what: What) -> anyhow::Result<()> {
     let destination_error = |source| CpError::LocalDestination {
         path: local.to_owned(),
         source,
     };
+    if what == What::Tree && local.symlink_metadata().is_ok() {
+        let exists = io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "it already exists: remove it or name a new path",
+        );
+        return Err(destination_error(exists).into());
+    }
     let directory = match local.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
         _ => PathBuf::from("."),
@@ -334,7 +418,11 @@ async fn download(target: &CpTarget, remote: &str, local: &Path) -> anyhow::Resu
         io::BufWriter::with_capacity(256 * 1024, file),
         BarProgress(progress.clone()),
     );
-    let plan = script::download_plan(remote, &crate::adapter::new_nonce());
+    let nonce = crate::adapter::new_nonce();
+    let plan = match what {
+        What::File => script::download_plan(remote, &nonce),
+        What::Tree => script::download_tree_plan(remote, &nonce),
+    };
     let prepared = PreparedRun::host_planned(plan, Box::new(tokio::io::empty()), None);
     let status = run_on_target(target, prepared, &mut sink).await;
     progress.finish_and_clear();
@@ -345,9 +433,7 @@ async fn download(target: &CpTarget, remote: &str, local: &Path) -> anyhow::Resu
     let header = match sink.verdict() {
         DownloadVerdict::Verified(header) => header,
         DownloadVerdict::Unverified(header) => {
-            report_warning(
-                "cp: the container has no sha256sum, so the copy was not verified end to end",
-            );
+            report_warning(UNVERIFIED);
             header
         }
         DownloadVerdict::Failed(why) => return Err(CpError::NotVerified(why).into()),
@@ -357,15 +443,45 @@ async fn download(target: &CpTarget, remote: &str, local: &Path) -> anyhow::Resu
         .into_inner()
         .map_err(|error| destination_error(error.into_error()))?;
     file.sync_all().map_err(destination_error)?;
-    std::fs::set_permissions(
-        temporary.path(),
-        std::fs::Permissions::from_mode(header.mode),
-    )
-    .map_err(destination_error)?;
-    temporary
-        .persist(local)
-        .map_err(|error| destination_error(error.error))?;
+    match what {
+        What::File => {
+            std::fs::set_permissions(
+                temporary.path(),
+                std::fs::Permissions::from_mode(header.mode),
+            )
+            .map_err(destination_error)?;
+            temporary
+                .persist(local)
+                .map_err(|error| destination_error(error.error))?;
+        }
+        What::Tree => unpack_tree(temporary.path(), &directory, &prefix, local, header.mode)
+            .map_err(destination_error)?,
+    }
     Ok(())
+}
+
+/// Unpacks a verified archive into a temporary directory beside `local`, gives it `mode` and
+/// renames it into place. The tar crate refuses entries that would land outside the directory
+/// (absolute paths, `..`, links), so a hostile container cannot write elsewhere.
+fn unpack_tree(
+    archive: &Path,
+    directory: &Path,
+    prefix: &OsStr,
+    local: &Path,
+    mode: u32,
+) -> io::Result<()> {
+    let staging = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(directory)?;
+    let mut unpacker = tar::Archive::new(io::BufReader::new(std::fs::File::open(archive)?));
+    unpacker.set_preserve_permissions(true);
+    unpacker.set_overwrite(false);
+    unpacker.unpack(staging.path())?;
+    std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(mode))?;
+    let path = staging.keep();
+    std::fs::rename(&path, local).inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&path);
+    })
 }
 
 /// Resolves the target and runs the prepared copy there; the remote status comes back.
@@ -517,7 +633,7 @@ mod tests {
                 local: here.path().join("app.log")
             }
         );
-        assert!(direction(&os(":/var/log/"), &os(local)).is_err());
+        assert!(direction(&os(":/"), &os(local)).is_err());
     }
 
     #[test]

@@ -35,6 +35,42 @@ const UPLOAD: &str = r#"m=$2 d=$3 p=$4; tmp="$d.ecs-exec-part-$$"; trap 'rm -f "
 /// then a line with its SHA-256 (`-` when the container has no `sha256sum`).
 const DOWNLOAD: &str = r#"s=$2; if [ -d "$s" ]; then say "$s is a directory: copy a file"; end 66; fi; if [ ! -e "$s" ]; then say "$s does not exist"; end 66; fi; if [ ! -r "$s" ]; then say "$s is not readable"; end 77; fi; size=$(wc -c < "$s") || { say "cannot read $s"; end 74; }; size=$((size + 0)); mode=$(stat -c %a "$s" 2>/dev/null) || mode=644; say "file $mode $size"; head -c "$size" "$s" 2>/dev/null; if command -v sha256sum >/dev/null 2>&1; then sum=$(sha256sum < "$s"); sum=${sum%% *}; else sum=-; fi; printf '\n'; say "sha256 $sum"; end 0"#;
 
+/// Receives a directory (`-r`): the stream is a tar archive of its contents, staged beside the
+/// destination `$3` and verified as [`UPLOAD`] does, then unpacked into a temporary directory
+/// that is renamed into place. An existing directory `$3` receives it as `$3/$4` (the source's
+/// name); an existing anything else is refused. Owners are not restored (`-o`).
+const UPLOAD_TREE: &str = r#"m=$2 d=$3 n=$4; refuse() { printf %s "$m"; say "$1"; end "$2"; }; command -v tar >/dev/null 2>&1 || refuse "the container has no tar, which copying a directory needs" 69; if [ -d "$d" ]; then d="$d/$n"; fi; if [ -e "$d" ]; then refuse "$d already exists: remove it or name a new path" 73; fi; tmp="$d.ecs-exec-part-$$"; trap 'rm -rf "$tmp" "$tmp.tar"' EXIT; trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM; mkdir "$tmp" 2>/dev/null || refuse "cannot create a directory beside $d: check that its parent exists and is writable" 73; printf %s "$m"; base64 -d > "$tmp.tar" || { say "decoding the stream failed (disk full?)"; end 74; }; IFS= read -r want; if command -v sha256sum >/dev/null 2>&1; then got=$(sha256sum < "$tmp.tar") || { say "sha256sum failed"; end 74; }; got=${got%% *}; if [ "$got" != "$want" ]; then say "checksum mismatch: the container computed $got"; end 74; fi; v=verified; else v=unverified; fi; tar -x -o -f "$tmp.tar" -C "$tmp" 2>/dev/null || { say "unpacking the archive into $tmp failed"; end 74; }; rm -f "$tmp.tar"; mv "$tmp" "$d" 2>/dev/null || { say "cannot rename the received directory to $d"; end 73; }; trap - EXIT; say "received $v"; end 0"#;
+
+/// Sends the directory `$2` (`-r`) as a tar archive of its contents, framed as [`DOWNLOAD`]
+/// frames a file (the header's mode is the directory's). The archive is staged in a temporary
+/// file first, since the frame needs its size.
+const DOWNLOAD_TREE: &str = r#"s=$2; if [ ! -d "$s" ]; then say "$s is not a directory"; end 66; fi; if [ ! -r "$s" ] || [ ! -x "$s" ]; then say "$s is not readable"; end 77; fi; command -v tar >/dev/null 2>&1 || { say "the container has no tar, which copying a directory needs"; end 69; }; tmp=$(mktemp 2>/dev/null) || { say "cannot stage the archive: mktemp failed (is /tmp writable?)"; end 73; }; trap 'rm -f "$tmp"' EXIT; trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM; tar -c -f "$tmp" -C "$s" . 2>/dev/null || { say "archiving $s failed"; end 74; }; size=$(wc -c < "$tmp"); size=$((size + 0)); mode=$(stat -c %a "$s" 2>/dev/null) || mode=755; say "file $mode $size"; head -c "$size" "$tmp"; if command -v sha256sum >/dev/null 2>&1; then sum=$(sha256sum < "$tmp"); sum=${sum%% *}; else sum=-; fi; printf '\n'; say "sha256 $sum"; end 0"#;
+
+/// The plan that unpacks the streamed tar archive of a directory named `name` at `remote_path`.
+pub fn upload_tree_plan(remote_path: &str, name: &str, nonce: &str) -> Plan {
+    let trailer = trailer(nonce);
+    let marker = format!("__ecs_exec_ready_{nonce}:");
+    let script = format!("{PRELUDE}{UPLOAD_TREE}");
+    Plan {
+        command: command(&[&script, &trailer, &marker, remote_path, name]),
+        stdin: StdinMode::StreamBase64,
+        ready_marker: Some(marker),
+        exit_trailer: Some(trailer),
+    }
+}
+
+/// The plan that prints the directory `remote_path` as a framed tar archive.
+pub fn download_tree_plan(remote_path: &str, nonce: &str) -> Plan {
+    let trailer = trailer(nonce);
+    let script = format!("{PRELUDE}{DOWNLOAD_TREE}");
+    Plan {
+        command: command(&[&script, &trailer, remote_path]),
+        stdin: StdinMode::None,
+        ready_marker: None,
+        exit_trailer: Some(trailer),
+    }
+}
+
 /// The plan that writes the streamed input to `remote_path` with `mode`, verifying `nonce`'s
 /// run end to end.
 pub fn upload_plan(remote_path: &str, mode: u32, nonce: &str) -> Plan {
@@ -142,7 +178,9 @@ mod tests {
 
     #[test]
     fn the_scripts_are_valid_posix_sh() {
-        for script in [format!("{PRELUDE}{UPLOAD}"), format!("{PRELUDE}{DOWNLOAD}")] {
+        for script in
+            [UPLOAD, DOWNLOAD, UPLOAD_TREE, DOWNLOAD_TREE].map(|s| format!("{PRELUDE}{s}"))
+        {
             let status = std::process::Command::new("sh")
                 .args(["-n", "-c", &script])
                 .status()

@@ -336,3 +336,226 @@ fn a_terminal_sees_a_progress_bar_that_is_gone_when_the_copy_ends() {
     assert!(std::fs::read(&back).unwrap() == data);
     assert!(std::fs::read(world.workdir.path().join("again.bin")).unwrap() == data);
 }
+
+/// A tree of every kind of entry `-r` carries: files with their modes, an empty directory, a
+/// symbolic link.
+fn make_tree(root: &Path) -> Vec<u8> {
+    let data = pseudo_random_bytes(200 * 1024 + 3);
+    std::fs::create_dir_all(root.join("sub/empty")).unwrap();
+    std::fs::write(root.join("a.txt"), b"alpha\n").unwrap();
+    std::fs::set_permissions(root.join("a.txt"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::write(root.join("sub/b.bin"), &data).unwrap();
+    std::fs::set_permissions(
+        root.join("sub/b.bin"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
+    data
+}
+
+fn assert_same_tree(copy: &Path, data: &[u8]) {
+    assert_eq!(std::fs::read(copy.join("a.txt")).unwrap(), b"alpha\n");
+    assert_eq!(mode_of(&copy.join("a.txt")), 0o640);
+    assert!(std::fs::read(copy.join("sub/b.bin")).unwrap() == data);
+    assert_eq!(mode_of(&copy.join("sub/b.bin")), 0o755);
+    assert!(copy.join("sub/empty").is_dir());
+    assert_eq!(
+        std::fs::read_link(copy.join("link")).unwrap(),
+        Path::new("a.txt"),
+        "a link stays a link"
+    );
+}
+
+/// `cp -r` both ways in `world`.
+fn tree_round_trip(world: &World) {
+    let local = tempfile::tempdir().unwrap();
+    let tree = local.path().join("site");
+    let data = make_tree(&tree);
+    let remote = world.workdir.path().join("site-copy");
+    let outcome = cp_words(
+        world,
+        &[
+            "-r",
+            tree.to_str().unwrap(),
+            &format!(":{}", remote.display()),
+        ],
+    );
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert!(outcome.stderr.is_empty(), "{}", outcome.stderr);
+    assert_same_tree(&remote, &data);
+    // Into an existing directory: the source's name is kept there.
+    let outcome = cp_words(
+        world,
+        &[
+            "-r",
+            tree.to_str().unwrap(),
+            &format!(":{}", remote.display()),
+        ],
+    );
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert_same_tree(&remote.join("site"), &data);
+    assert!(leftovers(world.workdir.path()).is_empty());
+
+    let back = local.path().join("back");
+    let outcome = cp_words(
+        world,
+        &[
+            "-r",
+            &format!(":{}", remote.display()),
+            back.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert_same_tree(&back, &data);
+    assert_same_tree(&back.join("site"), &data);
+    // Into an existing directory, the source's name is kept; what exists is never overwritten.
+    let outcome = cp_words(
+        world,
+        &[
+            "-r",
+            &format!(":{}", remote.display()),
+            back.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert_same_tree(&back.join("site-copy"), &data);
+    let outcome = cp_words(
+        world,
+        &[
+            "-r",
+            &format!(":{}", remote.display()),
+            back.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(outcome.code(), 73, "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("already exists"),
+        "{}",
+        outcome.stderr
+    );
+    assert!(
+        leftovers(local.path()).is_empty(),
+        "{:?}",
+        leftovers(local.path())
+    );
+}
+
+#[test]
+fn a_directory_goes_in_and_comes_back_with_modes_and_links() {
+    tree_round_trip(&World::start());
+}
+
+/// A container whose PATH holds only busybox applets (`without` left out), as in an Alpine or
+/// distroless-with-busybox image.
+fn busybox_world(without: &[&str]) -> (World, tempfile::TempDir) {
+    let bin = tempfile::tempdir().unwrap();
+    let busybox = std::path::PathBuf::from("/usr/bin/busybox");
+    let listed = Command::new(&busybox)
+        .arg("--list")
+        .output()
+        .expect("busybox runs");
+    for applet in String::from_utf8_lossy(&listed.stdout).lines() {
+        if !applet.is_empty() && !without.contains(&applet) {
+            std::os::unix::fs::symlink(&busybox, bin.path().join(applet)).unwrap();
+        }
+    }
+    let path = bin.path().display().to_string();
+    let world = World::start_with(|config| {
+        for cluster in &mut config.clusters {
+            for service in &mut cluster.services {
+                for container in &mut service.containers {
+                    container.environment.insert("PATH".into(), path.clone());
+                }
+            }
+        }
+    });
+    (world, bin)
+}
+
+#[test]
+fn a_busybox_userland_copies_files_and_directories_the_same() {
+    if !ecs_exec_emulator::require_tool("busybox") {
+        return;
+    }
+    let (world, _bin) = busybox_world(&[]);
+    let local = tempfile::tempdir().unwrap();
+    let data = pseudo_random_bytes(512 * 1024 + 1);
+    let source = local.path().join("data.bin");
+    std::fs::write(&source, &data).unwrap();
+    std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let remote = world.workdir.path().join("data.bin");
+    let outcome = cp(&world, &source, &format!(":{}", remote.display()));
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.is_empty(),
+        "busybox has sha256sum: {}",
+        outcome.stderr
+    );
+    assert!(std::fs::read(&remote).unwrap() == data);
+    assert_eq!(mode_of(&remote), 0o604);
+    let back = local.path().join("back.bin");
+    let outcome = cp_words(
+        &world,
+        &[&format!(":{}", remote.display()), back.to_str().unwrap()],
+    );
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert!(std::fs::read(&back).unwrap() == data);
+    assert_eq!(mode_of(&back), 0o604);
+    tree_round_trip(&world);
+}
+
+#[test]
+fn a_container_without_sha256sum_or_tar_says_what_it_could_not_do() {
+    if !ecs_exec_emulator::require_tool("busybox") {
+        return;
+    }
+    let (world, _bin) = busybox_world(&["sha256sum", "tar"]);
+    let local = tempfile::tempdir().unwrap();
+    let source = local.path().join("data.bin");
+    std::fs::write(&source, b"still copied").unwrap();
+    let remote = world.workdir.path().join("data.bin");
+    let unverified = "ecs-exec: warning: cp: the container has no sha256sum, so the copy was not verified end to end\n";
+    let outcome = cp(&world, &source, &format!(":{}", remote.display()));
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert_eq!(outcome.stderr, unverified);
+    assert_eq!(std::fs::read(&remote).unwrap(), b"still copied");
+    let back = local.path().join("back.bin");
+    let outcome = cp_words(
+        &world,
+        &[&format!(":{}", remote.display()), back.to_str().unwrap()],
+    );
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert_eq!(outcome.stderr, unverified);
+    assert_eq!(std::fs::read(&back).unwrap(), b"still copied");
+
+    let tree = local.path().join("tree");
+    make_tree(&tree);
+    for words in [
+        vec![
+            "-r".to_owned(),
+            tree.display().to_string(),
+            format!(":{}", world.workdir.path().join("t").display()),
+        ],
+        vec![
+            "-r".to_owned(),
+            format!(":{}", world.workdir.path().display()),
+            local.path().join("t").display().to_string(),
+        ],
+    ] {
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let outcome = cp_words(&world, &words);
+        assert_eq!(outcome.code(), 69, "{}", outcome.stderr);
+        assert!(
+            outcome.stderr.contains("the container has no tar"),
+            "{}",
+            outcome.stderr
+        );
+        assert_eq!(
+            outcome.stderr.trim_end().lines().count(),
+            1,
+            "{}",
+            outcome.stderr
+        );
+    }
+}
