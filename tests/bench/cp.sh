@@ -38,6 +38,7 @@ cmp "$work/data" "$work/back/data"
 
 peak_rss() { /usr/bin/time -f '%M' -o "$work/rss" "$@" >/dev/null; awk '{ printf "%.1f MiB", $1 / 1024 }' "$work/rss"; }
 rm -f "$work/data" "$work/remote/data" "$work/back/data"
-head -c $((1024 * 1024 * 1024)) /dev/zero >"$work/big"
-echo "== peak RSS at 1 GiB: into the container: $(peak_rss $cp_cmd "$work/big" ":$work/remote/big"); out of it: $(peak_rss $cp_cmd ":$work/remote/big" "$work/back/big")"
+big_mib=${BIG_MIB:-1024}
+head -c $((big_mib * 1024 * 1024)) /dev/zero >"$work/big"
+echo "== peak RSS at ${big_mib} MiB: into the container: $(peak_rss $cp_cmd "$work/big" ":$work/remote/big"); out of it: $(peak_rss $cp_cmd ":$work/remote/big" "$work/back/big")"
 cmp "$work/big" "$work/back/big"
