@@ -28,9 +28,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::channel::frame::SystemClock;
 use crate::channel::session::{
-    DataKeyGrant, DataKeyRequest, Event, Session, SessionConfig, Transmit,
+    Clock, DataKeyGrant, DataKeyRequest, Event, Session, SessionConfig, Transmit,
 };
 use crate::channel::{ChannelError, KmsError, TransportError};
 
@@ -45,6 +44,20 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Bound on getting a data key from KMS: the agent waits 15 s for our handshake response, so
 /// a later key would be of no use.
 const DATA_KEY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The system's real-time clock: the wall-clock `CreatedDate` the session stamps on frames.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn unix_millis(&self) -> u64 {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis())
+            .unwrap_or(1);
+        u64::try_from(millis).unwrap_or(u64::MAX).max(1)
+    }
+}
 
 /// Which proxy to dial through.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -5,7 +5,8 @@
 //! selective acks and duplicate re-acks, the optional handshake with its KMS encryption
 //! (README "KMS encryption"), pause/start publication, keepalive pings with a pong deadline,
 //! and channel_closed. It never touches a socket, tokio
-//! or the system clock: time comes in as `now`, wall-clock `CreatedDate` from a [`Clock`].
+//! or the system clock: time comes in as `now`, and the wall-clock `CreatedDate` of the frames
+//! it makes from the [`Clock`] its driver hands it (the host's reads the system time).
 //! What to do with output (stdout, stderr, exit status) is the caller's business.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -17,13 +18,13 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
-use crate::channel::crypto::{DataKey, SessionCipher};
-use crate::channel::frame::{Clock, Frame, MessageType, PayloadType};
-use crate::channel::payload::{
+use crate::crypto::{DataKey, SessionCipher};
+use crate::frame::{Frame, MessageType, PayloadType};
+use crate::payload::{
     self, Acknowledge, ChannelClosed, EncryptionChallenge, HandshakeComplete, HandshakeRequest,
     HandshakeResponse, OpenDataChannel, ProcessedClientAction, TerminalSize, action, action_status,
 };
-use crate::channel::{ChannelError, HandshakeError, KmsError};
+use crate::{ChannelError, HandshakeError, KmsError};
 
 /// §8.4 constants, shared by the reference plugin and agent.
 const INITIAL_RTO: Duration = Duration::from_millis(200);
@@ -40,6 +41,23 @@ const MAX_BACKED_OFF_RTO: Duration = Duration::from_secs(4);
 const REORDER_TOLERANCE: i64 = 16;
 /// Payload of our keepalive pings, as the plugin sends it.
 const PING_PAYLOAD: &[u8] = b"keepalive";
+
+/// Where the wall-clock `CreatedDate` (Unix epoch milliseconds) stamped on our frames comes
+/// from: the driver's input, as `now` is. The host's driver reads the system time.
+pub trait Clock: Send {
+    /// Milliseconds since the Unix epoch; must be non-zero for receivers to accept the frame.
+    fn unix_millis(&self) -> u64;
+}
+
+/// A clock frozen at one instant, for byte-stable tests.
+#[derive(Clone, Copy, Debug)]
+pub struct FixedClock(pub u64);
+
+impl Clock for FixedClock {
+    fn unix_millis(&self) -> u64 {
+        self.0
+    }
+}
 
 /// Tunables of a [`Session`]. `Default` gives the values the run layer should use.
 #[derive(Clone, Debug)]
@@ -129,7 +147,6 @@ impl fmt::Debug for Transmit {
 
 /// What the session tells its user, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Event {
     /// In-order bytes of payload type 1 (terminal output or stdout).
     Output(Bytes),
@@ -1151,7 +1168,7 @@ impl Session {
     }
 
     fn send_ack(&mut self, frame: &Frame) {
-        let ack = Frame::acknowledge(frame, self.clock.unix_millis(), self.ids.next_id());
+        let ack = Acknowledge::frame_for(frame, self.clock.unix_millis(), self.ids.next_id());
         let mut wire = BytesMut::with_capacity(ack.encoded_len());
         ack.encode(&mut wire);
         self.control_queue.push_back(wire.freeze());
@@ -1454,9 +1471,8 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::TransportError;
-    use crate::channel::frame::FixedClock;
-    use crate::channel::payload::RequestedClientAction;
+    use crate::TransportError;
+    use crate::payload::RequestedClientAction;
 
     const DATE: u64 = 1_700_000_000_000;
 
@@ -1510,7 +1526,7 @@ mod tests {
     }
 
     fn ack_of(frame: &Frame) -> Bytes {
-        Frame::acknowledge(frame, DATE, Uuid::from_u128(99)).to_bytes()
+        Acknowledge::frame_for(frame, DATE, Uuid::from_u128(99)).to_bytes()
     }
 
     fn control(message_type: MessageType, payload: Bytes) -> Bytes {
