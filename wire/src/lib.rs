@@ -17,4 +17,7 @@ pub mod frame;
 pub mod payload;
 pub mod session;
 
-pub use error::{ChannelError, HandshakeError, KmsError, TransportError};
+pub use error::{
+    ChannelError, Closure, HandshakeError, InvalidHandshakeRequest, InvalidUrl, KmsError,
+    KmsProtocolError, ProxyError, ResumeError, TransportError,
+};

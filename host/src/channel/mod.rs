@@ -15,5 +15,6 @@
 pub mod transport;
 
 pub use ecs_exec_wire::{
-    ChannelError, HandshakeError, KmsError, TransportError, crypto, frame, payload, session,
+    ChannelError, Closure, HandshakeError, InvalidHandshakeRequest, InvalidUrl, KmsError,
+    KmsProtocolError, ProxyError, ResumeError, TransportError, crypto, frame, payload, session,
 };

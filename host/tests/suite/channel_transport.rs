@@ -9,7 +9,7 @@ use ecs_exec::channel::frame::{Frame, MessageType, PayloadType};
 use ecs_exec::channel::payload::{Acknowledge, ChannelClosed, OpenDataChannel, TerminalSize};
 use ecs_exec::channel::session::Event;
 use ecs_exec::channel::transport::{ConnectParams, DataChannel, ProxySetting};
-use ecs_exec::channel::{ChannelError, TransportError};
+use ecs_exec::channel::{ChannelError, Closure, TransportError};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -272,10 +272,10 @@ async fn closing_before_any_frame_means_the_token_was_rejected() {
     assert_eq!(
         event,
         Event::Lost {
-            reason: ChannelError::Transport(TransportError::TokenRejected {
+            reason: ChannelError::Transport(TransportError::TokenRejected(Closure::CloseFrame {
                 code: Some(1008),
                 reason: "bad token".to_owned()
-            })
+            }))
         }
     );
     assert!(
@@ -309,7 +309,7 @@ async fn a_drop_mid_session_is_reported_as_closed_midway() {
     assert!(
         matches!(
             reason,
-            ChannelError::Transport(TransportError::ClosedMidway { .. })
+            ChannelError::Transport(TransportError::ClosedMidway(_))
         ),
         "{reason:?}"
     );

@@ -20,7 +20,7 @@ use crate::payload::{
     self, EncryptionChallenge, HandshakeComplete, HandshakeRequest, HandshakeResponse,
     ProcessedClientAction, action, action_status,
 };
-use crate::{HandshakeError, KmsError};
+use crate::{HandshakeError, InvalidHandshakeRequest, KmsError, KmsProtocolError};
 
 /// What the agent's `KMSEncryption` action asks the driver to get from KMS.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,9 +120,7 @@ impl Session {
         let result = match (&self.cipher, &self.kms) {
             (Some(cipher), _) => cipher.open(&payload).map_err(KmsError::Crypto),
             (None, Kms::Off) => Ok(payload),
-            (None, _) => Err(KmsError::Protocol {
-                reason: "output arrived before the data key was exchanged".to_owned(),
-            }),
+            (None, _) => Err(KmsError::Protocol(KmsProtocolError::OutputBeforeDataKey)),
         };
         match result {
             Ok(plain) => Some(plain),
@@ -137,25 +135,19 @@ impl Session {
     /// ours (a fresh nonce) and answer with type 9.
     pub(super) fn answer_challenge(&mut self, payload: &[u8]) {
         let Some(cipher) = self.cipher.as_mut() else {
-            self.fail(
-                KmsError::Protocol {
-                    reason: "an encryption challenge arrived before the data key was exchanged"
-                        .to_owned(),
-                }
-                .into(),
-            );
+            self.fail(KmsError::Protocol(KmsProtocolError::ChallengeBeforeDataKey).into());
             return;
         };
         let answer = EncryptionChallenge::from_payload(payload)
-            .map_err(|error| KmsError::Protocol {
-                reason: error.to_string(),
+            .map_err(|error| {
+                KmsError::Protocol(KmsProtocolError::ChallengeJson {
+                    detail: error.to_string(),
+                })
             })
             .and_then(|challenge| {
                 BASE64
                     .decode(challenge.challenge.as_bytes())
-                    .map_err(|_| KmsError::Protocol {
-                        reason: "the encryption challenge is not base64".to_owned(),
-                    })
+                    .map_err(|_| KmsError::Protocol(KmsProtocolError::ChallengeNotBase64))
             })
             .and_then(|sealed| cipher.open(&sealed).map_err(KmsError::Crypto))
             .and_then(|plain| cipher.seal(&plain).map_err(KmsError::Crypto));
@@ -173,13 +165,7 @@ impl Session {
     pub(super) fn handle_handshake_complete(&mut self, payload: &[u8]) {
         match std::mem::replace(&mut self.kms, Kms::Off) {
             Kms::AwaitingDataKey { .. } => {
-                let reason = "HandshakeComplete arrived before our answer to KMSEncryption";
-                self.fail(
-                    KmsError::Protocol {
-                        reason: reason.to_owned(),
-                    }
-                    .into(),
-                );
+                self.fail(KmsError::Protocol(KmsProtocolError::CompleteBeforeAnswer).into());
                 return;
             }
             Kms::AwaitingComplete { .. } | Kms::On => {
@@ -216,12 +202,10 @@ impl Session {
         let request = match HandshakeRequest::from_payload(payload) {
             Ok(request) => request,
             Err(error) => {
-                self.fail(
-                    HandshakeError::InvalidRequest {
-                        reason: error.to_string(),
-                    }
-                    .into(),
-                );
+                let invalid = InvalidHandshakeRequest::Json {
+                    detail: error.to_string(),
+                };
+                self.fail(HandshakeError::InvalidRequest(invalid).into());
                 return;
             }
         };
@@ -239,21 +223,16 @@ impl Session {
                     (action_status::SUCCESS, String::new())
                 }
                 action::KMS_ENCRYPTION => {
-                    let reason = match requested.kms_parameters() {
+                    let invalid = match requested.kms_parameters() {
                         Some(parameters) if kms_request.is_none() => {
                             kms_request = Some((index, parameters));
                             None
                         }
-                        Some(_) => Some("it asked for KMS encryption twice"),
-                        None => Some("its KMSEncryption action names no KMSKeyId"),
+                        Some(_) => Some(InvalidHandshakeRequest::KmsTwice),
+                        None => Some(InvalidHandshakeRequest::NoKmsKeyId),
                     };
-                    if let Some(reason) = reason {
-                        self.fail(
-                            HandshakeError::InvalidRequest {
-                                reason: reason.to_owned(),
-                            }
-                            .into(),
-                        );
+                    if let Some(invalid) = invalid {
+                        self.fail(HandshakeError::InvalidRequest(invalid).into());
                         return;
                     }
                     (action_status::SUCCESS, String::new())
@@ -301,11 +280,11 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TransportError;
     use crate::frame::{Frame, MessageType};
     use crate::payload::RequestedClientAction;
     use crate::session::testing::*;
     use crate::session::*;
+    use crate::{Closure, TransportError};
     use uuid::Uuid;
 
     #[test]
@@ -850,10 +829,9 @@ mod tests {
         let mut session = session_with(config, now);
         session.handle_frame(now, kms_request(None));
         session.supply_data_key(now, Ok(grant()));
-        session.link_lost(ChannelError::Transport(TransportError::ClosedMidway {
-            code: None,
-            reason: String::new(),
-        }));
+        session.link_lost(ChannelError::Transport(TransportError::ClosedMidway(
+            Closure::Dropped,
+        )));
         assert!(matches!(
             session.error(),
             Some(ChannelError::Kms(KmsError::AgentEndedHandshake { .. }))
@@ -893,7 +871,9 @@ mod tests {
         session.handle_frame(now, challenge_frame(0, b"c"));
         assert!(matches!(
             session.error(),
-            Some(ChannelError::Kms(KmsError::Protocol { .. }))
+            Some(ChannelError::Kms(KmsError::Protocol(
+                KmsProtocolError::ChallengeBeforeDataKey
+            )))
         ));
         for payload in [
             &br#"{"Challenge":"%%%"}"#[..],
@@ -926,9 +906,9 @@ mod tests {
         session.handle_frame(now, handshake_request(vec![action]));
         assert!(matches!(
             session.error(),
-            Some(ChannelError::Handshake(
-                HandshakeError::InvalidRequest { .. }
-            ))
+            Some(ChannelError::Handshake(HandshakeError::InvalidRequest(
+                InvalidHandshakeRequest::NoKmsKeyId
+            )))
         ));
     }
 }

@@ -734,7 +734,7 @@ impl Session {
 mod tests {
     use super::testing::*;
     use super::*;
-    use crate::TransportError;
+    use crate::{ResumeError, TransportError};
 
     #[test]
     fn opens_with_the_text_frame_then_a_ping() {
@@ -930,7 +930,10 @@ mod tests {
         });
         let gave_up = ChannelError::ResumeFailed {
             attempts: 3,
-            reason: "connection refused".into(),
+            last: ResumeError::Dial(TransportError::Connect {
+                host: "127.0.0.1:9".into(),
+                reason: "connection refused".into(),
+            }),
         };
         session.fail(gave_up.clone());
         assert_eq!(session.link_down(), None);
