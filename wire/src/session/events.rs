@@ -1,8 +1,8 @@
-//! What a session reports to its driver: [`Event`]s in order, and [`SessionStats`] counters.
+//! What a session reports to its driver: [`Event`]s in order (with the [`DataKeyRequest`] a
+//! KMS handshake asks the driver to answer), and [`SessionStats`] counters.
 
 use bytes::Bytes;
 
-use super::DataKeyRequest;
 use crate::ChannelError;
 
 /// What the session tells its user, in order.
@@ -39,4 +39,14 @@ pub struct SessionStats {
     pub retransmits: u64,
     pub acks_sent: u64,
     pub unmatched_acks: u64,
+}
+
+/// What the agent's `KMSEncryption` action asks the driver to get from KMS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataKeyRequest {
+    /// The key to call GenerateDataKey with, as the agent named it.
+    pub key_id: String,
+    /// The agent's challenge string: it goes into the encryption context as
+    /// `aws:ssm:RandomChallenge`, exactly as received.
+    pub challenge: Option<String>,
 }

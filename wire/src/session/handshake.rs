@@ -1,6 +1,6 @@
 //! The optional handshake (`docs/protocol.md` §7) and its KMS encryption (README "KMS
 //! encryption"). The agent's HandshakeRequest is answered action by action; a `KMSEncryption`
-//! action asks the driver for a data key ([`DataKeyRequest`], answered through
+//! action asks the driver for a data key (`Event::DataKeyRequested`, answered through
 //! `Session::supply_data_key`), which turns the cipher on; then the agent's encryption
 //! challenge is answered and HandshakeComplete awaited within `kms_handshake_timeout`. Input
 //! given while the handshake runs is held and sent once it completes.
@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
 use super::timers::Timer;
-use super::{Event, Session, State};
+use super::{DataKeyRequest, Event, Session, State};
 use crate::crypto::{DataKey, SessionCipher};
 use crate::frame::PayloadType;
 use crate::payload::{
@@ -21,16 +21,6 @@ use crate::payload::{
     ProcessedClientAction, action, action_status,
 };
 use crate::{HandshakeError, InvalidHandshakeRequest, KmsError, KmsProtocolError};
-
-/// What the agent's `KMSEncryption` action asks the driver to get from KMS.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DataKeyRequest {
-    /// The key to call GenerateDataKey with, as the agent named it.
-    pub key_id: String,
-    /// The agent's challenge string: it goes into the encryption context as
-    /// `aws:ssm:RandomChallenge`, exactly as received.
-    pub challenge: Option<String>,
-}
 
 /// What GenerateDataKey returned: the blob the agent decrypts, and the 64-byte plaintext.
 pub struct DataKeyGrant {

@@ -25,8 +25,8 @@ mod send;
 mod testing;
 mod timers;
 
-pub use events::{Event, SessionStats};
-pub use handshake::{DataKeyGrant, DataKeyRequest};
+pub use events::{DataKeyRequest, Event, SessionStats};
+pub use handshake::DataKeyGrant;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
