@@ -117,9 +117,12 @@ pub enum KmsError {
         "the agent ended the session during the KMS handshake{}: usually the task role \
          lacks kms:Decrypt on key {key_id}, or the key policy does not let the task role use \
          it; check both",
-        closed_detail(.detail)
+        .how.detail()
     )]
-    AgentEndedHandshake { key_id: String, detail: String },
+    AgentEndedHandshake {
+        key_id: String,
+        how: HandshakeEnding,
+    },
     #[error(
         "the agent did not complete the KMS handshake within {waited:?} (key {key_id}): \
          usually the task role lacks kms:Decrypt on the key, the key policy forbids it, or the \
@@ -152,11 +155,23 @@ pub enum KmsProtocolError {
     CompleteBeforeAnswer,
 }
 
-fn closed_detail(detail: &str) -> String {
-    if detail.trim().is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", detail.trim())
+/// How a session ended during the KMS handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandshakeEnding {
+    /// The agent sent channel_closed: its output text, as it sent it.
+    ChannelClosed { output: String },
+    /// The connection went down (the agent closes the socket of a session it gives up on).
+    LinkLost(Box<ChannelError>),
+}
+
+impl HandshakeEnding {
+    /// The ending's part of an error message: empty, or ` (…)`.
+    fn detail(&self) -> String {
+        match self {
+            Self::ChannelClosed { output } if output.trim().is_empty() => String::new(),
+            Self::ChannelClosed { output } => format!(" ({})", output.trim()),
+            Self::LinkLost(reason) => format!(" ({reason})"),
+        }
     }
 }
 
@@ -279,6 +294,35 @@ mod tests {
             closed(Closure::Reset),
             format!("{prefix} (reset without a close frame)")
         );
+    }
+
+    #[test]
+    fn an_ending_during_the_kms_handshake_says_how_it_ended() {
+        let ended = |how| {
+            KmsError::AgentEndedHandshake {
+                key_id: "k".to_owned(),
+                how,
+            }
+            .to_string()
+        };
+        let closed = |output: &str| HandshakeEnding::ChannelClosed {
+            output: output.to_owned(),
+        };
+        assert!(
+            ended(closed(" "))
+                .starts_with("the agent ended the session during the KMS handshake: ")
+        );
+        assert!(
+            ended(closed(" bye\n"))
+                .starts_with("the agent ended the session during the KMS handshake (bye): ")
+        );
+        let lost = HandshakeEnding::LinkLost(Box::new(ChannelError::Transport(
+            TransportError::ClosedMidway(Closure::Reset),
+        )));
+        assert!(ended(lost).starts_with(
+            "the agent ended the session during the KMS handshake (the data channel connection \
+             closed mid-session (reset without a close frame)): "
+        ));
     }
 
     #[test]

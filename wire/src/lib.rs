@@ -18,6 +18,6 @@ pub mod payload;
 pub mod session;
 
 pub use error::{
-    ChannelError, Closure, HandshakeError, InvalidHandshakeRequest, InvalidUrl, KmsError,
-    KmsProtocolError, ProxyError, ResumeError, TransportError,
+    ChannelError, Closure, HandshakeEnding, HandshakeError, InvalidHandshakeRequest, InvalidUrl,
+    KmsError, KmsProtocolError, ProxyError, ResumeError, TransportError,
 };

@@ -15,6 +15,7 @@
 pub mod transport;
 
 pub use ecs_exec_wire::{
-    ChannelError, Closure, HandshakeError, InvalidHandshakeRequest, InvalidUrl, KmsError,
-    KmsProtocolError, ProxyError, ResumeError, TransportError, crypto, frame, payload, session,
+    ChannelError, Closure, HandshakeEnding, HandshakeError, InvalidHandshakeRequest, InvalidUrl,
+    KmsError, KmsProtocolError, ProxyError, ResumeError, TransportError, crypto, frame, payload,
+    session,
 };

@@ -38,7 +38,7 @@ use uuid::Uuid;
 use crate::crypto::SessionCipher;
 use crate::frame::{Frame, MessageType, PayloadType};
 use crate::payload::{ChannelClosed, OpenDataChannel, TerminalSize};
-use crate::{ChannelError, KmsError};
+use crate::{ChannelError, HandshakeEnding, KmsError};
 use handshake::Kms;
 use send::{RttEstimator, SendBuffer};
 use timers::{Timer, TimerTable};
@@ -494,7 +494,7 @@ impl Session {
             // only find the session gone.
             let error = KmsError::AgentEndedHandshake {
                 key_id: key_id.clone(),
-                detail: reason.to_string(),
+                how: HandshakeEnding::LinkLost(Box::new(reason)),
             };
             self.fail(error.into());
             return;
@@ -706,7 +706,9 @@ impl Session {
         if let Kms::AwaitingComplete { key_id } = &self.kms {
             let error = KmsError::AgentEndedHandshake {
                 key_id: key_id.clone(),
-                detail: closed.output,
+                how: HandshakeEnding::ChannelClosed {
+                    output: closed.output,
+                },
             };
             self.fail(error.into());
             return;
