@@ -4,7 +4,7 @@
 #![no_main]
 
 use bytes::Bytes;
-use ecs_exec::channel::frame::Frame;
+use ecs_exec_wire::frame::Frame;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 //! something it accepts again as the same value.
 #![no_main]
 
-use ecs_exec::channel::payload::{
+use ecs_exec_wire::payload::{
     Acknowledge, ChannelClosed, HandshakeComplete, HandshakeRequest, HandshakeResponse,
     OpenDataChannel, TerminalSize, parse_exit_code,
 };

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use ecs_exec::channel::frame::{FixedClock, Frame, MessageType, PayloadType};
-use ecs_exec::channel::session::{Session, SessionConfig};
-use ecs_exec::channel::{ChannelError, TransportError};
+use ecs_exec_wire::frame::{Frame, MessageType, PayloadType};
+use ecs_exec_wire::payload::Acknowledge;
+use ecs_exec_wire::session::{FixedClock, Session, SessionConfig};
+use ecs_exec_wire::{ChannelError, TransportError};
 use libfuzzer_sys::fuzz_target;
 use uuid::Uuid;
 
@@ -128,7 +129,7 @@ fuzz_target!(|steps: Vec<Step>| {
                     1,
                     Uuid::from_u128(u128::from(seq)),
                 );
-                let ack = Frame::acknowledge(&ours, 1, Uuid::from_u128(9));
+                let ack = Acknowledge::frame_for(&ours, 1, Uuid::from_u128(9));
                 session.handle_frame(now, ack.to_bytes());
             }
             Step::Raw(bytes) => session.handle_frame(now, Bytes::from(bytes)),

@@ -28,11 +28,12 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::channel::frame::SystemClock;
 use crate::channel::session::{
-    DataKeyGrant, DataKeyRequest, Event, Session, SessionConfig, Transmit,
+    Clock, DataKeyGrant, DataKeyRequest, Event, Session, SessionConfig, Transmit,
 };
-use crate::channel::{ChannelError, KmsError, TransportError};
+use crate::channel::{
+    ChannelError, Closure, InvalidUrl, KmsError, ProxyError, ResumeError, TransportError,
+};
 
 /// Largest websocket message accepted: agents send at most a few KiB per frame.
 const MAX_MESSAGE_SIZE: usize = 1 << 20;
@@ -45,6 +46,20 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Bound on getting a data key from KMS: the agent waits 15 s for our handshake response, so
 /// a later key would be of no use.
 const DATA_KEY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The system's real-time clock: the wall-clock `CreatedDate` the session stamps on frames.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn unix_millis(&self) -> u64 {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis())
+            .unwrap_or(1);
+        u64::try_from(millis).unwrap_or(u64::MAX).max(1)
+    }
+}
 
 /// Which proxy to dial through.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -485,23 +500,29 @@ impl Driver {
             }
             Some(Ok(Message::Frame(_))) => {}
             Some(Ok(Message::Close(frame))) => {
-                let (code, reason) = match frame {
-                    Some(frame) => (Some(u16::from(frame.code)), frame.reason.to_string()),
-                    None => (None, String::new()),
+                let closure = match frame {
+                    Some(frame) => Closure::CloseFrame {
+                        code: Some(u16::from(frame.code)),
+                        reason: frame.reason.to_string(),
+                    },
+                    None => Closure::CloseFrame {
+                        code: None,
+                        reason: String::new(),
+                    },
                 };
-                self.on_closed(code, reason);
+                self.on_closed(closure);
             }
             None | Some(Err(tungstenite::Error::ConnectionClosed)) => {
-                self.on_closed(None, String::new())
+                self.on_closed(Closure::Dropped)
             }
             Some(Err(tungstenite::Error::Protocol(
                 tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-            ))) => self.on_closed(None, "reset without a close frame".to_owned()),
+            ))) => self.on_closed(Closure::Reset),
             Some(Err(error)) => {
                 let reason = error.to_string();
                 match socket_error(error) {
-                    TransportError::Io { .. } | TransportError::ClosedMidway { .. } => {
-                        self.on_closed(None, reason)
+                    TransportError::Io { .. } | TransportError::ClosedMidway(_) => {
+                        self.on_closed(Closure::Io { reason })
                     }
                     other => self.session.link_lost(other.into()),
                 }
@@ -509,17 +530,17 @@ impl Driver {
         }
     }
 
-    fn on_closed(&mut self, code: Option<u16>, reason: String) {
+    fn on_closed(&mut self, closure: Closure) {
         if self.session.is_closed() {
             return;
         }
         if self.received_any || self.resumed {
-            let error = TransportError::ClosedMidway { code, reason };
+            let error = TransportError::ClosedMidway(closure);
             self.session.link_lost(error.into());
         } else {
             // The first socket closed before a single frame: the token was refused. A resume
             // would be refused the same way.
-            let error = TransportError::TokenRejected { code, reason };
+            let error = TransportError::TokenRejected(closure);
             self.session.fail(error.into());
         }
     }
@@ -534,12 +555,12 @@ impl Driver {
         if self.drops_without_data >= policy.attempts {
             self.session.fail(ChannelError::ResumeFailed {
                 attempts: self.drops_without_data,
-                reason: format!("every reopened connection dropped before any data: {reason}"),
+                last: ResumeError::NoDataAfterReopen(Box::new(reason)),
             });
             return;
         }
         tracing::info!(%reason, "data channel dropped; resuming the session");
-        let mut last_error = reason.to_string();
+        let mut last_error = ResumeError::Dropped(Box::new(reason));
         let mut backoff = policy.initial_backoff;
         for attempt in 1..=policy.attempts {
             if attempt > 1 {
@@ -559,19 +580,22 @@ impl Driver {
         }
         self.session.fail(ChannelError::ResumeFailed {
             attempts: policy.attempts,
-            reason: last_error,
+            last: last_error,
         });
     }
 
     /// One resume attempt: a new token, a new socket, then the session re-opens on it.
-    async fn reopen(&mut self, resumer: &dyn Resumer) -> Result<(), String> {
-        let ticket = resumer.resume().await?;
+    async fn reopen(&mut self, resumer: &dyn Resumer) -> Result<(), ResumeError> {
+        let ticket = resumer
+            .resume()
+            .await
+            .map_err(|message| ResumeError::ResumeCall { message })?;
         self.params.stream_url = ticket.stream_url;
         let timeout = self.params.connect_timeout;
         let socket = tokio::time::timeout(timeout, dial(&self.params))
             .await
-            .map_err(|_| format!("timed out after {timeout:?} reopening the websocket"))?
-            .map_err(|error| error.to_string())?;
+            .map_err(|_| ResumeError::ReopenTimeout { timeout })?
+            .map_err(ResumeError::Dial)?;
         let (sink, stream) = socket.split();
         self.sink = sink;
         self.stream = stream;
@@ -582,7 +606,7 @@ impl Driver {
         self.drops_without_data += 1;
         self.session
             .reconnect(Instant::now().into_std(), &ticket.token)
-            .map_err(|error| error.to_string())
+            .map_err(|error| ResumeError::Reconnect(Box::new(error)))
     }
 }
 
@@ -603,10 +627,7 @@ async fn sleep_until_optional(deadline: Option<Instant>) {
 fn socket_error(error: tungstenite::Error) -> TransportError {
     match error {
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-            TransportError::ClosedMidway {
-                code: None,
-                reason: String::new(),
-            }
+            TransportError::ClosedMidway(Closure::Dropped)
         }
         tungstenite::Error::Io(error) => TransportError::Io {
             reason: error.to_string(),
@@ -626,20 +647,18 @@ struct Target {
 }
 
 fn parse_target(stream_url: &str) -> Result<Target, TransportError> {
-    let invalid = |reason: &str| TransportError::InvalidUrl {
-        reason: reason.to_owned(),
-    };
+    let invalid = TransportError::InvalidUrl;
     let (secure, rest) = if let Some(rest) = stream_url.strip_prefix("wss://") {
         (true, rest)
     } else if let Some(rest) = stream_url.strip_prefix("ws://") {
         (false, rest)
     } else {
-        return Err(invalid("the scheme must be ws:// or wss://"));
+        return Err(invalid(InvalidUrl::Scheme));
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host_port = authority.rsplit('@').next().unwrap_or_default();
     let (host, port) = split_host_port(host_port, if secure { 443 } else { 80 })
-        .ok_or_else(|| invalid("the host or port is malformed"))?;
+        .ok_or(invalid(InvalidUrl::HostOrPort))?;
     Ok(Target { secure, host, port })
 }
 
@@ -678,7 +697,7 @@ impl fmt::Debug for Proxy {
 fn parse_proxy(url: &str) -> Result<Proxy, TransportError> {
     let invalid = || TransportError::Proxy {
         proxy: redact_userinfo(url),
-        reason: "not an http://host:port URL".to_owned(),
+        problem: ProxyError::NotHttpUrl,
     };
     let rest = url
         .strip_prefix("http://")
@@ -765,8 +784,10 @@ async fn dial(params: &ConnectParams) -> Result<Socket, TransportError> {
         .stream_url
         .as_str()
         .into_client_request()
-        .map_err(|error| TransportError::InvalidUrl {
-            reason: error.to_string(),
+        .map_err(|error| {
+            TransportError::InvalidUrl(InvalidUrl::Rejected {
+                reason: error.to_string(),
+            })
         })?;
     let proxy = choose_proxy(&params.proxy, &target)?;
     let tcp = match &proxy {
@@ -831,9 +852,9 @@ async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(
     proxy: &Proxy,
     target: &Target,
 ) -> Result<(), TransportError> {
-    let proxy_error = |reason: String| TransportError::Proxy {
+    let proxy_error = |problem: ProxyError| TransportError::Proxy {
         proxy: format!("{}:{}", proxy.host, proxy.port),
-        reason,
+        problem,
     };
     let host = if target.host.contains(':') {
         format!("[{}]:{}", target.host, target.port)
@@ -848,17 +869,22 @@ async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(
     stream
         .write_all(request.as_bytes())
         .await
-        .map_err(|error| proxy_error(error.to_string()))?;
+        .map_err(|error| {
+            proxy_error(ProxyError::Write {
+                reason: error.to_string(),
+            })
+        })?;
     // Read the reply byte by byte up to the blank line, so no tunnelled byte is consumed.
     let mut reply = Vec::with_capacity(256);
     while !reply.ends_with(b"\r\n\r\n") {
         if reply.len() > 16 * 1024 {
-            return Err(proxy_error("reply header too long".to_owned()));
+            return Err(proxy_error(ProxyError::ReplyTooLong));
         }
-        let byte = stream
-            .read_u8()
-            .await
-            .map_err(|error| proxy_error(format!("reading the reply: {error}")))?;
+        let byte = stream.read_u8().await.map_err(|error| {
+            proxy_error(ProxyError::Read {
+                reason: error.to_string(),
+            })
+        })?;
         reply.push(byte);
     }
     let status_line = reply
@@ -868,7 +894,7 @@ async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(
         .unwrap_or_default();
     let status = status_line.split_whitespace().nth(1).unwrap_or_default();
     if status != "200" {
-        return Err(proxy_error(format!("answered {status_line:?}")));
+        return Err(proxy_error(ProxyError::Refused { status_line }));
     }
     Ok(())
 }

@@ -128,7 +128,7 @@ fn kms_exit(error: &KmsError) -> Exit {
         KmsError::KeyNotFound { .. } | KmsError::KeyDisabled { .. } => Exit::Config,
         KmsError::Unavailable { .. } => Exit::TempFail,
         KmsError::NoRuntimeId { .. } => Exit::Unavailable,
-        KmsError::HandshakeTimeout { .. } | KmsError::Crypto(_) | KmsError::Protocol { .. } => {
+        KmsError::HandshakeTimeout { .. } | KmsError::Crypto(_) | KmsError::Protocol(_) => {
             Exit::Protocol
         }
         KmsError::Rejected { .. } | KmsError::NoKeySource { .. } => Exit::Software,

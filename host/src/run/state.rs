@@ -173,7 +173,7 @@ impl RunState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::HandshakeError;
+    use crate::channel::{HandshakeError, InvalidHandshakeRequest, ResumeError};
 
     const TRAILER: &str = "__END_n0nce__";
     const MARKER: &str = "__READY_n0nce__";
@@ -325,12 +325,7 @@ mod tests {
     fn the_first_ending_wins() {
         let mut state = one_off();
         state.on_signal(Termination::Interrupt);
-        state.on_lost(
-            HandshakeError::InvalidRequest {
-                reason: "x".to_owned(),
-            }
-            .into(),
-        );
+        state.on_lost(HandshakeError::InvalidRequest(InvalidHandshakeRequest::KmsTwice).into());
         state.on_output(format!("{TRAILER}9\n").as_bytes(), &mut Vec::new());
         assert_eq!(status(&state), Some(130));
     }
@@ -345,7 +340,9 @@ mod tests {
         );
         state.on_lost(ChannelError::ResumeFailed {
             attempts: 1,
-            reason: "gone".to_owned(),
+            last: ResumeError::ResumeCall {
+                message: "gone".to_owned(),
+            },
         });
         let outcome = state.into_outcome().expect("ended");
         let error = outcome.result.expect_err("a lost channel is an error");
@@ -381,12 +378,7 @@ mod tests {
     #[test]
     fn a_lost_channel_is_an_error_with_nothing_left_to_close() {
         let mut state = one_off();
-        state.on_lost(
-            HandshakeError::InvalidRequest {
-                reason: "x".to_owned(),
-            }
-            .into(),
-        );
+        state.on_lost(HandshakeError::InvalidRequest(InvalidHandshakeRequest::KmsTwice).into());
         let outcome = state.into_outcome().expect("ended");
         assert_eq!(outcome.teardown, Teardown::Nothing);
         assert!(matches!(outcome.result, Err(RunError::Channel(_))));

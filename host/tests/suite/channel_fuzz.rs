@@ -8,9 +8,9 @@ use std::cell::RefCell;
 use std::time::Instant;
 
 use bytes::Bytes;
-use ecs_exec::channel::frame::{FixedClock, Frame, MessageType, PayloadType};
+use ecs_exec::channel::frame::{Frame, MessageType, PayloadType};
 use ecs_exec::channel::payload::{Acknowledge, ChannelClosed, HandshakeRequest};
-use ecs_exec::channel::session::{Session, SessionConfig};
+use ecs_exec::channel::session::{FixedClock, Session, SessionConfig};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use uuid::Uuid;

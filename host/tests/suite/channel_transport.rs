@@ -9,7 +9,7 @@ use ecs_exec::channel::frame::{Frame, MessageType, PayloadType};
 use ecs_exec::channel::payload::{Acknowledge, ChannelClosed, OpenDataChannel, TerminalSize};
 use ecs_exec::channel::session::Event;
 use ecs_exec::channel::transport::{ConnectParams, DataChannel, ProxySetting};
-use ecs_exec::channel::{ChannelError, TransportError};
+use ecs_exec::channel::{ChannelError, Closure, TransportError};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -132,7 +132,7 @@ async fn a_whole_session_over_loopback() {
             TerminalSize::from_payload(&size.payload).expect("size"),
             TerminalSize { cols: 90, rows: 30 }
         );
-        let ack = Frame::acknowledge(&size, DATE, Uuid::new_v4()).to_bytes();
+        let ack = Acknowledge::frame_for(&size, DATE, Uuid::new_v4()).to_bytes();
         socket.send(Message::Binary(ack)).await.expect("ack");
         let mut input = Vec::new();
         while input.len() < 3000 {
@@ -140,7 +140,7 @@ async fn a_whole_session_over_loopback() {
             assert_eq!(frame.message_type, MessageType::InputStreamData);
             assert!(frame.payload.len() <= 1024 && !frame.payload.is_empty());
             input.extend_from_slice(&frame.payload);
-            let ack = Frame::acknowledge(&frame, DATE, Uuid::new_v4()).to_bytes();
+            let ack = Acknowledge::frame_for(&frame, DATE, Uuid::new_v4()).to_bytes();
             socket.send(Message::Binary(ack)).await.expect("ack");
         }
         socket.send(output(0, b"hello ")).await.expect("send");
@@ -272,10 +272,10 @@ async fn closing_before_any_frame_means_the_token_was_rejected() {
     assert_eq!(
         event,
         Event::Lost {
-            reason: ChannelError::Transport(TransportError::TokenRejected {
+            reason: ChannelError::Transport(TransportError::TokenRejected(Closure::CloseFrame {
                 code: Some(1008),
                 reason: "bad token".to_owned()
-            })
+            }))
         }
     );
     assert!(
@@ -309,7 +309,7 @@ async fn a_drop_mid_session_is_reported_as_closed_midway() {
     assert!(
         matches!(
             reason,
-            ChannelError::Transport(TransportError::ClosedMidway { .. })
+            ChannelError::Transport(TransportError::ClosedMidway(_))
         ),
         "{reason:?}"
     );
@@ -461,7 +461,7 @@ async fn input_waits_while_the_unacked_window_is_full() {
         loop {
             while let Some(frame) = frames.remove(&next_seq) {
                 received.extend_from_slice(&frame.payload);
-                let ack = Frame::acknowledge(&frame, DATE, Uuid::new_v4()).to_bytes();
+                let ack = Acknowledge::frame_for(&frame, DATE, Uuid::new_v4()).to_bytes();
                 socket.send(Message::Binary(ack)).await.expect("ack");
                 next_seq += 1;
             }

@@ -14,6 +14,7 @@ mod adapter_plans;
 mod adapter_sandbox;
 mod adapter_trust;
 mod channel_adversity;
+mod channel_emulator;
 mod channel_fuzz;
 mod channel_golden;
 mod channel_transport;

@@ -3,21 +3,16 @@
 //! connections; everything else goes to stderr, starting with `kms listening on http://ADDR`
 //! (the KMS API's own port), then the request log and errors. Never prints a secret.
 //!
-//! `ecs-exec-emulator exec ARGS…` is the first-run path instead: it starts the default world on
-//! a free loopback port and runs `ecs-exec ARGS…` in this process against it (the real CLI, API
-//! client, data channel and adapters), then stops. Its stdout is the remote output alone.
+//! The README's first run (`ecs-exec` in one process with a fresh emulator) is the
+//! `ecs-exec-demo` crate, so that this crate does not depend on the host.
 
-use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use ecs_exec_emulator::{
-    Config, DEFAULT_ACCESS_KEY_ID, DEFAULT_REGION, DEFAULT_SECRET_ACCESS_KEY, Emulator,
-    EmulatorHandle,
-};
+use ecs_exec_emulator::{Config, Emulator};
 
 /// A local ECS API and SSM data channel that run real commands under a PTY.
 #[derive(Debug, Parser)]
@@ -39,10 +34,6 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let argv: Vec<OsString> = std::env::args_os().collect();
-    if argv.get(1).is_some_and(|word| word == "exec") {
-        return exec_against_default_world(argv.into_iter().skip(2).collect());
-    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(log_filter())
@@ -120,47 +111,4 @@ fn stop_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = terminate.recv() => {}
         }
     })
-}
-
-/// Runs `ecs-exec ARGS…` in-process against a fresh default world on a free loopback port.
-fn exec_against_default_world(ecs_exec_args: Vec<OsString>) -> ExitCode {
-    // The emulator's credentials, as any AWS client finds them. Set before the emulator's and
-    // ecs-exec's threads exist: nothing else reads or writes the environment concurrently.
-    let aws_environment = [
-        ("AWS_ACCESS_KEY_ID", DEFAULT_ACCESS_KEY_ID),
-        ("AWS_SECRET_ACCESS_KEY", DEFAULT_SECRET_ACCESS_KEY),
-        ("AWS_REGION", DEFAULT_REGION),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
-    for (name, value) in aws_environment {
-        // SAFETY: single-threaded at this point (see above).
-        unsafe { std::env::set_var(name, value) };
-    }
-    // SAFETY: as above; a session token from the caller's environment would not match.
-    unsafe { std::env::remove_var("AWS_SESSION_TOKEN") };
-    // The KMS API's port must be in the environment before any thread starts, so pick a free
-    // one now (the `secure` cluster's sessions need it).
-    let mut config = Config::default();
-    if let Ok(kms_addr) =
-        std::net::TcpListener::bind("127.0.0.1:0").and_then(|probe| probe.local_addr())
-    {
-        config.kms.listen = Some(kms_addr);
-        // SAFETY: still single-threaded.
-        unsafe { std::env::set_var("AWS_ENDPOINT_URL_KMS", format!("http://{kms_addr}")) };
-    }
-    let emulator = match EmulatorHandle::spawn_in_thread(config) {
-        Ok(emulator) => emulator,
-        Err(error) => {
-            eprintln!("ecs-exec-emulator: cannot start the emulator: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut argv = vec![
-        OsString::from("ecs-exec"),
-        OsString::from(format!("--endpoint-url={}", emulator.endpoint())),
-    ];
-    argv.extend(ecs_exec_args);
-    let code = ecs_exec::cli::exec::main(argv);
-    drop(emulator);
-    code
 }

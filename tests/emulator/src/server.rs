@@ -38,7 +38,7 @@ use crate::kms::api::KmsOperation;
 use crate::sessions::{Redeemed, SessionRegistry};
 use crate::sigv4::{self, RequestToVerify};
 use crate::world::World;
-use ecs_exec::channel::payload::OpenDataChannel;
+use ecs_exec_wire::payload::OpenDataChannel;
 
 /// Largest API request body accepted.
 const MAX_BODY_BYTES: usize = 1024 * 1024;

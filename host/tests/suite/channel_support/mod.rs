@@ -16,13 +16,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use ecs_exec::channel::crypto::DataKey;
-use ecs_exec::channel::frame::{FixedClock, Frame, MessageType, PayloadType};
+use ecs_exec::channel::frame::{Frame, MessageType, PayloadType};
 use ecs_exec::channel::payload::{
     Acknowledge, ChannelClosed, EncryptionChallenge, HandshakeComplete, HandshakeRequest,
     HandshakeResponse, OpenDataChannel, RequestedClientAction, TerminalSize,
 };
 use ecs_exec::channel::session::{
-    DataKeyGrant, DataKeyRequest, Event, Session, SessionConfig, Transmit,
+    DataKeyGrant, DataKeyRequest, Event, FixedClock, Session, SessionConfig, Transmit,
 };
 use uuid::Uuid;
 
@@ -332,7 +332,7 @@ impl FakeAgent {
     fn ack(&mut self, frame: &Frame) {
         let id = self.next_id();
         self.outgoing
-            .push_back(Frame::acknowledge(frame, DATE, id).to_bytes());
+            .push_back(Acknowledge::frame_for(frame, DATE, id).to_bytes());
     }
 
     fn receive_stream(&mut self, now_ms: u64, frame: Frame) {

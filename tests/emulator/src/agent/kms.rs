@@ -13,7 +13,7 @@ use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use ecs_exec::channel::payload::{HandshakeResponse, RequestedClientAction, action};
+use ecs_exec_wire::payload::{HandshakeResponse, RequestedClientAction, action};
 use serde_json::json;
 
 use super::wire::PayloadType;
@@ -337,7 +337,7 @@ impl InputGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ecs_exec::channel::payload::ProcessedClientAction;
+    use ecs_exec_wire::payload::ProcessedClientAction;
 
     /// The client side of the split, done by hand: the client decrypts with bytes 0-31 and
     /// encrypts with bytes 32-63.

@@ -41,7 +41,7 @@ use crate::faults::{FaultLine, FrameInfo};
 use crate::kms::{Kms, KmsError};
 use crate::sessions::{SessionRegistry, SessionSpec};
 use channel::{AgentChannel, ChannelSettings};
-use ecs_exec::channel::payload::{
+use ecs_exec_wire::payload::{
     HandshakeComplete, HandshakeRequest, HandshakeResponse, RequestedClientAction, TerminalSize,
 };
 use wire::{MessageType, PayloadType};

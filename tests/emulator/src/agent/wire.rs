@@ -1,4 +1,4 @@
-//! The agent's thin layer over the host's frame codec (`ecs_exec::channel::frame` and
+//! The agent's thin layer over the host's frame codec (`ecs_exec_wire::frame` and
 //! `payload`): building the few frames an agent sends (output, acks, channel_closed) and
 //! reading the acks it receives. No policy lives here; sequence numbers and flags are chosen
 //! by the caller, so the agent keeps its own rules even where the client's differ.
@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-pub use ecs_exec::channel::frame::{Frame, FrameError, MessageType, PayloadType};
-use ecs_exec::channel::payload::{Acknowledge, ChannelClosed};
+pub use ecs_exec_wire::frame::{Frame, FrameError, MessageType, PayloadType};
+use ecs_exec_wire::payload::{Acknowledge, ChannelClosed};
 
 /// Encodes one frame with exactly these header values and a fresh random message id.
 pub fn encode(
@@ -44,7 +44,7 @@ pub fn decode_shared(bytes: &Bytes) -> Result<Frame, FrameError> {
 
 /// The `acknowledge` frame for `acked` (seq 0, flags 3, payload type 0, `docs/protocol.md` §8.2).
 pub fn encode_ack(acked: &Frame, created_ms: u64) -> Bytes {
-    Frame::acknowledge(acked, created_ms, Uuid::new_v4()).to_bytes()
+    Acknowledge::frame_for(acked, created_ms, Uuid::new_v4()).to_bytes()
 }
 
 /// The sequence number an `acknowledge` payload refers to.

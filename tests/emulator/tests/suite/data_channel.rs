@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use common::{LIMIT, RawClient, execute, web_task};
-use ecs_exec::channel::frame::{Frame, MessageType, PayloadType};
-use ecs_exec::channel::payload::{
+use ecs_exec_emulator::{Config, Direction, Emulator, EmulatorHandle, FaultAction, FaultRule};
+use ecs_exec_wire::frame::{Frame, MessageType, PayloadType};
+use ecs_exec_wire::payload::{
     HandshakeRequest, HandshakeResponse, ProcessedClientAction, TerminalSize,
 };
-use ecs_exec_emulator::{Config, Direction, Emulator, EmulatorHandle, FaultAction, FaultRule};
 
 async fn start(config: Config) -> EmulatorHandle {
     Emulator::start(config).await.unwrap()

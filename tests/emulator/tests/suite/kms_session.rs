@@ -13,11 +13,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use common::{ECS, LIMIT, RawClient, Signer, call};
-use ecs_exec::channel::frame::{Frame, MessageType, PayloadType};
-use ecs_exec::channel::payload::{
+use ecs_exec_emulator::{Config, DEFAULT_KMS_KEY_ARN, Emulator, EmulatorHandle, KmsDecrypt};
+use ecs_exec_wire::frame::{Frame, MessageType, PayloadType};
+use ecs_exec_wire::payload::{
     HandshakeComplete, HandshakeRequest, HandshakeResponse, ProcessedClientAction,
 };
-use ecs_exec_emulator::{Config, DEFAULT_KMS_KEY_ARN, Emulator, EmulatorHandle, KmsDecrypt};
 use serde_json::{Value, json};
 
 /// A session on the `secure` cluster, before its websocket is opened.

@@ -1,6 +1,7 @@
-//! The emulator's integration tests, linked into one test binary (one link of the AWS SDK and
-//! the host client instead of one per file). Filter by module: `cargo test -p
-//! ecs-exec-emulator --test suite aws_cli`.
+//! The emulator's integration tests, linked into one test binary (one link of the AWS SDK
+//! instead of one per file). They drive the emulator with raw clients built on the wire crate
+//! (`ecs-exec-wire`); the host's own client against it is tested in the host's suite.
+//! Filter by module: `cargo test -p ecs-exec-emulator --test suite aws_cli`.
 
 mod common;
 
@@ -8,6 +9,5 @@ mod api;
 mod aws_cli;
 mod binary;
 mod data_channel;
-mod host_client;
 mod kms;
 mod kms_session;

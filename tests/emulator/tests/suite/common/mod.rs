@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use ecs_exec::channel::frame::{Frame, MessageType, PayloadType};
-use ecs_exec::channel::payload::{Acknowledge, ChannelClosed, OpenDataChannel};
+use ecs_exec_wire::frame::{Frame, MessageType, PayloadType};
+use ecs_exec_wire::payload::{Acknowledge, ChannelClosed, OpenDataChannel};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -310,7 +310,7 @@ impl RawClient {
             MessageType::OutputStreamData => {
                 self.received.push(frame.clone());
                 if self.ack_output {
-                    let ack = Frame::acknowledge(&frame, now_ms(), Uuid::new_v4()).to_bytes();
+                    let ack = Acknowledge::frame_for(&frame, now_ms(), Uuid::new_v4()).to_bytes();
                     // The agent may already have closed after channel_closed (a late duplicate).
                     let _ = self.socket.send(Message::Binary(ack)).await;
                 }

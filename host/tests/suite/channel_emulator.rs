@@ -2,13 +2,57 @@
 //! with faults in both directions: the two reliability layers were written separately and
 //! must still deliver every byte exactly once.
 
-use crate::common;
+use std::time::Duration;
 
+use aws_credential_types::Credentials;
 use bytes::Bytes;
-use common::{LIMIT, execute, web_task};
 use ecs_exec::channel::session::Event;
 use ecs_exec::channel::transport::{ConnectParams, DataChannel};
-use ecs_exec_emulator::{Config, Emulator};
+use ecs_exec::ecs::{self, AwsSettings, EcsApi, TaskSelector};
+use ecs_exec_emulator::{Config, Emulator, EmulatorHandle};
+
+/// How long one session may take: minutes, so only a hang reaches it.
+const LIMIT: Duration = Duration::from_secs(180);
+
+/// ExecuteCommand on a task of service `web` in cluster `demo`, through the host's own ECS
+/// client: the data channel's URL and token.
+async fn execute(handle: &EmulatorHandle, command: &str) -> (String, String) {
+    let settings = AwsSettings {
+        region: Some(handle.region().to_owned()),
+        profile: None,
+        endpoint_url: Some(handle.endpoint()),
+    };
+    let credentials = Credentials::new(
+        handle.access_key_id(),
+        handle.secret_access_key(),
+        handle.session_token().map(str::to_owned),
+        None,
+        "emulator",
+    );
+    let config = ecs::config_loader(&settings)
+        .empty_test_environment()
+        .credentials_provider(credentials)
+        .load()
+        .await;
+    let api = EcsApi::new(&config).expect("region is set");
+    let target = api
+        .resolve_target(
+            "demo",
+            &TaskSelector::Service("web".to_owned()),
+            Some("app"),
+        )
+        .await
+        .expect("the demo service has a running task");
+    let session = api
+        .execute_command(&target, command, true)
+        .await
+        .expect("ExecuteCommand succeeds");
+    (session.stream_url, session.token.expose().to_owned())
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
 
 async fn run(
     config: Config,
@@ -16,7 +60,9 @@ async fn run(
     input: Option<Vec<u8>>,
 ) -> (Vec<u8>, ecs_exec_emulator::CountersSnapshot) {
     let handle = Emulator::start(config).await.unwrap();
-    let (_, url, token) = execute(&handle, &web_task(&handle), command).await;
+    let (url, token) = tokio::time::timeout(LIMIT, execute(&handle, command))
+        .await
+        .expect("ExecuteCommand did not answer in time");
     let (writer, mut events) = DataChannel::connect(ConnectParams::new(url, token))
         .await
         .unwrap();
@@ -29,7 +75,7 @@ async fn run(
                 Event::Output(bytes) => {
                     output.extend_from_slice(&bytes);
                     // Send the input once the command says it is ready for it.
-                    if common::contains(&output, b"READY\r\n")
+                    if contains(&output, b"READY\r\n")
                         && let Some(data) = input.take()
                     {
                         let writer = writer.clone();

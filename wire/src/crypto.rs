@@ -29,7 +29,6 @@ const HALF: usize = DATA_KEY_LEN / 2;
 
 /// Why a payload could not be sealed or opened, or a key not used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum CryptoError {
     #[error("the KMS data key has {len} bytes instead of {DATA_KEY_LEN}")]
     DataKeyLength { len: usize },

@@ -10,8 +10,9 @@ use std::fmt;
 
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
 
-use crate::channel::frame::Frame;
+use crate::frame::{Frame, MessageType};
 
 /// Why a JSON payload could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +103,16 @@ fn default_true() -> bool {
 }
 
 impl Acknowledge {
+    /// The `acknowledge` frame a receiver sends for `acked` (docs/protocol.md §8.2).
+    pub fn frame_for(acked: &Frame, created_date: u64, message_id: Uuid) -> Frame {
+        Frame::control(
+            MessageType::Acknowledge,
+            Self::for_frame(acked).to_bytes(),
+            created_date,
+            message_id,
+        )
+    }
+
     /// The ack a receiver sends for `frame`.
     pub fn for_frame(frame: &Frame) -> Self {
         Self {
@@ -370,6 +381,50 @@ pub fn parse_exit_code(payload: &[u8]) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::PayloadType;
+
+    const VECTOR_DATE: u64 = 1_700_000_000_000;
+
+    fn unhex(text: &str) -> Vec<u8> {
+        let compact: String = text.split_whitespace().collect();
+        hex::decode(compact).expect("test vector is valid hex")
+    }
+
+    fn id(text: &str) -> Uuid {
+        Uuid::parse_str(text).expect("test uuid")
+    }
+
+    #[test]
+    fn vector_b_acknowledge() {
+        let acked = Frame::stream(
+            MessageType::OutputStreamData,
+            7,
+            PayloadType::Output,
+            Bytes::from_static(b"x"),
+            VECTOR_DATE,
+            id("9f3c2b1a-4d5e-4f60-8a7b-1c2d3e4f5a6b"),
+        );
+        let frame = Acknowledge::frame_for(
+            &acked,
+            VECTOR_DATE,
+            id("fedcba98-7654-4321-8fed-cba987654321"),
+        );
+        let payload = br#"{"AcknowledgedMessageType":"output_stream_data","AcknowledgedMessageId":"9f3c2b1a-4d5e-4f60-8a7b-1c2d3e4f5a6b","AcknowledgedMessageSequenceNumber":7,"IsSequentialMessage":true}"#;
+        assert_eq!(frame.payload.as_ref(), payload.as_slice());
+        let mut wire = unhex(
+            "00000074 61636b6e6f776c65646765202020202020202020202020202020202020202020
+             00000001 0000018bcfe56800 0000000000000000 0000000000000003
+             8fedcba987654321fedcba9876544321
+             9abd942365207ecde69b790470ad90a5e4cf73722ad072f611f721fdd1f1a44e
+             00000000 000000b0",
+        );
+        wire.extend_from_slice(payload);
+        assert_eq!(frame.to_bytes().as_ref(), wire.as_slice());
+        let decoded = Frame::decode(&wire).expect("vector b decodes");
+        assert_eq!(decoded, frame);
+        let ack = Acknowledge::from_payload(&decoded.payload).expect("ack json");
+        assert_eq!(ack.acknowledged_message_sequence_number, 7);
+    }
 
     /// Found by the `payloads` fuzz target: without serde_json's exact float parsing a number
     /// in ActionParameters changed on every pass through the parser.

@@ -4,8 +4,9 @@
 //! swapped UUID halves, SHA-256 payload digest) and the receiver checks of §4.3–4.4. Decoding
 //! untrusted bytes never panics: every malformed frame is a typed [`FrameError`].
 //! It holds no session state, does no IO and reads no clock: `created_date` is a field the
-//! caller fills (see [`Clock`]), so golden frames stay byte-stable. Both the client session
-//! and the emulator's agent use it; reliability policy lives elsewhere.
+//! caller fills, so golden frames stay byte-stable. It knows no JSON body: an acknowledge
+//! frame is built in `payload.rs` (`Acknowledge::frame_for`). Both the client session and the
+//! emulator's agent use it; reliability policy lives elsewhere.
 
 use std::fmt;
 
@@ -34,36 +35,6 @@ const OFFSET_MESSAGE_ID: usize = 64;
 const OFFSET_PAYLOAD_DIGEST: usize = 80;
 const OFFSET_PAYLOAD_TYPE: usize = 112;
 const OFFSET_PAYLOAD_LENGTH: usize = 116;
-
-/// Source of the wall-clock `CreatedDate` (Unix epoch milliseconds) stamped on frames.
-pub trait Clock: Send {
-    /// Milliseconds since the Unix epoch; must be non-zero for receivers to accept the frame.
-    fn unix_millis(&self) -> u64;
-}
-
-/// The system's real-time clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn unix_millis(&self) -> u64 {
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_millis())
-            .unwrap_or(1);
-        u64::try_from(millis).unwrap_or(u64::MAX).max(1)
-    }
-}
-
-/// A clock frozen at one instant, for byte-stable tests.
-#[derive(Clone, Copy, Debug)]
-pub struct FixedClock(pub u64);
-
-impl Clock for FixedClock {
-    fn unix_millis(&self) -> u64 {
-        self.0
-    }
-}
 
 /// The 32-byte MessageType field (docs/protocol.md §5).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -210,7 +181,6 @@ impl PayloadType {
 
 /// Why a received frame was rejected. None of these is fatal to a session: the frame is dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum FrameError {
     #[error("frame of {len} bytes is shorter than the {FRAME_OVERHEAD}-byte header")]
     TooShort { len: usize },
@@ -298,17 +268,6 @@ impl Frame {
             payload_type: PayloadType::Undefined,
             payload,
         }
-    }
-
-    /// An `acknowledge` frame for `acked` (docs/protocol.md §8.2).
-    pub fn acknowledge(acked: &Frame, created_date: u64, message_id: Uuid) -> Self {
-        let ack = crate::channel::payload::Acknowledge::for_frame(acked);
-        Self::control(
-            MessageType::Acknowledge,
-            ack.to_bytes(),
-            created_date,
-            message_id,
-        )
     }
 
     /// Bytes this frame occupies on the wire.
@@ -464,7 +423,6 @@ fn parse(src: &[u8]) -> Result<(Header, &[u8]), FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::payload::Acknowledge;
 
     const VECTOR_DATE: u64 = 1_700_000_000_000;
 
@@ -496,38 +454,6 @@ mod tests {
         );
         assert_eq!(frame.to_bytes().as_ref(), wire.as_slice());
         assert_eq!(Frame::decode(&wire), Ok(frame));
-    }
-
-    #[test]
-    fn vector_b_acknowledge() {
-        let acked = Frame::stream(
-            MessageType::OutputStreamData,
-            7,
-            PayloadType::Output,
-            Bytes::from_static(b"x"),
-            VECTOR_DATE,
-            id("9f3c2b1a-4d5e-4f60-8a7b-1c2d3e4f5a6b"),
-        );
-        let frame = Frame::acknowledge(
-            &acked,
-            VECTOR_DATE,
-            id("fedcba98-7654-4321-8fed-cba987654321"),
-        );
-        let payload = br#"{"AcknowledgedMessageType":"output_stream_data","AcknowledgedMessageId":"9f3c2b1a-4d5e-4f60-8a7b-1c2d3e4f5a6b","AcknowledgedMessageSequenceNumber":7,"IsSequentialMessage":true}"#;
-        assert_eq!(frame.payload.as_ref(), payload.as_slice());
-        let mut wire = unhex(
-            "00000074 61636b6e6f776c65646765202020202020202020202020202020202020202020
-             00000001 0000018bcfe56800 0000000000000000 0000000000000003
-             8fedcba987654321fedcba9876544321
-             9abd942365207ecde69b790470ad90a5e4cf73722ad072f611f721fdd1f1a44e
-             00000000 000000b0",
-        );
-        wire.extend_from_slice(payload);
-        assert_eq!(frame.to_bytes().as_ref(), wire.as_slice());
-        let decoded = Frame::decode(&wire).expect("vector b decodes");
-        assert_eq!(decoded, frame);
-        let ack = Acknowledge::from_payload(&decoded.payload).expect("ack json");
-        assert_eq!(ack.acknowledged_message_sequence_number, 7);
     }
 
     #[test]
