@@ -452,6 +452,12 @@ impl Driver {
     }
 
     fn lose_link(&mut self, now: Instant) {
+        if self.link.is_some() && self.shared.agent.reconnect_grace_secs == 0 {
+            // With no grace the session ends with its socket. It leaves the registry before the
+            // socket closes, so a client that sees the close and calls ResumeSession at once
+            // always finds it gone, as it would on a real agent that ended the session.
+            self.shared.sessions.remove(&self.spec.session_id);
+        }
         if self.link.take().is_some() {
             tracing::info!(session = %self.spec.session_id, "websocket closed");
             self.disconnected_at = Some(now);
