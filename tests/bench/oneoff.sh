@@ -86,6 +86,9 @@ echo "== ${size_mib} MiB stdin -> remote (sha256sum)"
 hyperfine --runs 3 \
   --command-name "ecs-exec --pipe sha256sum" "${run[*]} --pipe sha256sum < $work/data" \
   --command-name "baseline: local sha256sum" "sha256sum < $work/data"
+echo "== the bare terminal's own rates (no ecs-exec, no network), the baselines of the two transfers"
+python3 "$(dirname "$0")/pty_ceiling.py" "$size_mib"
+python3 "$(dirname "$0")/pty_ceiling.py" --output "$size_mib"
 echo "== ${size_mib} MiB remote -> stdout (head -c from /dev/zero)"
 hyperfine --runs 3 \
   --command-name "ecs-exec remote head -c" "${run[*]} --pipe 'head -c $((size_mib * 1024 * 1024)) /dev/zero' < /dev/null > /dev/null" \

@@ -1,5 +1,13 @@
 #!/usr/bin/env python3
-"""The ceiling for one-off input, without ecs-exec, the network or the protocol.
+"""The ceilings of the terminal path, without ecs-exec, the network or the protocol.
+
+`--output`: the other direction. A one-off's output leaves the remote program through the same
+pseudo-terminal, which the agent reads; this runs `head -c N MiB /dev/zero` under a local pty
+(`stty -echo -opost`, as the adapters' bootstrap sets it), reads the master side to the end and
+prints the rate and the average read size. Compare it with `tests/bench/oneoff.sh`'s remote ->
+stdout figure. Usage: tests/bench/pty_ceiling.py --output [MiB]
+
+Input (the default):
 
 A one-off's stdin reaches the remote program the way the SSM agent delivers it: written into a
 pseudo-terminal as base64 lines of 4092 characters, read by `base64 -d`. This script does only
@@ -15,6 +23,32 @@ import sys
 import tempfile
 import time
 
+
+def output_ceiling(size):
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp("sh", ["sh", "-c", f"stty -echo -opost; head -c {size}M /dev/zero"])
+    start = time.monotonic()
+    total = reads = 0
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: every writer has closed the terminal
+            break
+        if not chunk:
+            break
+        total += len(chunk)
+        reads += 1
+    os.waitpid(pid, 0)
+    elapsed = time.monotonic() - start
+    print(f"{size} MiB of head -c /dev/zero read from a pty: {elapsed:.2f} s, "
+          f"{total / 1048576 / elapsed:.1f} MiB/s, {reads} reads of {total / max(reads, 1):.0f} "
+          f"bytes on average, {'all' if total == size * 1048576 else 'NOT all'} bytes")
+
+
+if len(sys.argv) > 1 and sys.argv[1] == "--output":
+    output_ceiling(int(sys.argv[2]) if len(sys.argv) > 2 else 256)
+    sys.exit(0)
 size = int(sys.argv[1]) if len(sys.argv) > 1 else 64
 data = os.urandom(size * 1024 * 1024)
 encoded = base64.b64encode(data)
