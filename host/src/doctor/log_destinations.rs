@@ -91,24 +91,60 @@ impl LogDestinationsApi {
         )))
     }
 
-    /// The default encryption of `bucket`, or that it does not exist.
+    /// The default encryption of `bucket`, or that it does not exist. A bucket in another
+    /// region than the session's is asked again there, as S3's answer names that region.
     pub async fn bucket(&self, bucket: &str) -> Result<BucketFacts, QueryError> {
-        let suffix = signed_http::dns_suffix(&self.region);
+        let answer = self.get_encryption(bucket, &self.region).await?;
+        if self.s3_endpoint.is_none()
+            && let Some(region) = region_elsewhere(&answer.body)
+            && region != self.region
+        {
+            let answer = self.get_encryption(bucket, &region).await?;
+            return parse_bucket_encryption(answer.status, &answer.body);
+        }
+        parse_bucket_encryption(answer.status, &answer.body)
+    }
+
+    async fn get_encryption(
+        &self,
+        bucket: &str,
+        region: &str,
+    ) -> Result<signed_http::Answer, QueryError> {
+        let suffix = signed_http::dns_suffix(region);
         let url = match &self.s3_endpoint {
             Some(endpoint) => format!("{endpoint}{bucket}?encryption"),
             // Virtual-hosted style, as AWS recommends; a name with dots would not match the
             // wildcard certificate, so those go path-style to the same regional endpoint.
             None if bucket.contains('.') => {
-                format!("https://s3.{}.{suffix}/{bucket}?encryption", self.region)
+                format!("https://s3.{region}.{suffix}/{bucket}?encryption")
             }
-            None => format!("https://{bucket}.s3.{}.{suffix}/?encryption", self.region),
+            None => format!("https://{bucket}.s3.{region}.{suffix}/?encryption"),
         };
-        let answer = self
-            .http
-            .s3_get(&url, &self.region, MAX_RESPONSE_BYTES)
-            .await?;
-        parse_bucket_encryption(answer.status, &answer.body)
+        Ok(self.http.s3_get(&url, region, MAX_RESPONSE_BYTES).await?)
     }
+}
+
+/// The region S3 says the bucket is in, when it refused a request for being sent to the wrong
+/// one: `<Region>` of AuthorizationHeaderMalformed, or the `s3.REGION.` of PermanentRedirect's
+/// `<Endpoint>`.
+pub fn region_elsewhere(body: &[u8]) -> Option<String> {
+    let xml = String::from_utf8_lossy(body);
+    let first = |tag: &str| element_texts(&xml, tag).into_iter().next();
+    let region = match first("Code")?.as_str() {
+        "AuthorizationHeaderMalformed" => first("Region")?,
+        "PermanentRedirect" => {
+            let host = format!(".{}", first("Endpoint")?);
+            let (_, after) = host.rsplit_once(".s3.")?;
+            after.split('.').next()?.to_owned()
+        }
+        _ => return None,
+    };
+    // Every region name has a dash (`eu-west-1`); the global `s3.amazonaws.com` names none.
+    let plausible = region.contains('-')
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    plausible.then_some(region)
 }
 
 /// What one DescribeLogGroups page says about the wanted group.
@@ -299,5 +335,29 @@ mod tests {
             "{moved}"
         );
         assert!(parse_bucket_encryption(500, b"").is_err());
+    }
+
+    #[test]
+    fn a_bucket_in_another_region_names_it() {
+        assert_eq!(
+            region_elsewhere(b"<Error><Code>AuthorizationHeaderMalformed</Code><Message>the region 'us-east-1' is wrong; expecting 'eu-west-1'</Message><Region>eu-west-1</Region></Error>").as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            region_elsewhere(b"<Error><Code>PermanentRedirect</Code><Endpoint>logs.s3.ap-south-1.amazonaws.com</Endpoint></Error>").as_deref(),
+            Some("ap-south-1")
+        );
+        assert_eq!(
+            region_elsewhere(b"<Error><Code>PermanentRedirect</Code><Endpoint>my-s3.logs.s3.eu-north-1.amazonaws.com</Endpoint></Error>").as_deref(),
+            Some("eu-north-1")
+        );
+        assert_eq!(
+            region_elsewhere(b"<Error><Code>PermanentRedirect</Code><Endpoint>logs.s3.amazonaws.com</Endpoint></Error>"),
+            None
+        );
+        assert_eq!(
+            region_elsewhere(b"<Error><Code>NoSuchBucket</Code></Error>"),
+            None
+        );
     }
 }
