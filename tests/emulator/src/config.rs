@@ -876,6 +876,21 @@ mod tests {
             "[[clusters]]\nname = \"c\"\nkms_key_id = \"not a key\"",
             "[[kms.keys]]\narn = \"arn:aws:kms:us-east-1:1:alias/x\"",
             "[[kms.keys]]\narn = \"arn:aws:kms:us-east-1:1:key/k\"\nalias = \"k\"",
+        ] {
+            assert!(
+                matches!(Config::from_toml_str(bad), Err(ConfigError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            Config::from_toml_str("[agent]\nkms_decrypt = \"maybe\""),
+            Err(ConfigError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn log_destinations_are_checked() {
+        for bad in [
             "[[s3_buckets]]\nname = \"Upper\"",
             "[[s3_buckets]]\nname = \"b-\"",
             "[[log_groups]]\nname = \"a b\"",
@@ -887,10 +902,12 @@ mod tests {
                 "{bad}"
             );
         }
-        assert!(matches!(
-            Config::from_toml_str("[agent]\nkms_decrypt = \"maybe\""),
-            Err(ConfigError::Parse(_))
-        ));
+        let config = Config::from_toml_str(
+            "[[s3_buckets]]\nname = \"exec.logs-1\"\nsse_algorithm = \"aws:kms\"\n[[log_groups]]\nname = \"/ecs/exec_1#a.b-c\"",
+        )
+        .unwrap();
+        assert_eq!(config.s3_buckets[0].name, "exec.logs-1");
+        assert_eq!(config.log_groups[0].name, "/ecs/exec_1#a.b-c");
     }
 
     #[test]
