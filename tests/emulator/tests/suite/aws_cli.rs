@@ -148,22 +148,24 @@ fn aws_cli_reads_the_session_log_destinations() {
         return;
     }
     let key = ecs_exec_emulator::DEFAULT_KMS_KEY_ARN;
-    let mut config = Config::default();
-    config.log_groups = vec![
-        LogGroupConfig {
-            name: "/ecs/exec".into(),
+    let config = Config {
+        log_groups: vec![
+            LogGroupConfig {
+                name: "/ecs/exec".into(),
+                kms_key_id: Some(key.into()),
+            },
+            LogGroupConfig {
+                name: "/other".into(),
+                kms_key_id: None,
+            },
+        ],
+        s3_buckets: vec![S3BucketConfig {
+            name: "exec-logs".into(),
+            sse_algorithm: Some("aws:kms".into()),
             kms_key_id: Some(key.into()),
-        },
-        LogGroupConfig {
-            name: "/other".into(),
-            kms_key_id: None,
-        },
-    ];
-    config.s3_buckets = vec![S3BucketConfig {
-        name: "exec-logs".into(),
-        sse_algorithm: Some("aws:kms".into()),
-        kms_key_id: Some(key.into()),
-    }];
+        }],
+        ..Config::default()
+    };
     let handle = EmulatorHandle::spawn_in_thread(config).unwrap();
     let secret = handle.secret_access_key().to_string();
     let groups = json_of(&aws(
