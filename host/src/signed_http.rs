@@ -1,9 +1,11 @@
-//! SigV4-signed `POST`s over hyper, for the few AWS calls made without an SDK crate (SSM
-//! ResumeSession/TerminateSession, STS GetCallerIdentity, IAM SimulatePrincipalPolicy).
+//! SigV4-signed requests over hyper, for the few AWS calls made without an SDK crate: `POST`s
+//! (SSM ResumeSession/TerminateSession, STS GetCallerIdentity, IAM SimulatePrincipalPolicy,
+//! CloudWatch Logs DescribeLogGroups) and S3 `GET`s (GetBucketEncryption).
 //!
 //! One [`SignedHttp`] holds the process's credentials provider and an HTTPS client; each call
-//! names its endpoint, signing service and region. Pulling in aws-sdk-ssm, -sts and -iam for a
-//! handful of operations would make them the largest crates of the build. Nothing here logs
+//! names its endpoint, signing service and region. Pulling in aws-sdk-ssm, -sts, -iam,
+//! -cloudwatchlogs and -s3 for a handful of operations would make them the largest crates of
+//! the build. Nothing here logs
 //! the body, the credentials or the signature.
 
 use std::sync::Arc;
@@ -81,9 +83,44 @@ impl SignedHttp {
         body: Bytes,
         max_response: usize,
     ) -> Result<Answer, SignedHttpError> {
+        let signed = Signed {
+            method: "POST",
+            url: endpoint,
+            service,
+            region,
+            settings: aws_sigv4::http_request::SigningSettings::default(),
+        };
+        tokio::time::timeout(CALL_TIMEOUT, self.call(signed, headers, body, max_response))
+            .await
+            .map_err(|_| SignedHttpError::Timeout)?
+    }
+
+    /// Signs (for S3 in `region`) and sends `GET url` without a body; reads at most
+    /// `max_response` bytes of the answer. S3 signs the path as it is (no second
+    /// percent-encoding, no normalisation) and wants the payload hash in `x-amz-content-sha256`.
+    pub async fn s3_get(
+        &self,
+        url: &str,
+        region: &str,
+        max_response: usize,
+    ) -> Result<Answer, SignedHttpError> {
+        use aws_sigv4::http_request::{
+            PayloadChecksumKind, PercentEncodingMode, SigningSettings, UriPathNormalizationMode,
+        };
+        let mut settings = SigningSettings::default();
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        let signed = Signed {
+            method: "GET",
+            url,
+            service: "s3",
+            region,
+            settings,
+        };
         tokio::time::timeout(
             CALL_TIMEOUT,
-            self.call(endpoint, service, region, headers, body, max_response),
+            self.call(signed, &[], Bytes::new(), max_response),
         )
         .await
         .map_err(|_| SignedHttpError::Timeout)?
@@ -91,16 +128,13 @@ impl SignedHttp {
 
     async fn call(
         &self,
-        endpoint: &str,
-        service: &str,
-        region: &str,
+        signed: Signed<'_>,
         headers: &[(&str, &str)],
         body: Bytes,
         max_response: usize,
     ) -> Result<Answer, SignedHttpError> {
-        let request = self
-            .signed_request(endpoint, service, region, headers, body)
-            .await?;
+        let endpoint = signed.url;
+        let request = self.signed_request(signed, headers, body).await?;
         let http_error = |reason: String| SignedHttpError::Http {
             endpoint: endpoint.to_owned(),
             reason,
@@ -121,12 +155,11 @@ impl SignedHttp {
 
     async fn signed_request(
         &self,
-        endpoint: &str,
-        service: &str,
-        region: &str,
+        signed: Signed<'_>,
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<hyper::Request<Full<Bytes>>, SignedHttpError> {
+        let endpoint = signed.url;
         let signing = |error: &dyn std::fmt::Display| SignedHttpError::Signing(error.to_string());
         let credentials = self
             .credentials
@@ -136,14 +169,16 @@ impl SignedHttp {
         let identity = credentials.into();
         let params = aws_sigv4::sign::v4::SigningParams::builder()
             .identity(&identity)
-            .region(region)
-            .name(service)
+            .region(signed.region)
+            .name(signed.service)
             .time(SystemTime::now())
-            .settings(aws_sigv4::http_request::SigningSettings::default())
+            .settings(signed.settings)
             .build()
             .map_err(|error| signing(&error))?
             .into();
-        let mut builder = hyper::Request::post(endpoint);
+        let mut builder = hyper::Request::builder()
+            .method(signed.method)
+            .uri(endpoint);
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
@@ -161,7 +196,7 @@ impl SignedHttp {
                 .map_err(|_| SignedHttpError::Signing(format!("bad host in {endpoint}")))?,
         );
         let signable = aws_sigv4::http_request::SignableRequest::new(
-            "POST",
+            signed.method,
             endpoint,
             request
                 .headers()
@@ -176,6 +211,15 @@ impl SignedHttp {
         instructions.apply_to_request_http1x(&mut request);
         Ok(request)
     }
+}
+
+/// What one request is signed as.
+struct Signed<'a> {
+    method: &'static str,
+    url: &'a str,
+    service: &'a str,
+    region: &'a str,
+    settings: aws_sigv4::http_request::SigningSettings,
 }
 
 /// `AWS_ENDPOINT_URL_<SERVICE>` (`service_env`), else the process-wide endpoint

@@ -90,8 +90,60 @@ pub struct ClusterFacts {
     /// `DEFAULT`, `NONE` or `OVERRIDE`.
     pub logging: Option<String>,
     pub log_group: Option<String>,
+    /// `cloudWatchEncryptionEnabled`: the agent refuses sessions unless the group has a KMS key.
+    pub cloud_watch_encryption: bool,
     pub s3_bucket: Option<String>,
+    /// `s3EncryptionEnabled`: the agent refuses sessions unless the bucket has default
+    /// encryption.
+    pub s3_encryption: bool,
+    pub s3_key_prefix: Option<String>,
 }
+
+impl ClusterFacts {
+    /// The CloudWatch log group sessions are logged to (only with logging OVERRIDE).
+    pub fn session_log_group(&self) -> Option<&str> {
+        self.overrides_logging()
+            .then_some(self.log_group.as_deref())
+            .flatten()
+    }
+
+    /// The S3 bucket sessions are logged to (only with logging OVERRIDE).
+    pub fn session_log_bucket(&self) -> Option<&str> {
+        self.overrides_logging()
+            .then_some(self.s3_bucket.as_deref())
+            .flatten()
+    }
+
+    fn overrides_logging(&self) -> bool {
+        self.logging.as_deref() == Some("OVERRIDE")
+    }
+}
+
+/// CloudWatch Logs DescribeLogGroups of the session log group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogGroupFacts {
+    Missing,
+    /// With `kmsKeyId` when the group is encrypted with a KMS key.
+    Found {
+        kms_key_id: Option<String>,
+    },
+}
+
+/// S3 GetBucketEncryption of the session log bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BucketFacts {
+    Missing,
+    /// No default encryption (`ServerSideEncryptionConfigurationNotFoundError`).
+    Unencrypted,
+    /// The first default-encryption rule: `SSEAlgorithm` and `KMSMasterKeyID`.
+    Encrypted {
+        algorithm: String,
+        kms_key_id: Option<String>,
+    },
+}
+
+/// The default encryptions the SSM agent takes for an encrypted bucket.
+pub const AGENT_BUCKET_ALGORITHMS: [&str; 2] = ["AES256", "aws:kms"];
 
 /// KMS DescribeKey.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,6 +202,8 @@ pub struct Facts {
     pub identity: Fetched<Identity>,
     pub cluster: Fetched<ClusterFacts>,
     pub key: Fetched<KeyFacts>,
+    pub log_group: Fetched<LogGroupFacts>,
+    pub log_bucket: Fetched<BucketFacts>,
     pub task: Fetched<TaskFacts>,
     pub agent_version: Fetched<String>,
     pub task_definition: Fetched<TaskDefinitionFacts>,
@@ -184,6 +238,8 @@ pub fn evaluate(facts: &Facts) -> Vec<Check> {
         credentials(facts),
         cluster(facts),
         kms_key(facts),
+        log_group(facts),
+        log_bucket(facts),
         task_running(facts),
         platform(facts),
         exec_enabled(facts),
@@ -302,6 +358,183 @@ fn kms_key(facts: &Facts) -> Check {
         .fix("point the cluster's executeCommandConfiguration.kmsKeyId at a key that exists in this region"),
         other => skipped(id, &format!("KMS key {key_id}"), other)
             .unwrap_or_else(|| unreachable_check(id)),
+    }
+}
+
+/// What the agent does with sessions when their log destination fails a demanded encryption.
+const AGENT_REFUSES: &str = "the SSM agent refuses every session";
+
+/// A destination doctor could not look at: a warning, since the agent may refuse sessions
+/// because of what was not seen.
+fn could_not_check(
+    id: &'static str,
+    what: &str,
+    fetched: &Fetched<impl Sized>,
+    demand: &str,
+) -> Check {
+    let (why, fix) = match fetched {
+        Fetched::Denied(permission) => (
+            format!("the caller lacks {permission}"),
+            format!("allow {permission} to the caller, or make sure yourself that {what} {demand}"),
+        ),
+        Fetched::Failed(reason) => (
+            reason.clone(),
+            format!("make sure yourself that {what} {demand}"),
+        ),
+        Fetched::Got(_) | Fetched::NotAsked => {
+            return Check::new(
+                id,
+                Status::Skip,
+                format!("{what}: not checked, it depends on a check that did not pass"),
+            );
+        }
+    };
+    Check::new(id, Status::Warn, format!("could not check {what}: {why}")).fix(fix)
+}
+
+fn log_group(facts: &Facts) -> Check {
+    let id = "log-group";
+    let Fetched::Got(cluster) = &facts.cluster else {
+        return Check::new(id, Status::Skip, "not checked: the cluster is unknown");
+    };
+    let Some(group) = cluster.session_log_group() else {
+        return Check::new(
+            id,
+            Status::Pass,
+            format!(
+                "no CloudWatch log group in the cluster's ECS Exec configuration (logging {})",
+                cluster.logging.as_deref().unwrap_or("DEFAULT")
+            ),
+        );
+    };
+    let what = format!("log group {group}");
+    let demanded = cluster.cloud_watch_encryption;
+    match &facts.log_group {
+        Fetched::Got(LogGroupFacts::Found {
+            kms_key_id: Some(key),
+        }) => Check::new(id, Status::Pass, format!("{what} exists, encrypted with {key}")),
+        Fetched::Got(LogGroupFacts::Found { kms_key_id: None }) if demanded => Check::new(
+            id,
+            Status::Fail,
+            format!("{what} has no KMS key, but cloudWatchEncryptionEnabled is true: {AGENT_REFUSES}"),
+        )
+        .fix(format!(
+            "associate a KMS key with the group (`aws logs associate-kms-key --log-group-name {group} --kms-key-id KEY_ARN`; the key policy must allow logs.{}.amazonaws.com) or set cloudWatchEncryptionEnabled to false",
+            facts.region
+        )),
+        Fetched::Got(LogGroupFacts::Found { kms_key_id: None }) => Check::new(
+            id,
+            Status::Pass,
+            format!("{what} exists (no KMS key, and cloudWatchEncryptionEnabled is false)"),
+        ),
+        Fetched::Got(LogGroupFacts::Missing) if demanded => Check::new(
+            id,
+            Status::Fail,
+            format!("{what} does not exist, and cloudWatchEncryptionEnabled is true: {AGENT_REFUSES}"),
+        )
+        .fix(format!(
+            "create it with a KMS key (`aws logs create-log-group --log-group-name {group} --kms-key-id KEY_ARN`) or point logConfiguration.cloudWatchLogGroupName at an encrypted group"
+        )),
+        Fetched::Got(LogGroupFacts::Missing) => Check::new(
+            id,
+            Status::Warn,
+            format!("{what} does not exist: sessions run, but their output is not logged"),
+        )
+        .fix(format!(
+            "create it (`aws logs create-log-group --log-group-name {group}`) or point logConfiguration.cloudWatchLogGroupName at an existing group"
+        )),
+        other => could_not_check(
+            id,
+            &what,
+            other,
+            if demanded {
+                "exists and has a KMS key (the SSM agent refuses sessions otherwise)"
+            } else {
+                "exists"
+            },
+        ),
+    }
+}
+
+fn log_bucket(facts: &Facts) -> Check {
+    let id = "log-bucket";
+    let Fetched::Got(cluster) = &facts.cluster else {
+        return Check::new(id, Status::Skip, "not checked: the cluster is unknown");
+    };
+    let Some(bucket) = cluster.session_log_bucket() else {
+        return Check::new(
+            id,
+            Status::Pass,
+            format!(
+                "no S3 bucket in the cluster's ECS Exec configuration (logging {})",
+                cluster.logging.as_deref().unwrap_or("DEFAULT")
+            ),
+        );
+    };
+    let what = format!("bucket {bucket}");
+    let demanded = cluster.s3_encryption;
+    let turn_on = format!(
+        "turn default encryption on (`aws s3api put-bucket-encryption --bucket {bucket} --server-side-encryption-configuration '{{\"Rules\":[{{\"ApplyServerSideEncryptionByDefault\":{{\"SSEAlgorithm\":\"AES256\"}}}}]}}'`) or set s3EncryptionEnabled to false"
+    );
+    match &facts.log_bucket {
+        Fetched::Got(BucketFacts::Encrypted {
+            algorithm,
+            kms_key_id,
+        }) if AGENT_BUCKET_ALGORITHMS.contains(&algorithm.as_str()) || !demanded => {
+            let key = kms_key_id
+                .as_ref()
+                .map(|key| format!(" with {key}"))
+                .unwrap_or_default();
+            Check::new(
+                id,
+                Status::Pass,
+                format!("{what} exists, default encryption {algorithm}{key}"),
+            )
+        }
+        Fetched::Got(BucketFacts::Encrypted { algorithm, .. }) => Check::new(
+            id,
+            Status::Fail,
+            format!(
+                "{what} is encrypted with {algorithm}, which the SSM agent does not count (only {}), and s3EncryptionEnabled is true: {AGENT_REFUSES}",
+                AGENT_BUCKET_ALGORITHMS.join(" or ")
+            ),
+        )
+        .fix(turn_on),
+        Fetched::Got(BucketFacts::Unencrypted) if demanded => Check::new(
+            id,
+            Status::Fail,
+            format!("{what} has no default encryption, but s3EncryptionEnabled is true: {AGENT_REFUSES}"),
+        )
+        .fix(turn_on),
+        Fetched::Got(BucketFacts::Unencrypted) => Check::new(
+            id,
+            Status::Pass,
+            format!("{what} exists (no default encryption, and s3EncryptionEnabled is false)"),
+        ),
+        Fetched::Got(BucketFacts::Missing) if demanded => Check::new(
+            id,
+            Status::Fail,
+            format!("{what} does not exist, and s3EncryptionEnabled is true: {AGENT_REFUSES}"),
+        )
+        .fix("create the bucket with default encryption (`aws s3 mb`, then `aws s3api put-bucket-encryption`) or point logConfiguration.s3BucketName at an encrypted bucket"),
+        Fetched::Got(BucketFacts::Missing) => Check::new(
+            id,
+            Status::Warn,
+            format!("{what} does not exist: sessions run, but their output is not uploaded"),
+        )
+        .fix(format!(
+            "create it (`aws s3 mb s3://{bucket}`) or point logConfiguration.s3BucketName at an existing bucket"
+        )),
+        other => could_not_check(
+            id,
+            &what,
+            other,
+            if demanded {
+                "exists and has default encryption (the SSM agent refuses sessions otherwise)"
+            } else {
+                "exists"
+            },
+        ),
     }
 }
 
@@ -713,6 +946,8 @@ mod tests {
                 enabled: true,
                 state: "Enabled".into(),
             }),
+            log_group: Fetched::NotAsked,
+            log_bucket: Fetched::NotAsked,
             task: Fetched::Got(TaskFacts {
                 task_id: "t".into(),
                 last_status: "RUNNING".into(),
@@ -756,7 +991,7 @@ mod tests {
             "{checks:#?}"
         );
         assert_eq!(exit_status(&checks), 0);
-        assert_eq!(checks.len(), 13);
+        assert_eq!(checks.len(), 15);
     }
 
     fn task_mut(facts: &mut Facts) -> &mut TaskFacts {
@@ -818,6 +1053,141 @@ mod tests {
             (s, message.as_str()),
             (Status::Fail, "the task role is not allowed kms:Decrypt")
         );
+    }
+
+    /// `healthy()` logging to `s3://logs/exec/` and the group `/ecs/exec`, each demanding
+    /// encryption as asked.
+    fn logging_to_both(group_encryption: bool, bucket_encryption: bool) -> Facts {
+        let mut f = healthy();
+        f.cluster = Fetched::Got(ClusterFacts {
+            logging: Some("OVERRIDE".into()),
+            log_group: Some("/ecs/exec".into()),
+            cloud_watch_encryption: group_encryption,
+            s3_bucket: Some("logs".into()),
+            s3_encryption: bucket_encryption,
+            s3_key_prefix: Some("exec/".into()),
+            ..ClusterFacts::default()
+        });
+        f
+    }
+
+    #[test]
+    fn the_log_group_must_exist_and_be_encrypted_when_demanded() {
+        let mut f = logging_to_both(true, false);
+        f.log_group = Fetched::Got(LogGroupFacts::Found {
+            kms_key_id: Some("arn:aws:kms:us-east-1:1:key/k".into()),
+        });
+        assert_eq!(
+            status(&f, "log-group"),
+            (
+                Status::Pass,
+                "log group /ecs/exec exists, encrypted with arn:aws:kms:us-east-1:1:key/k".into()
+            )
+        );
+        f.log_group = Fetched::Got(LogGroupFacts::Found { kms_key_id: None });
+        assert_eq!(
+            status(&f, "log-group"),
+            (
+                Status::Fail,
+                "log group /ecs/exec has no KMS key, but cloudWatchEncryptionEnabled is true: the SSM agent refuses every session".into()
+            )
+        );
+        f.log_group = Fetched::Got(LogGroupFacts::Missing);
+        assert_eq!(status(&f, "log-group").0, Status::Fail);
+        assert_eq!(exit_status(&evaluate(&f)), FAILED_EXIT);
+
+        let mut f = logging_to_both(false, false);
+        f.log_group = Fetched::Got(LogGroupFacts::Found { kms_key_id: None });
+        assert_eq!(status(&f, "log-group").0, Status::Pass);
+        f.log_group = Fetched::Got(LogGroupFacts::Missing);
+        assert_eq!(
+            status(&f, "log-group"),
+            (
+                Status::Warn,
+                "log group /ecs/exec does not exist: sessions run, but their output is not logged"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn the_log_bucket_must_exist_and_be_encrypted_when_demanded() {
+        let mut f = logging_to_both(false, true);
+        f.log_bucket = Fetched::Got(BucketFacts::Encrypted {
+            algorithm: "AES256".into(),
+            kms_key_id: None,
+        });
+        assert_eq!(
+            status(&f, "log-bucket"),
+            (
+                Status::Pass,
+                "bucket logs exists, default encryption AES256".into()
+            )
+        );
+        f.log_bucket = Fetched::Got(BucketFacts::Encrypted {
+            algorithm: "aws:kms:dsse".into(),
+            kms_key_id: None,
+        });
+        assert_eq!(status(&f, "log-bucket").0, Status::Fail);
+        f.log_bucket = Fetched::Got(BucketFacts::Unencrypted);
+        assert_eq!(
+            status(&f, "log-bucket"),
+            (
+                Status::Fail,
+                "bucket logs has no default encryption, but s3EncryptionEnabled is true: the SSM agent refuses every session".into()
+            )
+        );
+        f.log_bucket = Fetched::Got(BucketFacts::Missing);
+        assert_eq!(status(&f, "log-bucket").0, Status::Fail);
+
+        let mut f = logging_to_both(false, false);
+        f.log_bucket = Fetched::Got(BucketFacts::Unencrypted);
+        assert_eq!(status(&f, "log-bucket").0, Status::Pass);
+        f.log_bucket = Fetched::Got(BucketFacts::Missing);
+        assert_eq!(status(&f, "log-bucket").0, Status::Warn);
+        assert_eq!(exit_status(&evaluate(&f)), 0);
+    }
+
+    #[test]
+    fn an_unreadable_destination_is_a_warning_naming_the_permission() {
+        let mut f = logging_to_both(true, true);
+        f.log_group = Fetched::Denied("logs:DescribeLogGroups".into());
+        f.log_bucket = Fetched::Failed("no answer within 10s".into());
+        assert_eq!(
+            status(&f, "log-group"),
+            (
+                Status::Warn,
+                "could not check log group /ecs/exec: the caller lacks logs:DescribeLogGroups"
+                    .into()
+            )
+        );
+        assert_eq!(
+            status(&f, "log-bucket"),
+            (
+                Status::Warn,
+                "could not check bucket logs: no answer within 10s".into()
+            )
+        );
+        assert_eq!(exit_status(&evaluate(&f)), 0);
+    }
+
+    #[test]
+    fn destinations_are_only_checked_with_override_logging() {
+        let mut f = logging_to_both(true, true);
+        if let Fetched::Got(cluster) = &mut f.cluster {
+            cluster.logging = Some("DEFAULT".into());
+        }
+        assert_eq!(
+            status(&f, "log-group"),
+            (
+                Status::Pass,
+                "no CloudWatch log group in the cluster's ECS Exec configuration (logging DEFAULT)"
+                    .into()
+            )
+        );
+        assert_eq!(status(&f, "log-bucket").0, Status::Pass);
+        f.cluster = Fetched::Failed("cluster demo not found in this region".into());
+        assert_eq!(status(&f, "log-group").0, Status::Skip);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The thin part of `ecs-exec doctor`: the AWS calls that fill [`Facts`]. Each call's failure
-//! becomes a fact (denied, failed) rather than an error, so one missing permission or resource
-//! never stops the other checks. Nothing here decides a verdict ([`super::checks`] does) or
+//! The thin part of `ecs-exec doctor`: the AWS calls that fill [`Facts`] (STS and IAM through
+//! [`super::query`], the session log destinations through [`super::log_destinations`]). Each
+//! call's failure becomes a fact (denied, failed) rather than an error, so one missing
+//! permission or resource never stops the other checks. Nothing here decides a verdict ([`super::checks`] does) or
 //! prints, and no credential or session token is kept or logged.
 
 use std::time::Instant;
@@ -11,10 +12,11 @@ use aws_sdk_ecs::error::ProvideErrorMetadata;
 use aws_sdk_ecs::types::DesiredStatus;
 
 use super::checks::{
-    ClusterFacts, Facts, Fetched, KeyFacts, Probe, TASK_ROLE_ACTIONS, TaskDefinitionFacts,
-    TaskFacts, simulation_principal,
+    BucketFacts, ClusterFacts, Facts, Fetched, KeyFacts, Probe, TASK_ROLE_ACTIONS,
+    TaskDefinitionFacts, TaskFacts, simulation_principal,
 };
-use super::query::QueryApi;
+use super::log_destinations::LogDestinationsApi;
+use super::query::{QueryApi, QueryError};
 use crate::ecs::{EXECUTE_COMMAND_AGENT, RUNNING};
 use crate::ssm::SsmApi;
 
@@ -64,6 +66,8 @@ pub async fn gather(config: &SdkConfig, target: &DoctorTarget) -> Facts {
         identity: Fetched::NotAsked,
         cluster: Fetched::NotAsked,
         key: Fetched::NotAsked,
+        log_group: Fetched::NotAsked,
+        log_bucket: Fetched::NotAsked,
         task: Fetched::NotAsked,
         agent_version: Fetched::NotAsked,
         task_definition: Fetched::NotAsked,
@@ -116,6 +120,22 @@ pub async fn gather(config: &SdkConfig, target: &DoctorTarget) -> Facts {
             },
             Err(error) => sdk_failure("kms:DescribeKey", &error),
         };
+    }
+    if let Fetched::Got(cluster) = &facts.cluster
+        && let Some(destinations) = LogDestinationsApi::new(config, query.http().clone())
+    {
+        if let Some(group) = cluster.session_log_group() {
+            facts.log_group = destination_fact(
+                "logs:DescribeLogGroups",
+                destinations.log_group(group).await,
+            );
+        }
+        if let Some(bucket) = cluster.session_log_bucket() {
+            facts.log_bucket = destination_fact(
+                "s3:GetEncryptionConfiguration",
+                destinations.bucket(bucket).await,
+            );
+        }
     }
     facts.task = describe_task(&ecs, target).await;
     let Fetched::Got(task) = &facts.task else {
@@ -175,7 +195,7 @@ pub async fn gather(config: &SdkConfig, target: &DoctorTarget) -> Facts {
             actions.push(("kms:Decrypt", key.as_str()));
         }
         let logging = match &facts.cluster {
-            Fetched::Got(cluster) => logging_actions(&facts.region, cluster),
+            Fetched::Got(cluster) => logging_actions(&facts.region, cluster, &facts.log_bucket),
             _ => Vec::new(),
         };
         actions.extend(logging.iter().map(|(a, r)| (*a, r.as_str())));
@@ -187,13 +207,27 @@ pub async fn gather(config: &SdkConfig, target: &DoctorTarget) -> Facts {
     facts
 }
 
-/// What the task role needs to write session logs where the cluster sends them (OVERRIDE).
-fn logging_actions(region: &str, cluster: &ClusterFacts) -> Vec<(&'static str, String)> {
-    let mut actions = Vec::new();
-    if cluster.logging.as_deref() != Some("OVERRIDE") {
-        return actions;
+/// A log destination call's result as a fact: AccessDenied names the caller's missing
+/// permission.
+fn destination_fact<T>(permission: &str, result: Result<T, QueryError>) -> Fetched<T> {
+    match result {
+        Ok(fact) => Fetched::Got(fact),
+        Err(error) if error.is_access_denied() => Fetched::Denied(permission.to_owned()),
+        Err(error) => Fetched::Failed(format!("{permission}: {error}")),
     }
-    if let Some(group) = &cluster.log_group {
+}
+
+/// What the task role needs to write session logs where the cluster sends them (OVERRIDE): the
+/// group's logs actions; `s3:PutObject` under the key prefix, `s3:GetEncryptionConfiguration`,
+/// and `kms:GenerateDataKey` on the bucket's key when it encrypts with SSE-KMS (the agent then
+/// uploads with that key).
+fn logging_actions(
+    region: &str,
+    cluster: &ClusterFacts,
+    bucket: &Fetched<BucketFacts>,
+) -> Vec<(&'static str, String)> {
+    let mut actions = Vec::new();
+    if let Some(group) = cluster.session_log_group() {
         let arn = format!("arn:aws:logs:{region}:*:log-group:{group}:*");
         actions.push(("logs:DescribeLogGroups", "*".to_owned()));
         for action in [
@@ -204,12 +238,22 @@ fn logging_actions(region: &str, cluster: &ClusterFacts) -> Vec<(&'static str, S
             actions.push((action, arn.clone()));
         }
     }
-    if let Some(bucket) = &cluster.s3_bucket {
-        actions.push(("s3:PutObject", format!("arn:aws:s3:::{bucket}/*")));
+    if let Some(name) = cluster.session_log_bucket() {
+        let prefix = cluster.s3_key_prefix.as_deref().unwrap_or_default();
+        actions.push(("s3:PutObject", format!("arn:aws:s3:::{name}/{prefix}*")));
         actions.push((
             "s3:GetEncryptionConfiguration",
-            format!("arn:aws:s3:::{bucket}"),
+            format!("arn:aws:s3:::{name}"),
         ));
+        if let Fetched::Got(BucketFacts::Encrypted {
+            algorithm,
+            kms_key_id: Some(key),
+        }) = bucket
+            && algorithm == "aws:kms"
+            && key.starts_with("arn:")
+        {
+            actions.push(("kms:GenerateDataKey", key.clone()));
+        }
     }
     actions
 }
@@ -248,7 +292,13 @@ async fn describe_cluster(ecs: &aws_sdk_ecs::Client, cluster: &str) -> Fetched<C
         log_group: log
             .and_then(|l| l.cloud_watch_log_group_name())
             .map(str::to_owned),
+        cloud_watch_encryption: log.is_some_and(|l| l.cloud_watch_encryption_enabled()),
         s3_bucket: log.and_then(|l| l.s3_bucket_name()).map(str::to_owned),
+        s3_encryption: log.is_some_and(|l| l.s3_encryption_enabled()),
+        s3_key_prefix: log
+            .and_then(|l| l.s3_key_prefix())
+            .filter(|prefix| !prefix.is_empty())
+            .map(str::to_owned),
     })
 }
 
@@ -437,14 +487,26 @@ mod tests {
             s3_bucket: Some("logs".into()),
             ..ClusterFacts::default()
         };
-        let actions = logging_actions("eu-west-1", &cluster);
+        let actions = logging_actions("eu-west-1", &cluster, &Fetched::NotAsked);
         assert!(actions.contains(&(
             "logs:PutLogEvents",
             "arn:aws:logs:eu-west-1:*:log-group:/ecs/exec:*".to_owned()
         )));
         assert!(actions.contains(&("s3:PutObject", "arn:aws:s3:::logs/*".to_owned())));
+        assert!(!actions.iter().any(|(action, _)| action.starts_with("kms:")));
+        cluster.s3_key_prefix = Some("exec/".into());
+        let sse_kms = Fetched::Got(BucketFacts::Encrypted {
+            algorithm: "aws:kms".into(),
+            kms_key_id: Some("arn:aws:kms:eu-west-1:1:key/k".into()),
+        });
+        let actions = logging_actions("eu-west-1", &cluster, &sse_kms);
+        assert!(actions.contains(&("s3:PutObject", "arn:aws:s3:::logs/exec/*".to_owned())));
+        assert!(actions.contains(&(
+            "kms:GenerateDataKey",
+            "arn:aws:kms:eu-west-1:1:key/k".to_owned()
+        )));
         cluster.logging = Some("DEFAULT".into());
-        assert!(logging_actions("eu-west-1", &cluster).is_empty());
+        assert!(logging_actions("eu-west-1", &cluster, &sse_kms).is_empty());
     }
 
     #[test]

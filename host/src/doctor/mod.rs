@@ -1,12 +1,13 @@
 //! `ecs-exec doctor`: checks everything ECS Exec needs for one task and says what to fix.
 //!
 //! [`checks`] is the pure part (facts in, verdicts out, unit-tested); [`gather`] makes the AWS
-//! calls (STS and IAM through [`query`]); [`render`] prints the table or the JSON document.
+//! calls (STS and IAM through [`query`], CloudWatch Logs and S3 through [`log_destinations`]); [`render`] prints the table or the JSON document.
 //! This file parses the command line and wires them. Exit status: 0 when no check failed,
 //! [`checks::FAILED_EXIT`] when one did, 64 for a usage error (README "Exit codes").
 
 pub mod checks;
 pub mod gather;
+pub mod log_destinations;
 pub mod query;
 pub mod render;
 
@@ -33,8 +34,9 @@ pub enum OutputFormat {
     name = "ecs-exec doctor",
     about = "Check everything ECS Exec needs for a task, and say what to fix",
     after_help = "Exit status: 0 when no check failed, 1 when one did, 64 for a usage error.\n\
-                  Checks: credentials, cluster, kms-key, task, platform, exec-enabled, exec-agent,\n\
-                  init-process, readonly-root, pid-mode, caller-iam, task-role, probe."
+                  Checks: credentials, cluster, kms-key, log-group, log-bucket, task, platform,\n\
+                  exec-enabled, exec-agent, init-process, readonly-root, pid-mode, caller-iam,\n\
+                  task-role, probe."
 )]
 pub struct DoctorArgs {
     /// Cluster name or ARN

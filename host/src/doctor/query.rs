@@ -14,7 +14,8 @@ use crate::signed_http::{self, SignedHttp, SignedHttpError};
 /// A GetCallerIdentity or SimulatePrincipalPolicy answer is a few kilobytes.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
-/// Why a Query call failed. Messages carry no secrets.
+/// Why a call made without an SDK failed (the Query calls here, the JSON and REST ones of
+/// [`super::log_destinations`]). Messages carry no secrets.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueryError {

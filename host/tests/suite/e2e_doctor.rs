@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use ecs_exec_emulator::config::{DEFAULT_KMS_KEY_ARN, KmsKeyConfig};
+use ecs_exec_emulator::Config;
+use ecs_exec_emulator::config::{
+    DEFAULT_KMS_KEY_ARN, KmsKeyConfig, LogGroupConfig, S3BucketConfig,
+};
 use serde_json::Value;
 
 use crate::e2e_support::{Outcome, World};
@@ -54,7 +57,7 @@ fn a_healthy_world_passes_every_check() {
     let world = World::start();
     let (code, document) = doctor_json(&world, &WEB);
     let checks = document["checks"].as_array().expect("checks");
-    assert_eq!(checks.len(), 13, "{document}");
+    assert_eq!(checks.len(), 15, "{document}");
     for c in checks {
         assert_eq!(c["status"], "pass", "{c}");
         assert!(c.get("fix").is_none(), "{c}");
@@ -72,7 +75,7 @@ fn a_healthy_world_passes_every_check() {
             .1
             .starts_with("ExecuteCommand answered with a session in ")
     );
-    assert_eq!(document["summary"]["pass"], 13);
+    assert_eq!(document["summary"]["pass"], 15);
 
     let text = run(&world, &WEB);
     assert_eq!(text.code(), 0, "{}", text.stderr);
@@ -86,7 +89,7 @@ fn a_healthy_world_passes_every_check() {
         "{table}"
     );
     assert!(
-        table.ends_with("13 checks: 13 pass, 0 warn, 0 fail, 0 skip\n"),
+        table.ends_with("15 checks: 15 pass, 0 warn, 0 fail, 0 skip\n"),
         "{table}"
     );
     assert!(!table.contains('\x1b'), "colour without a terminal");
@@ -363,6 +366,210 @@ fn logging_to_cloudwatch_needs_the_logs_permissions_in_the_task_role() {
         (
             "fail".into(),
             "the task role is not allowed logs:PutLogEvents".into()
+        )
+    );
+}
+
+/// The `demo` cluster logs sessions to the group `/ecs/exec` and to `s3://exec-logs/exec/`,
+/// demanding encryption of each as asked; neither exists until a test adds it.
+fn log_sessions(config: &mut Config, group_encryption: bool, bucket_encryption: bool) {
+    let logging = &mut config.clusters[0].exec_logging;
+    logging.logging = "OVERRIDE".into();
+    logging.cloud_watch_log_group = Some("/ecs/exec".into());
+    logging.cloud_watch_encryption_enabled = group_encryption;
+    logging.s3_bucket = Some("exec-logs".into());
+    logging.s3_key_prefix = Some("exec/".into());
+    logging.s3_encryption_enabled = bucket_encryption;
+}
+
+fn log_group(name: &str, kms_key_id: Option<&str>) -> LogGroupConfig {
+    LogGroupConfig {
+        name: name.into(),
+        kms_key_id: kms_key_id.map(str::to_owned),
+    }
+}
+
+fn bucket(name: &str, sse_algorithm: Option<&str>, kms_key_id: Option<&str>) -> S3BucketConfig {
+    S3BucketConfig {
+        name: name.into(),
+        sse_algorithm: sse_algorithm.map(str::to_owned),
+        kms_key_id: kms_key_id.map(str::to_owned),
+    }
+}
+
+#[test]
+fn encrypted_log_destinations_pass_and_the_task_role_may_write_to_them() {
+    let world = World::start_with(|config| {
+        log_sessions(config, true, true);
+        config.log_groups = vec![
+            log_group("/ecs/exec-old", None),
+            log_group("/ecs/exec", Some(DEFAULT_KMS_KEY_ARN)),
+        ];
+        config.s3_buckets = vec![bucket(
+            "exec-logs",
+            Some("aws:kms"),
+            Some(DEFAULT_KMS_KEY_ARN),
+        )];
+    });
+    let (code, document) = doctor_json(&world, &WEB);
+    assert_eq!(code, 0, "{document}");
+    assert_eq!(
+        check(&document, "log-group"),
+        (
+            "pass".into(),
+            format!("log group /ecs/exec exists, encrypted with {DEFAULT_KMS_KEY_ARN}")
+        )
+    );
+    assert_eq!(
+        check(&document, "log-bucket"),
+        (
+            "pass".into(),
+            format!(
+                "bucket exec-logs exists, default encryption aws:kms with {DEFAULT_KMS_KEY_ARN}"
+            )
+        )
+    );
+    let (status, task_role) = check(&document, "task-role");
+    assert_eq!(status, "pass");
+    for action in [
+        "logs:PutLogEvents",
+        "s3:PutObject",
+        "s3:GetEncryptionConfiguration",
+        "kms:GenerateDataKey",
+    ] {
+        assert!(task_role.contains(action), "{action}: {task_role}");
+    }
+    assert_eq!(document["summary"]["pass"], 15, "{document}");
+}
+
+#[test]
+fn a_missing_log_group_warns_that_sessions_are_not_logged() {
+    let world = World::start_with(|config| {
+        log_sessions(config, false, false);
+        config.log_groups = vec![log_group("/ecs/exec-other", None)];
+        config.s3_buckets = vec![bucket("exec-logs", None, None)];
+    });
+    let (code, document) = doctor_json(&world, &WEB);
+    assert_eq!(code, 0, "a warning alone exits 0: {document}");
+    assert_eq!(
+        check(&document, "log-group"),
+        (
+            "warn".into(),
+            "log group /ecs/exec does not exist: sessions run, but their output is not logged"
+                .into()
+        )
+    );
+    assert_eq!(
+        check(&document, "log-bucket"),
+        (
+            "pass".into(),
+            "bucket exec-logs exists (no default encryption, and s3EncryptionEnabled is false)"
+                .into()
+        )
+    );
+}
+
+#[test]
+fn an_unencrypted_log_group_fails_when_the_cluster_demands_encryption() {
+    let world = World::start_with(|config| {
+        log_sessions(config, true, false);
+        config.log_groups = vec![log_group("/ecs/exec", None)];
+        config.s3_buckets = vec![bucket("exec-logs", Some("AES256"), None)];
+    });
+    let (code, document) = doctor_json(&world, &WEB);
+    assert_eq!(code, 1, "{document}");
+    assert_eq!(
+        check(&document, "log-group"),
+        (
+            "fail".into(),
+            "log group /ecs/exec has no KMS key, but cloudWatchEncryptionEnabled is true: the SSM agent refuses every session".into()
+        )
+    );
+    let text = run(&world, &WEB);
+    assert_eq!(text.code(), 1, "{}", text.stderr);
+    let table = text.stdout_text();
+    assert!(
+        table.contains(
+            "\nfail  log-group      log group /ecs/exec has no KMS key, but cloudWatchEncryptionEnabled is true: the SSM agent refuses every session\n                     fix: associate a KMS key with the group (`aws logs associate-kms-key --log-group-name /ecs/exec --kms-key-id KEY_ARN`; "
+        ),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_missing_bucket_fails_when_the_cluster_demands_encryption() {
+    let world = World::start_with(|config| {
+        log_sessions(config, false, true);
+        config.log_groups = vec![log_group("/ecs/exec", None)];
+        config.s3_buckets = vec![bucket("other-logs", Some("AES256"), None)];
+    });
+    let (code, document) = doctor_json(&world, &WEB);
+    assert_eq!(code, 1, "{document}");
+    assert_eq!(
+        check(&document, "log-bucket"),
+        (
+            "fail".into(),
+            "bucket exec-logs does not exist, and s3EncryptionEnabled is true: the SSM agent refuses every session".into()
+        )
+    );
+    assert_eq!(check(&document, "log-group").0, "pass");
+}
+
+#[test]
+fn an_unencrypted_bucket_fails_when_the_cluster_demands_encryption() {
+    let world = World::start_with(|config| {
+        log_sessions(config, false, true);
+        config.log_groups = vec![log_group("/ecs/exec", None)];
+        config.s3_buckets = vec![bucket("exec-logs", None, None)];
+    });
+    let (code, document) = doctor_json(&world, &WEB);
+    assert_eq!(code, 1, "{document}");
+    assert_eq!(
+        check(&document, "log-bucket"),
+        (
+            "fail".into(),
+            "bucket exec-logs has no default encryption, but s3EncryptionEnabled is true: the SSM agent refuses every session".into()
+        )
+    );
+    let fix = document["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["id"] == "log-bucket"))
+        .and_then(|c| c["fix"].as_str())
+        .unwrap_or_default();
+    assert!(
+        fix.starts_with(
+            "turn default encryption on (`aws s3api put-bucket-encryption --bucket exec-logs "
+        ),
+        "{fix}"
+    );
+}
+
+#[test]
+fn destinations_the_caller_may_not_read_are_warnings_naming_the_permission() {
+    let world = World::start_with(|config| {
+        log_sessions(config, true, true);
+        config.log_groups = vec![log_group("/ecs/exec", None)];
+        config.s3_buckets = vec![bucket("exec-logs", None, None)];
+        config.credentials[0].deny = vec![
+            "logs:DescribeLogGroups".into(),
+            "s3:GetEncryptionConfiguration".into(),
+        ];
+    });
+    let (code, document) = doctor_json(&world, &WEB);
+    assert_eq!(code, 0, "{document}");
+    assert_eq!(
+        check(&document, "log-group"),
+        (
+            "warn".into(),
+            "could not check log group /ecs/exec: the caller lacks logs:DescribeLogGroups".into()
+        )
+    );
+    assert_eq!(
+        check(&document, "log-bucket"),
+        (
+            "warn".into(),
+            "could not check bucket exec-logs: the caller lacks s3:GetEncryptionConfiguration"
+                .into()
         )
     );
 }

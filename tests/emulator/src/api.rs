@@ -548,12 +548,18 @@ fn cluster_json(cluster: &Cluster) -> Value {
     let logging = &cluster.exec_logging;
     let mut exec_config = json!({"logging": logging.logging});
     if logging.cloud_watch_log_group.is_some() || logging.s3_bucket.is_some() {
-        let mut log = json!({});
+        let mut log = json!({
+            "cloudWatchEncryptionEnabled": logging.cloud_watch_encryption_enabled,
+            "s3EncryptionEnabled": logging.s3_encryption_enabled,
+        });
         if let Some(group) = &logging.cloud_watch_log_group {
             log["cloudWatchLogGroupName"] = json!(group);
         }
         if let Some(bucket) = &logging.s3_bucket {
             log["s3BucketName"] = json!(bucket);
+        }
+        if let Some(prefix) = &logging.s3_key_prefix {
+            log["s3KeyPrefix"] = json!(prefix);
         }
         exec_config["logConfiguration"] = log;
     }
@@ -1004,6 +1010,41 @@ mod tests {
         let default = call(&ctx, &who, Operation::DescribeClusters, json!({})).unwrap();
         assert_eq!(default["clusters"], json!([]));
         assert_eq!(default["failures"][0]["reason"], "MISSING");
+    }
+
+    #[test]
+    fn describe_clusters_shows_the_log_configuration() {
+        let mut config = Config::default();
+        let logging = &mut config.clusters[0].exec_logging;
+        logging.logging = "OVERRIDE".into();
+        logging.cloud_watch_log_group = Some("/ecs/exec".into());
+        logging.cloud_watch_encryption_enabled = true;
+        logging.s3_bucket = Some("exec-logs".into());
+        logging.s3_key_prefix = Some("exec/".into());
+        let ctx = ApiContext {
+            world: Arc::new(World::from_config(&config)),
+            sessions: SessionRegistry::new(Duration::from_secs(60)),
+            stream_base: "ws://127.0.0.1:9".into(),
+        };
+        let out = call(
+            &ctx,
+            &config.credentials[0],
+            Operation::DescribeClusters,
+            json!({"clusters": ["demo"]}),
+        )
+        .unwrap();
+        let exec = &out["clusters"][0]["configuration"]["executeCommandConfiguration"];
+        assert_eq!(exec["logging"], "OVERRIDE");
+        assert_eq!(
+            exec["logConfiguration"],
+            json!({
+                "cloudWatchLogGroupName": "/ecs/exec",
+                "cloudWatchEncryptionEnabled": true,
+                "s3BucketName": "exec-logs",
+                "s3EncryptionEnabled": false,
+                "s3KeyPrefix": "exec/",
+            })
+        );
     }
 
     #[test]

@@ -64,6 +64,36 @@ pub struct Config {
     pub clusters: Vec<ClusterConfig>,
     /// The KMS API and its keys.
     pub kms: KmsConfig,
+    /// CloudWatch Logs log groups (what DescribeLogGroups lists); none by default.
+    pub log_groups: Vec<LogGroupConfig>,
+    /// S3 buckets (what GetBucketEncryption knows); none by default.
+    pub s3_buckets: Vec<S3BucketConfig>,
+}
+
+/// A CloudWatch Logs log group, where ECS Exec can log sessions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogGroupConfig {
+    /// Its name, e.g. `/ecs/exec`.
+    pub name: String,
+    /// The KMS key ARN it is encrypted with (DescribeLogGroups `kmsKeyId`); none when absent.
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+}
+
+/// An S3 bucket, where ECS Exec can log sessions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3BucketConfig {
+    /// Its name, e.g. `exec-logs`.
+    pub name: String,
+    /// Its default encryption's `SSEAlgorithm` (`AES256`, `aws:kms`, `aws:kms:dsse`); without
+    /// one, GetBucketEncryption answers `ServerSideEncryptionConfigurationNotFoundError`.
+    #[serde(default)]
+    pub sse_algorithm: Option<String>,
+    /// `KMSMasterKeyID` of that default encryption (with `aws:kms`), when set.
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
 }
 
 /// The KMS API: where it listens and which keys exist besides those clusters name.
@@ -301,8 +331,16 @@ pub struct ExecLoggingConfig {
     pub logging: String,
     /// OVERRIDE: the CloudWatch log group sessions are logged to.
     pub cloud_watch_log_group: Option<String>,
+    /// OVERRIDE: `cloudWatchEncryptionEnabled`, the agent refuses sessions unless the group
+    /// has a KMS key.
+    pub cloud_watch_encryption_enabled: bool,
     /// OVERRIDE: the S3 bucket sessions are logged to.
     pub s3_bucket: Option<String>,
+    /// OVERRIDE: `s3EncryptionEnabled`, the agent refuses sessions unless the bucket has
+    /// default encryption.
+    pub s3_encryption_enabled: bool,
+    /// OVERRIDE: `s3KeyPrefix`, the folder of the session logs in the bucket.
+    pub s3_key_prefix: Option<String>,
 }
 
 impl Default for ExecLoggingConfig {
@@ -310,7 +348,10 @@ impl Default for ExecLoggingConfig {
         Self {
             logging: "DEFAULT".to_string(),
             cloud_watch_log_group: None,
+            cloud_watch_encryption_enabled: false,
             s3_bucket: None,
+            s3_encryption_enabled: false,
+            s3_key_prefix: None,
         }
     }
 }
@@ -501,6 +542,8 @@ impl Default for Config {
                 },
             ],
             kms: KmsConfig::default(),
+            log_groups: Vec::new(),
+            s3_buckets: Vec::new(),
         }
     }
 }
@@ -567,8 +610,33 @@ impl Config {
                 return invalid(format!("kms alias {alias:?} must look like alias/NAME"));
             }
         }
+        let mut group_names = std::collections::BTreeSet::new();
+        for group in &self.log_groups {
+            if !valid_log_group_name(&group.name) || !group_names.insert(&group.name) {
+                return invalid(format!(
+                    "log group {:?} is invalid or defined twice",
+                    group.name
+                ));
+            }
+        }
+        let mut bucket_names = std::collections::BTreeSet::new();
+        for bucket in &self.s3_buckets {
+            if !valid_bucket_name(&bucket.name) || !bucket_names.insert(&bucket.name) {
+                return invalid(format!(
+                    "s3 bucket {:?} is invalid (3-63 of a-z, 0-9, '.', '-') or defined twice",
+                    bucket.name
+                ));
+            }
+        }
         let mut cluster_names = std::collections::BTreeSet::new();
         for cluster in &self.clusters {
+            let logging = &cluster.exec_logging;
+            if !matches!(logging.logging.as_str(), "DEFAULT" | "NONE" | "OVERRIDE") {
+                return invalid(format!(
+                    "exec_logging.logging of cluster {:?} must be DEFAULT, NONE or OVERRIDE",
+                    cluster.name
+                ));
+            }
             if let Some(key) = &cluster.kms_key_id
                 && crate::kms::parse_key_arn(key).is_none()
                 && !crate::kms::is_key_id(key)
@@ -623,6 +691,27 @@ fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// CloudWatch Logs group names: 1-512 letters, digits, `_`, `-`, `/`, `.` and `#`.
+fn valid_log_group_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 512
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-/.#".contains(&b))
+}
+
+/// S3 bucket names: 3-63 lowercase letters, digits, `.` and `-`, starting and ending with a
+/// letter or digit.
+fn valid_bucket_name(name: &str) -> bool {
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    (3..=63).contains(&name.len())
+        && edge(name.as_bytes().first())
+        && edge(name.as_bytes().last())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
 }
 
 /// Whether `id` looks like an ECS task id (32 lowercase hex characters).
@@ -734,6 +823,14 @@ mod tests {
         );
         assert_eq!(config.kms.keys.len(), 2);
         assert!(!config.kms.keys[1].enabled);
+        let logging = &prod.exec_logging;
+        assert!(logging.cloud_watch_encryption_enabled && logging.s3_encryption_enabled);
+        assert_eq!(logging.s3_key_prefix.as_deref(), Some("exec/"));
+        assert_eq!(config.log_groups[0].name, "/ecs/exec/prod");
+        assert_eq!(
+            config.s3_buckets[0].sse_algorithm.as_deref(),
+            Some("AES256")
+        );
         assert_eq!(config.agent.kms_decrypt, KmsDecrypt::Ok);
     }
 
@@ -789,6 +886,28 @@ mod tests {
             Config::from_toml_str("[agent]\nkms_decrypt = \"maybe\""),
             Err(ConfigError::Parse(_))
         ));
+    }
+
+    #[test]
+    fn log_destinations_are_checked() {
+        for bad in [
+            "[[s3_buckets]]\nname = \"Upper\"",
+            "[[s3_buckets]]\nname = \"b-\"",
+            "[[log_groups]]\nname = \"a b\"",
+            "[[log_groups]]\nname = \"g\"\n[[log_groups]]\nname = \"g\"",
+            "[[clusters]]\nname = \"c\"\n[clusters.exec_logging]\nlogging = \"ON\"",
+        ] {
+            assert!(
+                matches!(Config::from_toml_str(bad), Err(ConfigError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        let config = Config::from_toml_str(
+            "[[s3_buckets]]\nname = \"exec.logs-1\"\nsse_algorithm = \"aws:kms\"\n[[log_groups]]\nname = \"/ecs/exec_1#a.b-c\"",
+        )
+        .unwrap();
+        assert_eq!(config.s3_buckets[0].name, "exec.logs-1");
+        assert_eq!(config.log_groups[0].name, "/ecs/exec_1#a.b-c");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! benchmark and first run works without an AWS account.
 //!
 //! One HTTP port serves the ECS JSON 1.1 API (ListTasks, DescribeTasks, DescribeClusters,
-//! ExecuteCommand, and SSM ResumeSession/TerminateSession), every request SigV4-verified, and
+//! ExecuteCommand, and SSM ResumeSession/TerminateSession), every request SigV4-verified, the
+//! calls of `ecs-exec doctor` (STS, IAM, CloudWatch Logs DescribeLogGroups, S3
+//! GetBucketEncryption; see [`iam`] and [`log_destinations`]), and
 //! the data channel websockets, whose agent side runs real commands under a PTY the way the SSM
 //! agent does. A second port serves KMS (GenerateDataKey, Decrypt, DescribeKey) for clusters
 //! whose ECS Exec configuration names a key; their sessions run the KMS handshake and are
@@ -23,6 +25,7 @@ pub mod counters;
 pub mod faults;
 pub mod iam;
 pub mod kms;
+pub mod log_destinations;
 pub mod server;
 pub mod sessions;
 pub mod sigv4;

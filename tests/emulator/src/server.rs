@@ -1,6 +1,7 @@
 //! The emulator's HTTP servers: one port for the ECS/SSM JSON API (`POST /`, SigV4
 //! verified, dispatched on `X-Amz-Target`), the STS and IAM Query API (`POST /` without a target,
-//! dispatched on the form's `Action`) and the data channel websockets
+//! dispatched on the form's `Action`), CloudWatch Logs (`X-Amz-Target: Logs_20140328.*`), S3
+//! GetBucketEncryption (`GET /<bucket>?encryption`) and the data channel websockets
 //! (`GET /v1/data-channel/<sessionId>`), a second port for the KMS JSON API (SigV4 service
 //! `kms`), plus the [`Emulator`] / [`EmulatorHandle`] API that tests and the binary use to start
 //! and stop it.
@@ -35,6 +36,7 @@ use crate::counters::{Counters, CountersSnapshot};
 use crate::iam::{self, QueryError, QueryOperation};
 use crate::kms::Kms;
 use crate::kms::api::KmsOperation;
+use crate::log_destinations;
 use crate::sessions::{Redeemed, SessionRegistry};
 use crate::sigv4::{self, RequestToVerify};
 use crate::world::World;
@@ -320,6 +322,11 @@ impl EmulatorHandle {
             ("AWS_ENDPOINT_URL_KMS".to_string(), self.kms_endpoint()),
             ("AWS_ENDPOINT_URL_STS".to_string(), self.endpoint()),
             ("AWS_ENDPOINT_URL_IAM".to_string(), self.endpoint()),
+            (
+                "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS".to_string(),
+                self.endpoint(),
+            ),
+            ("AWS_ENDPOINT_URL_S3".to_string(), self.endpoint()),
         ];
         if let Some(token) = self.session_token() {
             env.push(("AWS_SESSION_TOKEN".to_string(), token.to_string()));
@@ -467,10 +474,25 @@ async fn route(
         return upgrade_data_channel(state, peer, session_id, request);
     }
     if request.method() == hyper::Method::POST && path == "/" {
+        let is_logs = request
+            .headers()
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|target| target.starts_with(log_destinations::LOGS_TARGET_PREFIX));
+        if is_logs {
+            return logs_request(state, peer, request).await;
+        }
         if request.headers().contains_key("x-amz-target") {
             return api_request(state, peer, request).await;
         }
         return query_request(state, peer, request).await;
+    }
+    if request.method() == hyper::Method::GET
+        && let Some(bucket) =
+            log_destinations::bucket_encryption_request(&path, request.uri().query())
+    {
+        let bucket = bucket.to_string();
+        return s3_request(state, peer, bucket, request).await;
     }
     tracing::info!(%peer, method = %request.method(), %path, status = 404, "request");
     plain(StatusCode::NOT_FOUND, "not found\n")
@@ -580,6 +602,87 @@ async fn query_request(
         .header("content-type", "text/xml")
         .header("x-amzn-requestid", request_id)
         .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// One CloudWatch Logs call (JSON 1.1, signed for `logs`): DescribeLogGroups.
+async fn logs_request(
+    state: Arc<State>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    Counters::bump(&state.counters.api_requests);
+    let (parts, body) = request.into_parts();
+    let Some((target, body)) = read_api_body(&parts, body).await else {
+        return unreadable_body(&state, peer);
+    };
+    let identity = match verify_signature(&state, &parts, &body, "logs") {
+        Ok(identity) => identity,
+        Err(error) => return error_response(&state, peer, &target, &error),
+    };
+    if target != log_destinations::DESCRIBE_LOG_GROUPS_TARGET {
+        return unknown_operation(&state, peer, &target);
+    }
+    match log_destinations::describe_log_groups(&state.config, identity, &body) {
+        Ok(value) => {
+            tracing::info!(%peer, operation = "DescribeLogGroups", status = 200, "request");
+            json_response(StatusCode::OK, &value, None)
+        }
+        Err(error) => error_response(&state, peer, &target, &error),
+    }
+}
+
+/// One S3 call (REST, path-style, signed for `s3` with `x-amz-content-sha256`):
+/// GetBucketEncryption.
+async fn s3_request(
+    state: Arc<State>,
+    peer: SocketAddr,
+    bucket: String,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    Counters::bump(&state.counters.api_requests);
+    let request_id = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
+    let (parts, body) = request.into_parts();
+    let answer = match read_api_body(&parts, body).await {
+        None => log_destinations::S3Answer::error(
+            400,
+            "IncompleteBody",
+            "The request body could not be read.",
+            None,
+            &request_id,
+        ),
+        Some(_) if !parts.headers.contains_key("x-amz-content-sha256") => {
+            log_destinations::S3Answer::error(
+                400,
+                "InvalidRequest",
+                "Missing required header for this request: x-amz-content-sha256",
+                None,
+                &request_id,
+            )
+        }
+        // Bucket names hold no character that needs percent-encoding, so the canonical path
+        // is the same under S3's single encoding and the other services' double one.
+        Some((_, body)) => match verify_signature(&state, &parts, &body, "s3") {
+            Ok(identity) => log_destinations::get_bucket_encryption(
+                &state.config,
+                identity,
+                &bucket,
+                &request_id,
+            ),
+            Err(error) => {
+                log_destinations::S3Answer::signature_error(error.code, &error.message, &request_id)
+            }
+        },
+    };
+    if answer.status >= 400 {
+        Counters::bump(&state.counters.api_errors);
+    }
+    tracing::info!(%peer, operation = "GetBucketEncryption", status = answer.status, "s3 request");
+    Response::builder()
+        .status(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_REQUEST))
+        .header("content-type", "application/xml")
+        .header("x-amz-request-id", request_id)
+        .body(Full::new(Bytes::from(answer.body)))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 

@@ -1,12 +1,14 @@
 //! The real AWS CLI against the emulator: `aws ecs list-tasks`, `describe-tasks` (SigV4 from
 //! botocore, JSON 1.1 parsing by botocore), `aws kms generate-data-key` / `decrypt` on the KMS
-//! port and, when session-manager-plugin is installed, `execute-command`. Without `aws` a test is
+//! port, `aws logs describe-log-groups` and `aws s3api get-bucket-encryption` and, when
+//! session-manager-plugin is installed, `execute-command`. Without `aws` a test is
 //! skipped, except under `CI=true`, where it is required ([`require_tool`]). The plugin is in no
 //! package registry CI reaches, so the tests that need it are skipped without it even in CI
 //! ([`optional_tool`]).
 
 use std::process::{Command, Output};
 
+use ecs_exec_emulator::config::{LogGroupConfig, S3BucketConfig};
 use ecs_exec_emulator::{Config, EmulatorHandle, Spawned, optional_tool, require_tool};
 
 fn aws_available() -> bool {
@@ -136,6 +138,76 @@ fn aws_cli_sees_aws_errors() {
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("ClusterNotFoundException"), "{stderr}");
     assert!(stderr.contains("Cluster not found."), "{stderr}");
+}
+
+/// botocore signs S3 (single path encoding, `x-amz-content-sha256`) and CloudWatch Logs
+/// itself, so this shows the emulator verifies and answers them as AWS does.
+#[test]
+fn aws_cli_reads_the_session_log_destinations() {
+    if !aws_available() {
+        return;
+    }
+    let key = ecs_exec_emulator::DEFAULT_KMS_KEY_ARN;
+    let config = Config {
+        log_groups: vec![
+            LogGroupConfig {
+                name: "/ecs/exec".into(),
+                kms_key_id: Some(key.into()),
+            },
+            LogGroupConfig {
+                name: "/other".into(),
+                kms_key_id: None,
+            },
+        ],
+        s3_buckets: vec![S3BucketConfig {
+            name: "exec-logs".into(),
+            sse_algorithm: Some("aws:kms".into()),
+            kms_key_id: Some(key.into()),
+        }],
+        ..Config::default()
+    };
+    let handle = EmulatorHandle::spawn_in_thread(config).unwrap();
+    let secret = handle.secret_access_key().to_string();
+    let groups = json_of(&aws(
+        &handle,
+        &secret,
+        &[
+            "logs",
+            "describe-log-groups",
+            "--log-group-name-prefix",
+            "/ecs",
+        ],
+    ));
+    assert_eq!(groups["logGroups"].as_array().map(Vec::len), Some(1));
+    assert_eq!(groups["logGroups"][0]["kmsKeyId"], key);
+    let encryption = json_of(&aws(
+        &handle,
+        &secret,
+        &["s3api", "get-bucket-encryption", "--bucket", "exec-logs"],
+    ));
+    let rule = &encryption["ServerSideEncryptionConfiguration"]["Rules"][0];
+    assert_eq!(
+        rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"],
+        "aws:kms"
+    );
+    assert_eq!(
+        rule["ApplyServerSideEncryptionByDefault"]["KMSMasterKeyID"],
+        key
+    );
+    let missing = aws(
+        &handle,
+        &secret,
+        &["s3api", "get-bucket-encryption", "--bucket", "nope"],
+    );
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("NoSuchBucket"), "{stderr}");
+    let wrong = aws(
+        &handle,
+        "not-the-secret",
+        &["s3api", "get-bucket-encryption", "--bucket", "exec-logs"],
+    );
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("SignatureDoesNotMatch"), "{stderr}");
 }
 
 #[test]
