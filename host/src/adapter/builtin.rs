@@ -8,9 +8,14 @@
 //! target the build could not compile for, or a CPU missing a feature the artifact assumes),
 //! the embedded `.wasm` is compiled in memory instead. The on-disk cache is for third-party
 //! adapters only.
+//!
+//! The build also called each one's `describe()` and recorded the answer here ([`RecordedInfo`]),
+//! so choosing an adapter loads none: a run deserialises only the built-in it uses, when it
+//! first asks it for a plan.
 
 use wasmtime::component::Component;
 
+use super::contract::AdapterInfo;
 use super::error::AdapterErrorKind;
 use super::sandbox::Sandbox;
 
@@ -23,10 +28,20 @@ pub(crate) struct Builtin {
     pub(crate) wasm: &'static [u8],
     /// The component compiled by `host/build.rs`, when the build could compile for its target.
     pub(crate) precompiled: Option<&'static [u8]>,
+    /// What its `describe()` returned when `host/build.rs` called it (the name is `name`).
+    pub(crate) info: RecordedInfo,
+}
+
+/// A built-in adapter's `describe()` answer, recorded at build time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordedInfo {
+    pub(crate) version: &'static str,
+    pub(crate) programs: &'static [&'static str],
+    pub(crate) summary: &'static str,
 }
 
 mod generated {
-    use super::Builtin;
+    use super::{Builtin, RecordedInfo};
     include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
 }
 
@@ -43,6 +58,16 @@ pub(crate) enum Loaded {
 }
 
 impl Builtin {
+    /// Its info, as its `describe()` returned it at build time (not validated yet).
+    pub(crate) fn info(&self) -> AdapterInfo {
+        AdapterInfo {
+            name: self.name.to_owned(),
+            version: self.info.version.to_owned(),
+            programs: self.info.programs.iter().map(|&p| p.to_owned()).collect(),
+            summary: self.info.summary.to_owned(),
+        }
+    }
+
     /// The compiled component: the embedded artifact when wasmtime accepts it, else compiled now.
     pub(crate) fn load(&self, sandbox: &Sandbox) -> Result<(Component, Loaded), AdapterErrorKind> {
         if let Some(artifact) = self.precompiled {
@@ -92,7 +117,7 @@ mod tests {
             let (component, loaded) = builtin.load(&sandbox).unwrap();
             assert_eq!(loaded, Loaded::Precompiled, "{}", builtin.name);
             let info = sandbox.call_info(&sandbox.prepare(&component).unwrap());
-            assert_eq!(info.unwrap().name, builtin.name);
+            assert_eq!(info.unwrap(), builtin.info(), "recorded at build time");
         }
         assert_eq!(sandbox.compilations(), 0, "nothing was compiled");
     }

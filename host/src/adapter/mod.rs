@@ -551,15 +551,13 @@ impl AdapterSet {
             .as_ref()
     }
 
-    /// A built-in adapter, from its embedded compiled form: it never reads or writes the cache.
+    /// A built-in adapter, with the info recorded at build time: nothing is deserialised until
+    /// its first [`Adapter::plan`], and it never reads or writes the cache.
     fn add_builtin(&mut self, builtin: &'static Builtin) -> Result<&Adapter, AdapterError> {
         let label = builtin.name;
-        let fail = |kind| AdapterError::new(label, kind);
-        let (component, _) = builtin.load(&self.sandbox).map_err(fail)?;
-        let pre = self.sandbox.prepare(&component).map_err(fail)?;
-        let info = self.sandbox.call_info(&pre).map_err(fail)?;
+        let info = builtin.info();
         contract::validate_info(&info)
-            .map_err(|reason| fail(AdapterErrorKind::InvalidInfo(reason)))?;
+            .map_err(|reason| AdapterError::new(label, AdapterErrorKind::InvalidInfo(reason)))?;
         self.adapters.push(Adapter {
             info,
             source: AdapterSource::Embedded,
@@ -569,7 +567,7 @@ impl AdapterSet {
             takes_over: Vec::new(),
             cache: None,
             sandbox: Arc::clone(&self.sandbox),
-            prepared: OnceLock::from(pre),
+            prepared: OnceLock::new(),
         });
         self.last(label)
     }
@@ -821,4 +819,46 @@ fn load_pins(options: &LoadOptions) -> Result<Pins, AdapterError> {
 fn file_label(path: &Path) -> String {
     path.file_name()
         .map_or_else(|| safe_path(path), |name| safe_path(Path::new(name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The built-ins whose component has been deserialised and pre-instantiated.
+    fn prepared(set: &AdapterSet) -> Vec<&str> {
+        set.adapters()
+            .iter()
+            .filter(|adapter| adapter.prepared.get().is_some())
+            .map(|adapter| adapter.info.name.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_run_deserialises_only_the_builtin_it_uses() {
+        let options = LoadOptions {
+            cache: CacheMode::Off,
+            pins: PinSource::Value(String::new()),
+            ..LoadOptions::default()
+        };
+        let mut set = AdapterSet::load(&options).unwrap();
+        assert_eq!(set.adapters().len(), BUILTINS.len());
+        assert!(
+            prepared(&set).is_empty(),
+            "loading the set deserialised {:?}",
+            prepared(&set)
+        );
+
+        let pipe = "python3 -";
+        let adapter = set.select(Some(pipe), None).unwrap();
+        assert_eq!(
+            adapter.info().name,
+            "python",
+            "chosen by the recorded programs"
+        );
+        let invocation = Invocation::one_off_with_input(Some(pipe.into()), vec![], b"print(1)\n");
+        adapter.plan(&invocation, &new_nonce()).unwrap();
+        assert_eq!(prepared(&set), ["python"]);
+        assert_eq!(set.compilations(), 0, "the precompiled artifact was used");
+    }
 }

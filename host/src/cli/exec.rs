@@ -597,18 +597,32 @@ fn validate_adapter(adapter: &str) -> Result<(), UsageError> {
 /// Installs the stderr trace for `-v`/`CONNECTION_DEBUG=1`. AWS crates are capped at `debug`:
 /// their `trace` level logs whole requests and responses, which carry the session token.
 pub(crate) fn init_tracing(verbosity: u8) {
+    use tracing::level_filters::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = tracing_subscriber::filter::Targets::new().with_default(LevelFilter::WARN);
     let filter = match verbosity {
         0 => return,
-        1 => "warn,ecs_exec=debug",
-        _ => {
-            "warn,ecs_exec=trace,aws_config=debug,aws_smithy_runtime=debug,aws_smithy_http_client=debug,aws_sdk_ecs=debug"
-        }
+        1 => filter.with_target("ecs_exec", LevelFilter::DEBUG),
+        _ => filter
+            .with_target("ecs_exec", LevelFilter::TRACE)
+            .with_targets(
+                [
+                    "aws_config",
+                    "aws_smithy_runtime",
+                    "aws_smithy_http_client",
+                    "aws_sdk_ecs",
+                ]
+                .map(|target| (target, LevelFilter::DEBUG)),
+            ),
     };
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_max_level(LevelFilter::TRACE)
         .with_writer(std::io::stderr)
         .with_timer(tracing_subscriber::fmt::time::uptime())
         .with_ansi(false)
+        .finish()
+        .with(filter)
         .try_init();
 }
 
