@@ -594,27 +594,13 @@ fn validate_adapter(adapter: &str) -> Result<(), UsageError> {
     }
 }
 
-/// Installs the stderr trace for `-v`/`CONNECTION_DEBUG=1`. AWS crates are capped at `debug`:
-/// their `trace` level logs whole requests and responses, which carry the session token.
+/// Installs the stderr trace for `-v`/`CONNECTION_DEBUG=1` (nothing at verbosity 0).
 pub(crate) fn init_tracing(verbosity: u8) {
     use tracing::level_filters::LevelFilter;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = tracing_subscriber::filter::Targets::new().with_default(LevelFilter::WARN);
-    let filter = match verbosity {
-        0 => return,
-        1 => filter.with_target("ecs_exec", LevelFilter::DEBUG),
-        _ => filter
-            .with_target("ecs_exec", LevelFilter::TRACE)
-            .with_targets(
-                [
-                    "aws_config",
-                    "aws_smithy_runtime",
-                    "aws_smithy_http_client",
-                    "aws_sdk_ecs",
-                ]
-                .map(|target| (target, LevelFilter::DEBUG)),
-            ),
+    let Some(filter) = log_filter(verbosity) else {
+        return;
     };
     let _ = tracing_subscriber::fmt()
         .with_max_level(LevelFilter::TRACE)
@@ -624,6 +610,31 @@ pub(crate) fn init_tracing(verbosity: u8) {
         .finish()
         .with(filter)
         .try_init();
+}
+
+/// What `-v` (1) and `-vv` (2) log: warnings from everything, and more of ours. AWS crates are
+/// capped at `debug`: their `trace` level logs whole requests and responses, which carry the
+/// session token.
+fn log_filter(verbosity: u8) -> Option<tracing_subscriber::filter::Targets> {
+    use tracing::level_filters::LevelFilter;
+    let filter = tracing_subscriber::filter::Targets::new().with_default(LevelFilter::WARN);
+    match verbosity {
+        0 => None,
+        1 => Some(filter.with_target("ecs_exec", LevelFilter::DEBUG)),
+        _ => Some(
+            filter
+                .with_target("ecs_exec", LevelFilter::TRACE)
+                .with_targets(
+                    [
+                        "aws_config",
+                        "aws_smithy_runtime",
+                        "aws_smithy_http_client",
+                        "aws_sdk_ecs",
+                    ]
+                    .map(|target| (target, LevelFilter::DEBUG)),
+                ),
+        ),
+    }
 }
 
 /// Runs the exec grammar; `argv` is the whole command line.
@@ -807,6 +818,28 @@ pub fn exit_for(err: &anyhow::Error) -> Exit {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn log_filter_levels_per_verbosity_and_never_aws_trace() {
+        use tracing::Level;
+        assert!(log_filter(0).is_none());
+        let v = log_filter(1).unwrap();
+        assert!(v.would_enable("ecs_exec::run", &Level::DEBUG));
+        assert!(!v.would_enable("ecs_exec::run", &Level::TRACE));
+        assert!(!v.would_enable("aws_config", &Level::INFO));
+        assert!(v.would_enable("hyper", &Level::WARN));
+        let vv = log_filter(2).unwrap();
+        assert!(vv.would_enable("ecs_exec::channel", &Level::TRACE));
+        for aws in ["aws_config::sso", "aws_smithy_runtime", "aws_sdk_ecs"] {
+            assert!(vv.would_enable(aws, &Level::DEBUG), "{aws}");
+            assert!(
+                !vv.would_enable(aws, &Level::TRACE),
+                "{aws}: trace carries the token"
+            );
+        }
+        assert!(!vv.would_enable("hyper", &Level::INFO));
+    }
+
     use super::*;
 
     fn os(words: &[&str]) -> Vec<OsString> {
