@@ -733,22 +733,13 @@ async fn plan_resolve_and_run(request: ExecRequest) -> anyhow::Result<i32> {
     if let Some(warning) = prepared.takeover_warning() {
         report_warning(warning);
     }
-    tracing::debug!(cluster = %request.cluster, ?selector, container = ?request.container, "resolving target");
-    let config = ecs::load_sdk_config(&request.aws).await;
-    let api = EcsApi::new(&config)?;
-    tracing::debug!(region = %api.region(), endpoint = ?config.endpoint_url(), "AWS config loaded");
-    let target = api
-        .resolve_target(&request.cluster, selector, request.container.as_deref())
-        .await?;
-    tracing::debug!(task = %target.task_id, container = %target.container_name, "target resolved");
-    let ssm = SsmApi::new(&config);
-    let kms = KmsApi::new(&config, &request.aws);
-    let services = run::Services {
-        ecs: &api,
-        ssm: ssm.as_ref(),
-        kms: Some(&kms),
+    let target = run::TargetRequest {
+        aws: &request.aws,
+        cluster: &request.cluster,
+        selector,
+        container: request.container.as_deref(),
     };
-    run::execute(&services, prepared, &target, &mut ProcessOutput::default()).await
+    run::resolve_and_execute(target, prepared, &mut ProcessOutput::default()).await
 }
 
 /// `--all-tasks` / `--tasks`: the input is read once, the adapter plans once locally (so a bad

@@ -27,11 +27,9 @@ use clap::{ArgAction, Parser};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::cli::{report_error, report_warning};
-use crate::ecs::{self, AwsSettings, EcsApi, TaskSelector};
+use crate::ecs::{AwsSettings, TaskSelector};
 use crate::exit::Exit;
-use crate::kms::KmsApi;
 use crate::run::{self, PreparedRun};
-use crate::ssm::SsmApi;
 use receive::{DownloadSink, DownloadVerdict, Progress, UploadReport};
 
 /// `ecs-exec cp [TARGET FLAGS] SRC DST`.
@@ -490,24 +488,13 @@ async fn run_on_target(
     prepared: PreparedRun,
     output: &mut dyn run::output::RunOutput,
 ) -> anyhow::Result<i32> {
-    let config = ecs::load_sdk_config(&target.settings).await;
-    let api = EcsApi::new(&config)?;
-    let resolved = api
-        .resolve_target(
-            &target.cluster,
-            &target.selector,
-            target.container.as_deref(),
-        )
-        .await?;
-    tracing::debug!(task = %resolved.task_id, container = %resolved.container_name, "target resolved");
-    let ssm = SsmApi::new(&config);
-    let kms = KmsApi::new(&config, &target.settings);
-    let services = run::Services {
-        ecs: &api,
-        ssm: ssm.as_ref(),
-        kms: Some(&kms),
+    let request = run::TargetRequest {
+        aws: &target.settings,
+        cluster: &target.cluster,
+        selector: &target.selector,
+        container: target.container.as_deref(),
     };
-    run::execute(&services, prepared, &resolved, output).await
+    run::resolve_and_execute(request, prepared, output).await
 }
 
 /// The container's script stopped with `status`: its last message says why.

@@ -25,7 +25,7 @@ use crate::channel::transport::{
     ConnectParams, DataChannel, DataKeySource, ResumePolicy, ResumeTicket, Resumer,
 };
 use crate::channel::{ChannelError, KmsError};
-use crate::ecs::{EcsApi, Target};
+use crate::ecs::{self, AwsSettings, EcsApi, Target, TaskSelector};
 use crate::exit::Exit;
 use crate::kms::KmsApi;
 use crate::ssm::SsmApi;
@@ -249,6 +249,40 @@ pub async fn prepare_with_input(
         input,
         after_input: None,
     })
+}
+
+/// Where one run goes, as the command line named it: resolved in AWS only after the local work.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetRequest<'a> {
+    pub aws: &'a AwsSettings,
+    pub cluster: &'a str,
+    pub selector: &'a TaskSelector,
+    pub container: Option<&'a str>,
+}
+
+/// Loads the AWS configuration, resolves the one task `target` names and runs `prepared` there:
+/// what exec and `cp` share once their local work is done.
+pub async fn resolve_and_execute(
+    target: TargetRequest<'_>,
+    prepared: PreparedRun,
+    output: &mut dyn RunOutput,
+) -> anyhow::Result<i32> {
+    tracing::debug!(cluster = %target.cluster, selector = ?target.selector, container = ?target.container, "resolving target");
+    let config = ecs::load_sdk_config(target.aws).await;
+    let api = EcsApi::new(&config)?;
+    tracing::debug!(region = %api.region(), endpoint = ?config.endpoint_url(), "AWS config loaded");
+    let resolved = api
+        .resolve_target(target.cluster, target.selector, target.container)
+        .await?;
+    tracing::debug!(task = %resolved.task_id, container = %resolved.container_name, "target resolved");
+    let ssm = SsmApi::new(&config);
+    let kms = KmsApi::new(&config, target.aws);
+    let services = Services {
+        ecs: &api,
+        ssm: ssm.as_ref(),
+        kms: Some(&kms),
+    };
+    execute(&services, prepared, &resolved, output).await
 }
 
 /// Starts the session on `target` and drives it until the remote program's exit status is

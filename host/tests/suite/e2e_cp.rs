@@ -398,36 +398,16 @@ fn tree_round_trip(world: &World) {
     assert!(leftovers(world.workdir.path()).is_empty());
 
     let back = local.path().join("back");
-    let outcome = cp_words(
-        world,
-        &[
-            "-r",
-            &format!(":{}", remote.display()),
-            back.to_str().unwrap(),
-        ],
-    );
+    let remote_word = format!(":{}", remote.display());
+    let outcome = cp_words(world, &["-r", &remote_word, back.to_str().unwrap()]);
     assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
     assert_same_tree(&back, &data);
     assert_same_tree(&back.join("site"), &data);
     // Into an existing directory, the source's name is kept; what exists is never overwritten.
-    let outcome = cp_words(
-        world,
-        &[
-            "-r",
-            &format!(":{}", remote.display()),
-            back.to_str().unwrap(),
-        ],
-    );
+    let outcome = cp_words(world, &["-r", &remote_word, back.to_str().unwrap()]);
     assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
     assert_same_tree(&back.join("site-copy"), &data);
-    let outcome = cp_words(
-        world,
-        &[
-            "-r",
-            &format!(":{}", remote.display()),
-            back.to_str().unwrap(),
-        ],
-    );
+    let outcome = cp_words(world, &["-r", &remote_word, back.to_str().unwrap()]);
     assert_eq!(outcome.code(), 73, "{}", outcome.stderr);
     assert!(
         outcome.stderr.contains("already exists"),
