@@ -749,32 +749,39 @@ fn denied_actions(decisions: &Decisions) -> Vec<&str> {
         .collect()
 }
 
+/// Pass when `who` may do every simulated action, else fail naming the denied ones, with the
+/// fix "allow … `where_to_allow`".
+fn iam_verdict(id: &'static str, who: &str, decisions: &Decisions, where_to_allow: &str) -> Check {
+    match denied_actions(decisions).as_slice() {
+        [] => {
+            let allowed: Vec<&str> = decisions
+                .iter()
+                .map(|(action, _)| action.as_str())
+                .collect();
+            Check::new(
+                id,
+                Status::Pass,
+                format!("{who} may {}", allowed.join(", ")),
+            )
+        }
+        denied => Check::new(
+            id,
+            Status::Fail,
+            format!("{who} is not allowed {}", denied.join(", ")),
+        )
+        .fix(format!("allow {} {where_to_allow}", denied.join(", "))),
+    }
+}
+
 fn caller_iam(facts: &Facts) -> Check {
     let id = "caller-iam";
     match &facts.caller_iam {
-        Fetched::Got(decisions) => match denied_actions(decisions).as_slice() {
-            [] => Check::new(
-                id,
-                Status::Pass,
-                format!(
-                    "the caller may {}",
-                    decisions
-                        .iter()
-                        .map(|(a, _)| a.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ),
-            denied => Check::new(
-                id,
-                Status::Fail,
-                format!("the caller is not allowed {}", denied.join(", ")),
-            )
-            .fix(format!(
-                "allow {} on the task (and on the cluster's KMS key) in the caller's IAM policy",
-                denied.join(", ")
-            )),
-        },
+        Fetched::Got(decisions) => iam_verdict(
+            id,
+            "the caller",
+            decisions,
+            "on the task (and on the cluster's KMS key) in the caller's IAM policy",
+        ),
         other => skipped(id, "caller's IAM policy", other).unwrap_or_else(|| unreachable_check(id)),
     }
 }
@@ -792,29 +799,9 @@ fn task_role_iam(facts: &Facts) -> Check {
         ));
     }
     match &facts.task_role_iam {
-        Fetched::Got(decisions) => match denied_actions(decisions).as_slice() {
-            [] => Check::new(
-                id,
-                Status::Pass,
-                format!(
-                    "the task role may {}",
-                    decisions
-                        .iter()
-                        .map(|(a, _)| a.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ),
-            denied => Check::new(
-                id,
-                Status::Fail,
-                format!("the task role is not allowed {}", denied.join(", ")),
-            )
-            .fix(format!(
-                "allow {} in the task role's policy",
-                denied.join(", ")
-            )),
-        },
+        Fetched::Got(decisions) => {
+            iam_verdict(id, "the task role", decisions, "in the task role's policy")
+        }
         other => {
             skipped(id, "task role's IAM policy", other).unwrap_or_else(|| unreachable_check(id))
         }

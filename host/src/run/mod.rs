@@ -181,6 +181,10 @@ impl PreparedRun {
             format!("command: {}", adapter::terminal_safe(&plan.command)),
             format!("stdin: {}", plan.stdin),
         ];
+        // Logged at -v as an adapter's plan is, so the exact remote command can be reviewed.
+        for line in &explain {
+            tracing::debug!("{line}");
+        }
         PreparedRun {
             plan,
             explain,
