@@ -517,13 +517,14 @@ async fn kms_request(
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     Counters::bump(&state.counters.kms_requests);
-    let (parts, body) = request.into_parts();
-    let Some((target, body)) = read_api_body(&parts, body).await else {
-        return unreadable_body(&state, peer);
-    };
-    let identity = match verify_signature(&state, &parts, &body, "kms") {
-        Ok(identity) => identity,
-        Err(error) => return error_response(&state, peer, &target, &error),
+    let SignedCall {
+        target,
+        body,
+        identity,
+        ..
+    } = match read_signed_call(&state, peer, request, |_| "kms").await {
+        Ok(call) => call,
+        Err(response) => return response,
     };
     let Some(operation) = KmsOperation::from_target(&target) else {
         return unknown_operation(&state, peer, &target);
@@ -612,13 +613,14 @@ async fn logs_request(
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     Counters::bump(&state.counters.api_requests);
-    let (parts, body) = request.into_parts();
-    let Some((target, body)) = read_api_body(&parts, body).await else {
-        return unreadable_body(&state, peer);
-    };
-    let identity = match verify_signature(&state, &parts, &body, "logs") {
-        Ok(identity) => identity,
-        Err(error) => return error_response(&state, peer, &target, &error),
+    let SignedCall {
+        target,
+        body,
+        identity,
+        ..
+    } = match read_signed_call(&state, peer, request, |_| "logs").await {
+        Ok(call) => call,
+        Err(response) => return response,
     };
     if target != log_destinations::DESCRIBE_LOG_GROUPS_TARGET {
         return unknown_operation(&state, peer, &target);
@@ -686,6 +688,38 @@ async fn s3_request(
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
+/// A JSON-protocol API call whose body was read and whose SigV4 signature checks out.
+struct SignedCall<'s> {
+    parts: http::request::Parts,
+    /// `X-Amz-Target`.
+    target: String,
+    body: Bytes,
+    identity: &'s crate::config::CredentialsConfig,
+}
+
+/// Reads a JSON-protocol call and verifies it for the signing service `service_of(target)`
+/// names; otherwise the response the caller gets (unreadable body, or a signature error).
+async fn read_signed_call<'s>(
+    state: &'s State,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+    service_of: impl FnOnce(&str) -> &'static str,
+) -> Result<SignedCall<'s>, Response<Full<Bytes>>> {
+    let (parts, body) = request.into_parts();
+    let Some((target, body)) = read_api_body(&parts, body).await else {
+        return Err(unreadable_body(state, peer));
+    };
+    match verify_signature(state, &parts, &body, service_of(&target)) {
+        Ok(identity) => Ok(SignedCall {
+            parts,
+            target,
+            body,
+            identity,
+        }),
+        Err(error) => Err(error_response(state, peer, &target, &error)),
+    }
+}
+
 /// The `X-Amz-Target` and the body of an API request; None when the body is too large.
 async fn read_api_body(parts: &http::request::Parts, body: Incoming) -> Option<(String, Bytes)> {
     let body = Limited::new(body, MAX_BODY_BYTES)
@@ -750,17 +784,18 @@ async fn api_request(
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     Counters::bump(&state.counters.api_requests);
-    let (parts, body) = request.into_parts();
-    let Some((target, body)) = read_api_body(&parts, body).await else {
-        return unreadable_body(&state, peer);
+    let signing_service =
+        |target: &str| Operation::from_target(target).map_or("ecs", Operation::signing_service);
+    let SignedCall {
+        parts,
+        target,
+        body,
+        identity,
+    } = match read_signed_call(&state, peer, request, signing_service).await {
+        Ok(call) => call,
+        Err(response) => return response,
     };
-    let operation = Operation::from_target(&target);
-    let service = operation.map_or("ecs", Operation::signing_service);
-    let identity = match verify_signature(&state, &parts, &body, service) {
-        Ok(identity) => identity,
-        Err(error) => return error_response(&state, peer, &target, &error),
-    };
-    let Some(operation) = operation else {
+    let Some(operation) = Operation::from_target(&target) else {
         return unknown_operation(&state, peer, &target);
     };
     let host = parts
