@@ -10,6 +10,7 @@
 pub mod adapters;
 pub mod completions;
 pub mod exec;
+pub mod target_flags;
 
 use std::ffi::OsString;
 use std::io::Write as _;

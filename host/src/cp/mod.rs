@@ -26,6 +26,7 @@ use aws_lc_rs::digest;
 use clap::{ArgAction, Parser};
 use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::cli::target_flags::TargetFlags;
 use crate::cli::{report_error, report_warning};
 use crate::ecs::{AwsSettings, TaskSelector};
 use crate::exit::Exit;
@@ -45,27 +46,8 @@ use receive::{DownloadSink, DownloadVerdict, Progress, UploadReport};
                   destination)."
 )]
 pub struct CpArgs {
-    /// Cluster name or ARN
-    #[arg(long, env = "CLUSTER_NAME", hide_env = true)]
-    cluster: String,
-    /// Copy with a RUNNING task of this service whose ExecuteCommand agent runs
-    #[arg(long = "service-name", env = "SERVICE_NAME", hide_env = true)]
-    service_name: Option<String>,
-    /// Copy with this task (id or ARN)
-    #[arg(long)]
-    task: Option<String>,
-    /// Container; default: the first whose ExecuteCommand agent runs
-    #[arg(long, env = "CONTAINER", hide_env = true)]
-    container: Option<String>,
-    /// AWS region
-    #[arg(long)]
-    region: Option<String>,
-    /// AWS profile
-    #[arg(long)]
-    profile: Option<String>,
-    /// ECS API endpoint
-    #[arg(long = "endpoint-url")]
-    endpoint_url: Option<String>,
+    #[command(flatten)]
+    target: TargetFlags,
     /// Trace on stderr; -vv for more
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     verbose: u8,
@@ -152,15 +134,11 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
                 return Exit::Usage.to_exit_code();
             }
         };
-    let selector = match (&args.task, &args.service_name) {
-        (Some(task), _) => TaskSelector::Task(task.clone()),
-        (None, Some(service)) => TaskSelector::Service(service.clone()),
-        (None, None) => {
-            report_error(
-                "cp needs a task: give --service-name (or SERVICE_NAME) or --task; see 'ecs-exec cp --help'",
-            );
-            return Exit::Usage.to_exit_code();
-        }
+    let Some(selector) = args.target.selector() else {
+        report_error(
+            "cp needs a task: give --service-name (or SERVICE_NAME) or --task; see 'ecs-exec cp --help'",
+        );
+        return Exit::Usage.to_exit_code();
     };
     let direction = match direction(&args.source, &args.destination) {
         Ok(direction) => direction,
@@ -181,16 +159,11 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
             return Exit::Software.to_exit_code();
         }
     };
-    let settings = AwsSettings {
-        region: args.region.clone(),
-        profile: args.profile.clone(),
-        endpoint_url: args.endpoint_url.clone(),
-    };
     let target = CpTarget {
-        cluster: args.cluster.clone(),
+        cluster: args.target.cluster.clone(),
         selector,
-        container: args.container.clone(),
-        settings,
+        container: args.target.container.clone(),
+        settings: args.target.aws_settings(),
     };
     let what = if args.recursive {
         What::Tree

@@ -17,7 +17,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 
-use crate::ecs::{self, AwsSettings};
+use crate::cli::target_flags::TargetFlags;
+use crate::ecs;
 use crate::exit::Exit;
 use gather::DoctorTarget;
 
@@ -39,27 +40,8 @@ pub enum OutputFormat {
                   task-role, probe."
 )]
 pub struct DoctorArgs {
-    /// Cluster name or ARN
-    #[arg(long, env = "CLUSTER_NAME")]
-    cluster: String,
-    /// Examine a RUNNING task of this service (one whose agent runs, if any)
-    #[arg(long = "service-name", env = "SERVICE_NAME")]
-    service_name: Option<String>,
-    /// Examine this task (id or ARN)
-    #[arg(long)]
-    task: Option<String>,
-    /// The container that sessions will use
-    #[arg(long, env = "CONTAINER")]
-    container: Option<String>,
-    /// AWS region
-    #[arg(long)]
-    region: Option<String>,
-    /// AWS profile
-    #[arg(long)]
-    profile: Option<String>,
-    /// Endpoint for every AWS call (e.g. a local emulator)
-    #[arg(long = "endpoint-url")]
-    endpoint_url: Option<String>,
+    #[command(flatten)]
+    target: TargetFlags,
     /// Report format
     #[arg(long, value_enum, default_value = "text")]
     output: OutputFormat,
@@ -88,7 +70,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
             return Exit::Usage.to_exit_code();
         }
     };
-    if args.service_name.is_none() && args.task.is_none() {
+    if args.target.selector().is_none() {
         crate::cli::report_error(
             "doctor needs a task: give --service-name (or SERVICE_NAME) or --task; see 'ecs-exec doctor --help'",
         );
@@ -105,16 +87,12 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
             return Exit::Software.to_exit_code();
         }
     };
-    let settings = AwsSettings {
-        region: args.region.clone(),
-        profile: args.profile.clone(),
-        endpoint_url: args.endpoint_url.clone(),
-    };
+    let settings = args.target.aws_settings();
     let target = DoctorTarget {
-        cluster: args.cluster.clone(),
-        service: args.service_name.clone(),
-        task: args.task.clone(),
-        container: args.container.clone(),
+        cluster: args.target.cluster.clone(),
+        service: args.target.service_name.clone(),
+        task: args.target.task.clone(),
+        container: args.target.container.clone(),
     };
     let facts = runtime.block_on(async {
         let config = ecs::load_sdk_config(&settings).await;
@@ -123,14 +101,14 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     runtime.shutdown_background();
     let checks = checks::evaluate(&facts);
     let heading = render::Heading {
-        cluster: args.cluster.clone(),
-        target: match (&facts.task, &args.service_name) {
+        cluster: args.target.cluster.clone(),
+        target: match (&facts.task, &args.target.service_name) {
             (checks::Fetched::Got(task), Some(service)) => {
                 format!("service {service}, task {}", task.task_id)
             }
             (checks::Fetched::Got(task), None) => format!("task {}", task.task_id),
             (_, Some(service)) => format!("service {service}"),
-            (_, None) => format!("task {}", args.task.as_deref().unwrap_or("?")),
+            (_, None) => format!("task {}", args.target.task.as_deref().unwrap_or("?")),
         },
     };
     let stdout = std::io::stdout();
