@@ -171,6 +171,7 @@ fn main() {
     // The WIT files are read by a proc macro, which dep-info may not list.
     for wit_dir in [
         workspace.join("wit"),
+        workspace.join("wit").join("0.1"),
         guest_dir.join("test-other-wit").join("wit"),
         guest_dir.join("test-wit-0-1-1").join("wit"),
     ] {
@@ -201,7 +202,7 @@ fn precompiler(target: &str) -> Option<wasmtime::Engine> {
 
 /// The bindings of `wit/adapter.wit`, to call a guest's `describe()`.
 mod contract {
-    wasmtime::component::bindgen!({ path: "../wit", world: "pipe-adapter" });
+    wasmtime::component::bindgen!({ path: "../wit/0.1", world: "pipe-adapter" });
 }
 
 /// Calls the shipped guests' `describe()` on this (the build) machine, so that the binary need

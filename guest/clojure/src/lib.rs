@@ -9,7 +9,7 @@
 //! sandbox.
 #![cfg(target_arch = "wasm32")]
 
-wit_bindgen::generate!({ path: "../../wit", world: "pipe-adapter" });
+wit_bindgen::generate!({ path: "../../wit/0.1", world: "pipe-adapter" });
 
 use ecs_exec_guest_kit as kit;
 use exports::hoop::ecs_exec::adapter::{Guest, Info, Invocation, Plan, StdinMode};

@@ -10,7 +10,7 @@
 #![cfg(target_arch = "wasm32")]
 
 // Generates Rust types for the WIT records (`Invocation`, `Plan`, …) and the `Guest` trait.
-wit_bindgen::generate!({ path: "../../wit", world: "pipe-adapter" });
+wit_bindgen::generate!({ path: "../../wit/0.1", world: "pipe-adapter" });
 
 use exports::hoop::ecs_exec::adapter::{Guest, Info, Invocation, Plan, StdinMode};
 

@@ -6,7 +6,7 @@
 //! it from its path like any third-party adapter.
 #![cfg(target_arch = "wasm32")]
 
-wit_bindgen::generate!({ path: "../../wit", world: "pipe-adapter" });
+wit_bindgen::generate!({ path: "../../wit/0.1", world: "pipe-adapter" });
 
 use exports::hoop::ecs_exec::adapter::{Guest, Info, Invocation, Plan, StdinMode};
 

@@ -17,6 +17,12 @@ pub const MAX_MARKER_BYTES: usize = 256;
 pub const STREAM_LINE_BASE64_CHARS: usize = 4092;
 /// The byte that ends streamed input (Ctrl-D at the start of a line in canonical mode).
 pub const STREAM_EOF_BYTE: u8 = 0x04;
+/// Largest chunk in `stream-chunks` mode, in bytes.
+pub const MAX_STREAM_CHUNK: usize = 1 << 20;
+/// Most alternatives a plan may offer.
+pub const MAX_ALTERNATIVES: usize = 8;
+/// Longest notice of an alternative, in characters.
+pub const MAX_NOTICE_CHARS: usize = 200;
 
 const MAX_NAME_CHARS: usize = 64;
 const MAX_VERSION_CHARS: usize = 64;
@@ -114,6 +120,21 @@ pub enum StdinMode {
     /// After the ready marker, send base64 lines of at most [`STREAM_LINE_BASE64_CHARS`]
     /// characters, each followed by `\n`, then [`STREAM_EOF_BYTE`].
     StreamBase64,
+    /// After the ready marker, send exactly `input_len` bytes as they are (raw remote terminal).
+    StreamBytes,
+    /// After the ready marker, send the bytes in chunks `<len>\n<bytes>` of at most
+    /// [`MAX_STREAM_CHUNK`] bytes, then `0\n` (raw remote terminal).
+    StreamChunks,
+}
+
+impl StdinMode {
+    /// The modes that send the input over the session once the ready marker is seen.
+    pub fn is_streamed(self) -> bool {
+        matches!(
+            self,
+            StdinMode::StreamBase64 | StdinMode::StreamBytes | StdinMode::StreamChunks
+        )
+    }
 }
 
 impl fmt::Display for StdinMode {
@@ -123,26 +144,83 @@ impl fmt::Display for StdinMode {
             StdinMode::Raw => "raw",
             StdinMode::Inline => "inline",
             StdinMode::StreamBase64 => "stream-base64",
+            StdinMode::StreamBytes => "stream-bytes",
+            StdinMode::StreamChunks => "stream-chunks",
         })
     }
 }
 
-/// A validated plan; mirrors `plan` in `wit/adapter.wit`.
+/// A validated plan; mirrors `plan` in `wit/adapter.wit` (a 0.1 plan is one without a stderr
+/// tag and without alternatives).
 ///
 /// Every `Plan` handed out by this module has passed [`validate_plan`]: the command is non-empty,
-/// at most [`MAX_COMMAND_BYTES`] and free of NUL; the stdin mode suits the kind of run; a ready
-/// marker is present exactly in `StreamBase64` mode; marker and trailer are printable ASCII.
+/// at most [`MAX_COMMAND_BYTES`] and free of NUL; every stdin mode suits the kind of run; a ready
+/// marker is present whenever input is streamed or there are alternatives; markers, tag and
+/// trailer are printable ASCII, carry the nonce and do not contain one another.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     /// The ExecuteCommand command string.
     pub command: String,
     /// How to deliver stdin.
     pub stdin: StdinMode,
-    /// Discard output up to and including this before streaming input (`StreamBase64` only).
+    /// Discard output up to and including this; streamed input starts after it.
     pub ready_marker: Option<String>,
     /// Output stops at this; the decimal status after it (up to `\n`, maybe after `\r`) is the
     /// exit status. `None`: the status cannot be known.
     pub exit_trailer: Option<String>,
+    /// Lines `<tag><hex>\n` in the output carry the program's stderr (one-off only).
+    pub stderr_tag: Option<String>,
+    /// Other ways the command may take at run time, each announced by its own ready marker.
+    pub alternatives: Vec<Alternative>,
+}
+
+/// A way the remote command may take instead of the plan's own; mirrors `alternative` in
+/// `wit/adapter.wit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alternative {
+    /// Printed instead of the plan's ready marker when the command takes this way.
+    pub ready_marker: String,
+    /// How to deliver stdin in this way.
+    pub stdin: StdinMode,
+    /// Whether stderr is still framed with the plan's stderr tag.
+    pub stderr_framed: bool,
+    /// Shown once on stderr when the command takes this way.
+    pub notice: String,
+}
+
+/// The way a run's remote command took: the plan's own, or one of its alternatives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Way {
+    /// How stdin is delivered.
+    pub stdin: StdinMode,
+    /// The tag of stderr frames, when stderr is framed.
+    pub stderr_tag: Option<String>,
+    /// The alternative's notice, for the user; `None` for the plan's own way.
+    pub notice: Option<String>,
+}
+
+impl Plan {
+    /// The plan's own way.
+    pub fn own_way(&self) -> Way {
+        Way {
+            stdin: self.stdin,
+            stderr_tag: self.stderr_tag.clone(),
+            notice: None,
+        }
+    }
+
+    /// The way announced by alternative `index`.
+    pub fn alternative_way(&self, index: usize) -> Option<Way> {
+        let alternative = self.alternatives.get(index)?;
+        Some(Way {
+            stdin: alternative.stdin,
+            stderr_tag: self
+                .stderr_tag
+                .clone()
+                .filter(|_| alternative.stderr_framed),
+            notice: Some(alternative.notice.clone()),
+        })
+    }
 }
 
 /// What an adapter says about itself; mirrors `info` in `wit/adapter.wit`, validated.
@@ -215,44 +293,114 @@ pub fn validate_plan(plan: &Plan, invocation: &Invocation, nonce: &str) -> Resul
     if plan.command.contains('\0') {
         return Err("command contains NUL".to_owned());
     }
-    let mode_ok = match plan.stdin {
-        StdinMode::None => true,
-        StdinMode::Raw => invocation.interactive,
-        StdinMode::Inline => !invocation.interactive && invocation.input.is_some(),
-        StdinMode::StreamBase64 => !invocation.interactive,
-    };
-    if !mode_ok {
-        let run = if invocation.interactive {
-            "an interactive"
-        } else {
-            "a one-off"
-        };
-        let detail = if plan.stdin == StdinMode::Inline && invocation.input.is_none() {
-            " without inline input"
-        } else {
-            ""
-        };
-        return Err(format!(
-            "stdin mode {} is not allowed in {run} run{detail}",
-            plan.stdin
-        ));
+    check_stdin_mode(plan.stdin, invocation)?;
+    if invocation.interactive {
+        if plan.ready_marker.is_some() {
+            return Err("a ready marker makes no sense in an interactive run".to_owned());
+        }
+        if plan.stderr_tag.is_some() {
+            return Err("stderr cannot be framed in an interactive run".to_owned());
+        }
+        if !plan.alternatives.is_empty() {
+            return Err("an interactive run has no alternatives".to_owned());
+        }
     }
-    match (&plan.ready_marker, plan.stdin) {
-        (None, StdinMode::StreamBase64) => {
-            return Err("stream-base64 needs a ready marker".to_owned());
+    let needs_marker = plan.stdin.is_streamed() || !plan.alternatives.is_empty();
+    match &plan.ready_marker {
+        None if needs_marker => {
+            let why = if plan.stdin.is_streamed() {
+                format!("stdin mode {}", plan.stdin)
+            } else {
+                "a plan with alternatives".to_owned()
+            };
+            return Err(format!("{why} needs a ready marker"));
         }
-        (Some(_), mode) if mode != StdinMode::StreamBase64 => {
-            return Err(format!(
-                "a ready marker makes no sense with stdin mode {mode}"
-            ));
-        }
-        (Some(marker), _) => check_marker("ready marker", marker, nonce)?,
-        (None, _) => {}
+        Some(marker) => check_marker("ready marker", marker, nonce)?,
+        None => {}
     }
     if let Some(trailer) = &plan.exit_trailer {
         check_marker("exit trailer", trailer, nonce)?;
     }
+    if let Some(tag) = &plan.stderr_tag {
+        check_marker("stderr tag", tag, nonce)?;
+    }
+    if plan.alternatives.len() > MAX_ALTERNATIVES {
+        return Err(format!(
+            "{} alternatives, at most {MAX_ALTERNATIVES} allowed",
+            plan.alternatives.len()
+        ));
+    }
+    for alternative in &plan.alternatives {
+        check_stdin_mode(alternative.stdin, invocation)?;
+        check_marker(
+            "alternative's ready marker",
+            &alternative.ready_marker,
+            nonce,
+        )?;
+        if alternative.notice.trim().is_empty()
+            || alternative.notice.chars().count() > MAX_NOTICE_CHARS
+            || alternative.notice.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "invalid alternative notice {}",
+                shown(&alternative.notice)
+            ));
+        }
+        if alternative.stderr_framed && plan.stderr_tag.is_none() {
+            return Err("an alternative frames stderr but the plan has no stderr tag".to_owned());
+        }
+    }
+    // The host finds each of these by searching the output: one inside another would be found
+    // in the other's place.
+    let markers: Vec<&str> = plan
+        .ready_marker
+        .iter()
+        .chain(&plan.exit_trailer)
+        .chain(&plan.stderr_tag)
+        .map(String::as_str)
+        .chain(plan.alternatives.iter().map(|a| a.ready_marker.as_str()))
+        .collect();
+    for (i, first) in markers.iter().enumerate() {
+        for second in &markers[i + 1..] {
+            if first.contains(second) || second.contains(first) {
+                return Err(format!(
+                    "the markers {} and {} overlap: none may contain another",
+                    shown(first),
+                    shown(second)
+                ));
+            }
+        }
+    }
     Ok(())
+}
+
+/// Whether `mode` suits the kind of run (and the input) `invocation` describes.
+fn check_stdin_mode(mode: StdinMode, invocation: &Invocation) -> Result<(), String> {
+    let mode_ok = match mode {
+        StdinMode::None => true,
+        StdinMode::Raw => invocation.interactive,
+        StdinMode::Inline => !invocation.interactive && invocation.input.is_some(),
+        StdinMode::StreamBase64 | StdinMode::StreamChunks => !invocation.interactive,
+        StdinMode::StreamBytes => !invocation.interactive && invocation.input_len.is_some(),
+    };
+    if mode_ok {
+        return Ok(());
+    }
+    let run = if invocation.interactive {
+        "an interactive"
+    } else {
+        "a one-off"
+    };
+    let detail = match mode {
+        StdinMode::Inline if invocation.input.is_none() => " without inline input",
+        StdinMode::StreamBytes if invocation.input_len.is_none() => {
+            " whose input length is unknown (stream-chunks serves it)"
+        }
+        _ => "",
+    };
+    Err(format!(
+        "stdin mode {mode} is not allowed in {run} run{detail}"
+    ))
 }
 
 fn check_marker(what: &str, marker: &str, nonce: &str) -> Result<(), String> {
@@ -309,7 +457,53 @@ mod tests {
             stdin,
             ready_marker: marker.map(str::to_owned),
             exit_trailer: Some(format!("t{NONCE}:")),
+            stderr_tag: None,
+            alternatives: Vec::new(),
         }
+    }
+
+    fn alternative(marker: &str, stdin: StdinMode, stderr_framed: bool) -> Alternative {
+        Alternative {
+            ready_marker: marker.to_owned(),
+            stdin,
+            stderr_framed,
+            notice: "no dd here: input goes as base64".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_0_2_plan_with_raw_input_framed_stderr_and_alternatives_is_valid() {
+        let known = Invocation::one_off_streamed(None, vec![], Some(10 << 20));
+        let unknown = Invocation::one_off_streamed(None, vec![], None);
+        let full = Plan {
+            stderr_tag: Some(format!("e{NONCE}:")),
+            alternatives: vec![
+                alternative(&format!("b{NONCE}:"), StdinMode::StreamBase64, true),
+                alternative(&format!("m{NONCE}:"), StdinMode::StreamBase64, false),
+            ],
+            ..plan(StdinMode::StreamBytes, Some(&format!("r{NONCE}:")))
+        };
+        assert_eq!(validate_plan(&full, &known, NONCE), Ok(()));
+        let chunks = Plan {
+            stdin: StdinMode::StreamChunks,
+            ..full.clone()
+        };
+        assert_eq!(validate_plan(&chunks, &unknown, NONCE), Ok(()));
+        assert!(
+            validate_plan(&full, &unknown, NONCE)
+                .unwrap_err()
+                .contains("length is unknown")
+        );
+        // A ready marker may hide a bootstrap's set-up in any one-off plan.
+        let quiet = plan(StdinMode::None, Some(&format!("r{NONCE}:")));
+        assert_eq!(validate_plan(&quiet, &known, NONCE), Ok(()));
+        let way = full.alternative_way(1).unwrap();
+        assert_eq!(
+            (way.stdin, way.stderr_tag, way.notice.is_some()),
+            (StdinMode::StreamBase64, None, true)
+        );
+        assert_eq!(full.own_way().stderr_tag, full.stderr_tag);
+        assert_eq!(full.alternative_way(2), None);
     }
 
     #[test]
@@ -362,9 +556,77 @@ mod tests {
                 "needs a ready marker",
             ),
             (
-                plan(StdinMode::None, Some(&marker)),
-                &one_off,
+                plan(StdinMode::Raw, None),
+                &interactive,
+                "", // valid: filtered below
+            ),
+            (
+                Plan {
+                    ready_marker: Some(marker.clone()),
+                    ..plan(StdinMode::Raw, None)
+                },
+                &interactive,
                 "makes no sense",
+            ),
+            (
+                Plan {
+                    stderr_tag: Some(format!("e{NONCE}")),
+                    ..plan(StdinMode::Raw, None)
+                },
+                &interactive,
+                "cannot be framed",
+            ),
+            (
+                Plan {
+                    alternatives: vec![alternative(&marker, StdinMode::None, false)],
+                    ..plan(StdinMode::None, None)
+                },
+                &one_off,
+                "needs a ready marker",
+            ),
+            (
+                Plan {
+                    stderr_tag: Some(format!("x{marker}y")),
+                    ..plan(StdinMode::StreamBase64, Some(&marker))
+                },
+                &one_off,
+                "overlap",
+            ),
+            (
+                Plan {
+                    alternatives: vec![alternative(
+                        &format!("b{NONCE}"),
+                        StdinMode::StreamBase64,
+                        true,
+                    )],
+                    ..plan(StdinMode::StreamBase64, Some(&marker))
+                },
+                &one_off,
+                "no stderr tag",
+            ),
+            (
+                Plan {
+                    alternatives: vec![Alternative {
+                        notice: "two\nlines".to_owned(),
+                        ..alternative(&format!("b{NONCE}"), StdinMode::StreamBase64, false)
+                    }],
+                    ..plan(StdinMode::StreamBase64, Some(&marker))
+                },
+                &one_off,
+                "notice",
+            ),
+            (
+                Plan {
+                    alternatives: vec![alternative(&format!("b{NONCE}"), StdinMode::Raw, false)],
+                    ..plan(StdinMode::StreamBase64, Some(&marker))
+                },
+                &one_off,
+                "not allowed in a one-off",
+            ),
+            (
+                plan(StdinMode::StreamBytes, Some(&marker)),
+                &one_off,
+                "length is unknown",
             ),
             (
                 plan(StdinMode::Raw, None),
@@ -404,6 +666,10 @@ mod tests {
             ),
         ];
         for (bad, invocation, expected) in cases {
+            if expected.is_empty() {
+                assert_eq!(validate_plan(&bad, invocation, NONCE), Ok(()));
+                continue;
+            }
             let error = validate_plan(&bad, invocation, NONCE).unwrap_err();
             assert!(
                 error.contains(expected),

@@ -43,8 +43,9 @@ use std::sync::{Arc, OnceLock};
 
 pub use cache::default_cache_dir;
 pub use contract::{
-    AdapterInfo, Invocation, MAX_COMMAND_BYTES, MAX_INLINE_INPUT, MAX_MARKER_BYTES, Plan,
-    STREAM_EOF_BYTE, STREAM_LINE_BASE64_CHARS, StdinMode, new_nonce, validate_info, validate_plan,
+    AdapterInfo, Alternative, Invocation, MAX_COMMAND_BYTES, MAX_INLINE_INPUT, MAX_MARKER_BYTES,
+    MAX_STREAM_CHUNK, Plan, STREAM_EOF_BYTE, STREAM_LINE_BASE64_CHARS, StdinMode, Way, new_nonce,
+    validate_info, validate_plan,
 };
 pub use error::{AdapterError, AdapterErrorKind};
 pub use files::MAX_ADAPTER_FILE_BYTES;

@@ -33,7 +33,7 @@ use super::engine_config::engine_config;
 use super::error::AdapterErrorKind;
 
 mod bindings {
-    wasmtime::component::bindgen!({ path: "../wit", world: "pipe-adapter" });
+    wasmtime::component::bindgen!({ path: "../wit/0.1", world: "pipe-adapter" });
 }
 
 pub(crate) use bindings::PipeAdapterPre;
@@ -244,6 +244,8 @@ impl Sandbox {
                 },
                 ready_marker: plan.ready_marker,
                 exit_trailer: plan.exit_trailer,
+                stderr_tag: None,
+                alternatives: Vec::new(),
             }))
         })
     }

@@ -56,6 +56,8 @@ pub fn upload_tree_plan(remote_path: &str, name: &str, nonce: &str) -> Plan {
         stdin: StdinMode::StreamBase64,
         ready_marker: Some(marker),
         exit_trailer: Some(trailer),
+        stderr_tag: None,
+        alternatives: Vec::new(),
     }
 }
 
@@ -68,6 +70,8 @@ pub fn download_tree_plan(remote_path: &str, nonce: &str) -> Plan {
         stdin: StdinMode::None,
         ready_marker: None,
         exit_trailer: Some(trailer),
+        stderr_tag: None,
+        alternatives: Vec::new(),
     }
 }
 
@@ -88,6 +92,8 @@ pub fn upload_plan(remote_path: &str, mode: u32, nonce: &str) -> Plan {
         stdin: StdinMode::StreamBase64,
         ready_marker: Some(marker),
         exit_trailer: Some(trailer),
+        stderr_tag: None,
+        alternatives: Vec::new(),
     }
 }
 
@@ -100,6 +106,8 @@ pub fn download_plan(remote_path: &str, nonce: &str) -> Plan {
         stdin: StdinMode::None,
         ready_marker: None,
         exit_trailer: Some(trailer),
+        stderr_tag: None,
+        alternatives: Vec::new(),
     }
 }
 

@@ -184,6 +184,8 @@ mod tests {
             stdin,
             ready_marker: marker.map(str::to_owned),
             exit_trailer: trailer.map(str::to_owned),
+            stderr_tag: None,
+            alternatives: Vec::new(),
         }
     }
 
