@@ -20,6 +20,23 @@ pub enum StdinMode {
     Inline,
     /// The input is streamed as base64 lines after the ready marker, then 0x04.
     StreamBase64,
+    /// Exactly `input_len` raw bytes after the ready marker (raw remote terminal).
+    StreamBytes,
+    /// Raw bytes in `<len>\n<bytes>` chunks after the ready marker, ended by `0\n`.
+    StreamChunks,
+}
+
+/// Another way the bootstrap may take in the container; mirrors `alternative` in the WIT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlternativeParts {
+    /// Printed instead of the plan's ready marker when the bootstrap takes this way.
+    pub ready_marker: String,
+    /// How stdin is carried in this way.
+    pub stdin: StdinMode,
+    /// Whether stderr is still framed with the plan's stderr tag.
+    pub stderr_framed: bool,
+    /// Shown to the user once when this way is taken.
+    pub notice: String,
 }
 
 /// A plan in plain Rust; each guest converts it to the WIT `plan` record.
@@ -33,6 +50,10 @@ pub struct PlanParts {
     pub ready_marker: Option<String>,
     /// Printed, followed by the decimal exit status and a newline, when the program exits.
     pub exit_trailer: Option<String>,
+    /// Lines `<tag><hex>\n` in the output carry the program's stderr.
+    pub stderr_tag: Option<String>,
+    /// The other ways the bootstrap may take, in the order it prefers them.
+    pub alternatives: Vec<AlternativeParts>,
 }
 
 /// The parts of a WIT `invocation` that the bootstrap needs (the pipe is the adapter's business).
@@ -248,6 +269,8 @@ pub fn wrap(argv: &[String], request: &Request<'_>) -> Result<PlanParts, String>
         stdin,
         ready_marker,
         exit_trailer: Some(trailer),
+        stderr_tag: None,
+        alternatives: Vec::new(),
     })
 }
 
@@ -271,6 +294,10 @@ macro_rules! wrap_plan {
                 $crate::StdinMode::Raw => StdinMode::Raw,
                 $crate::StdinMode::Inline => StdinMode::Inline,
                 $crate::StdinMode::StreamBase64 => StdinMode::StreamBase64,
+                // Contract 0.1 has no raw streaming modes; `wrap` does not choose them yet.
+                $crate::StdinMode::StreamBytes | $crate::StdinMode::StreamChunks => {
+                    StdinMode::StreamBase64
+                }
             },
             ready_marker: parts.ready_marker,
             exit_trailer: parts.exit_trailer,
