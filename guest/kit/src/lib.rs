@@ -213,8 +213,10 @@ pub fn basename(word: &str) -> &str {
 
 /// Wraps `argv` (the remote program and its arguments, unquoted) in the `sh -c` bootstrap.
 ///
-/// Positional layout of the bootstrap: `$0` = `ecs-exec`, `$1` = exit trailer, `$2` = the
-/// base64 input (inline) or the ready marker (stream) or empty, then the program's argv.
+/// Interactive: the program runs on the terminal as it is, and its status follows it. One-off:
+/// the bootstrap probes the container for its tools and takes the best way it can (see
+/// [`one_off`]): raw binary input and stderr apart where the tools are there, base64 input or
+/// merged stderr where they are not, and it prints the ready marker of the way it took.
 pub fn wrap(argv: &[String], request: &Request<'_>) -> Result<PlanParts, String> {
     if argv.is_empty() {
         return Err("no program to run".to_owned());
@@ -225,53 +227,189 @@ pub fn wrap(argv: &[String], request: &Request<'_>) -> Result<PlanParts, String>
         );
     }
     let trailer = format!("__ecs_exec_exit_{}:", request.nonce);
-    let report_status = r#"s=$?; printf "%s%d\n" "$t" "$s""#;
-    // Echo off and raw output, or give up with status 125 rather than corrupt the data.
-    let raw_tty =
-        r#"if [ -t 0 ]; then stty -echo -opost || { printf "%s%d\n" "$t" 125; exit 125; }; fi; "#;
-    let (stdin, data, ready_marker, script) = if request.interactive {
-        let script = format!(r#"t=$1; shift 2; trap : INT QUIT; "$@"; {report_status}"#);
-        (StdinMode::Raw, String::new(), None, script)
-    } else if request.input_len == Some(0) {
-        let script = format!(r#"t=$1; shift 2; {raw_tty}"$@" </dev/null; {report_status}"#);
-        (StdinMode::None, String::new(), None, script)
-    } else if let Some(input) = request
-        .input
-        .filter(|input| input.len() <= MAX_INLINE_INPUT)
-    {
-        let script = format!(
-            r#"t=$1 d=$2; shift 2; {raw_tty}printf %s "$d" | base64 -d | "$@"; {report_status}"#
-        );
-        (StdinMode::Inline, base64(input), None, script)
-    } else {
-        let marker = format!("__ecs_exec_ready_{}:", request.nonce);
-        let script = format!(
-            r#"t=$1 m=$2; shift 2; {raw_tty}printf %s "$m"; base64 -d | "$@"; {report_status}"#
-        );
-        (
-            StdinMode::StreamBase64,
-            marker.clone(),
-            Some(marker),
-            script,
-        )
+    if request.interactive {
+        let script = format!(r#"t=$1; shift; trap : INT QUIT; "$@"; {REPORT_STATUS}"#);
+        return Ok(PlanParts {
+            command: command(&script, &[&trailer], argv),
+            stdin: StdinMode::Raw,
+            ready_marker: None,
+            exit_trailer: Some(trailer),
+            stderr_tag: None,
+            alternatives: Vec::new(),
+        });
+    }
+    Ok(one_off(argv, request, trailer))
+}
+
+/// Prints the exit trailer and the status `$s` (`\n` only: one-off terminals have no ONLCR).
+const REPORT_STATUS: &str = r#"printf "%s%d\n" "$t" "$s""#;
+
+/// How a one-off's input reaches the program, before the container is probed.
+enum Input<'a> {
+    /// No input at all: the program's stdin is `/dev/null`.
+    Empty,
+    /// The input, base64, inside the command (`--inline-input`).
+    Inline(&'a [u8]),
+    /// Streamed after the ready marker; `Some(n)`: exactly `n` bytes, `None`: length unknown.
+    Streamed(Option<u64>),
+}
+
+/// The one-off bootstrap. Positional layout: `$0` = `ecs-exec`, `$1` = exit trailer, `$2` = the
+/// ready marker's stem, `$3` = stderr tag, `$4` = input length (or empty), `$5` = inline base64
+/// (or empty), then the program's argv.
+///
+/// The way is two letters after the marker's stem: input `R` (raw: `stream-bytes` with
+/// `head -c`, or `stream-chunks` with `dd`, on a raw terminal), `B` (`stream-base64` through
+/// `base64 -d` on a canonical one) or `N` (nothing streamed); stderr `F` (framed with
+/// `od | sed`) or `M` (merged into the output, where `od` or `sed` is missing).
+fn one_off(argv: &[String], request: &Request<'_>, trailer: String) -> PlanParts {
+    let nonce = request.nonce;
+    let stem = format!("__ecs_exec_ready_{nonce}:");
+    let tag = format!("__ecs_exec_err_{nonce}:");
+    let input = match (request.input_len, request.input) {
+        (Some(0), _) => Input::Empty,
+        (_, Some(input)) if input.len() <= MAX_INLINE_INPUT => Input::Inline(input),
+        (len, _) => Input::Streamed(len),
     };
+    // Give up with status 125 rather than corrupt the data when the terminal cannot be set up.
+    let give_up = r#"{ printf "%s%d\n" "$t" 125; exit 125; }"#;
+    let line_mode = format!("stty -echo -opost || {give_up}");
+    let (setup, feed, raw_mode, raw_tool) = match input {
+        Input::Empty => (
+            format!("i=N; if [ -t 0 ]; then {line_mode}; fi; "),
+            None,
+            None,
+            "",
+        ),
+        Input::Inline(_) => (
+            format!("i=N; if [ -t 0 ]; then {line_mode}; fi; "),
+            Some(r#"printf %s "$d" | base64 -d"#.to_owned()),
+            None,
+            "",
+        ),
+        Input::Streamed(len) => {
+            let (raw_read, mode, tool) = match len {
+                Some(_) => (r#"head -c "$n""#, StdinMode::StreamBytes, "head"),
+                None => (
+                    r#"while IFS= read -r c && [ "$c" -gt 0 ]; do dd bs="$c" count=1 iflag=fullblock 2>/dev/null || exit 1; done"#,
+                    StdinMode::StreamChunks,
+                    "dd",
+                ),
+            };
+            let setup = format!(
+                "i=R; if [ -t 0 ]; then if h {tool} && stty raw -echo 2>/dev/null; then :; \
+                 else i=B; {line_mode}; fi; fi; "
+            );
+            // Ctrl-C is data while the terminal is raw; once the input is in, it interrupts
+            // the program again.
+            let feed = format!(
+                r#"f() {{ if [ $i = R ]; then {raw_read}; stty isig 2>/dev/null; else base64 -d; fi; }}; "#
+            );
+            (setup + &feed, Some("f".to_owned()), Some(mode), tool)
+        }
+    };
+    let (pipe_in, no_stdin) = match &feed {
+        Some(feed) => (format!("{feed} 3>&- 4>&- | "), ""),
+        None => (String::new(), " </dev/null"),
+    };
+    let merged_pipe_in = feed
+        .as_ref()
+        .map_or(String::new(), |feed| format!("{feed} | "));
+    let script = format!(
+        "t=$1 m=$2 e=$3 n=$4 d=$5; shift 5; \
+         h() {{ command -v \"$1\" >/dev/null 2>&1; }}; \
+         {setup}\
+         w=F; h od && h sed || w=M; \
+         printf %s \"$m$i$w\"; \
+         if [ $w = F ]; then exec 3>&1; \
+         s=$( {{ {{ {pipe_in}\"$@\"{no_stdin} 2>&1 1>&3 3>&- 4>&-; echo $? >&4; }} \
+         | od -An -v -tx1 3>&- 4>&- | sed \"s/^/$e/\" >&3 3>&- 4>&-; }} 4>&1 ); \
+         else {merged_pipe_in}\"$@\"{no_stdin}; s=$?; fi; \
+         {REPORT_STATUS}"
+    );
+    let len = match input {
+        Input::Streamed(Some(len)) => len.to_string(),
+        _ => String::new(),
+    };
+    let data = match input {
+        Input::Inline(input) => base64(input),
+        _ => String::new(),
+    };
+    let command = command(&script, &[&trailer, &stem, &tag, &len, &data], argv);
+
+    let marker = |way: &str| format!("{stem}{way}");
+    let merged_notice = "the container has no od or sed, so the program's stderr comes back \
+                         mixed into its stdout";
+    let (ready_marker, stdin, alternatives) = match raw_mode {
+        None => (
+            marker("NF"),
+            if data.is_empty() {
+                StdinMode::None
+            } else {
+                StdinMode::Inline
+            },
+            vec![AlternativeParts {
+                ready_marker: marker("NM"),
+                stdin: if data.is_empty() {
+                    StdinMode::None
+                } else {
+                    StdinMode::Inline
+                },
+                stderr_framed: false,
+                notice: merged_notice.to_owned(),
+            }],
+        ),
+        Some(mode) => {
+            let base64_notice = format!(
+                "the container's terminal cannot carry raw input (no `stty raw` or no {raw_tool}), \
+                 so the input goes as base64, which is slower"
+            );
+            let alternative = |way: &str, stdin, stderr_framed, notice: String| AlternativeParts {
+                ready_marker: marker(way),
+                stdin,
+                stderr_framed,
+                notice,
+            };
+            (
+                marker("RF"),
+                mode,
+                vec![
+                    alternative("BF", StdinMode::StreamBase64, true, base64_notice.clone()),
+                    alternative("RM", mode, false, merged_notice.to_owned()),
+                    alternative(
+                        "BM",
+                        StdinMode::StreamBase64,
+                        false,
+                        format!(
+                            "{base64_notice}; and it has no od or sed, so stderr comes back in stdout"
+                        ),
+                    ),
+                ],
+            )
+        }
+    };
+    PlanParts {
+        command,
+        stdin,
+        ready_marker: Some(ready_marker),
+        exit_trailer: Some(trailer),
+        stderr_tag: Some(tag),
+        alternatives,
+    }
+}
+
+/// `sh -c '<script>' ecs-exec <parameters...> <argv...>`, every word quoted for the agent's
+/// splitter.
+fn command(script: &str, parameters: &[&str], argv: &[String]) -> String {
     let mut words = vec![
         "sh".to_owned(),
         "-c".to_owned(),
-        quote(&script),
+        quote(script),
         "ecs-exec".to_owned(),
-        quote(&trailer),
-        quote(&data),
     ];
+    words.extend(parameters.iter().map(|parameter| quote(parameter)));
     words.extend(argv.iter().map(|word| quote(word)));
-    Ok(PlanParts {
-        command: words.join(" "),
-        stdin,
-        ready_marker,
-        exit_trailer: Some(trailer),
-        stderr_tag: None,
-        alternatives: Vec::new(),
-    })
+    words.join(" ")
 }
 
 /// Turns an invocation of the guest's own WIT bindings into its `Plan`: builds the [`Request`],
@@ -381,19 +519,24 @@ mod tests {
         let inline = wrap(&argv, &request(false, Some(b"hi"), Some(2))).unwrap();
         assert_eq!(inline.stdin, StdinMode::Inline);
         assert!(inline.command.contains(" aGk= cat"), "{}", inline.command);
-        let stream = wrap(&argv, &request(false, None, None)).unwrap();
-        assert_eq!(stream.stdin, StdinMode::StreamBase64);
-        assert_eq!(
-            stream.ready_marker.as_deref(),
-            Some("__ecs_exec_ready_0123456789abcdef:")
-        );
+        let chunks = wrap(&argv, &request(false, None, None)).unwrap();
+        assert_eq!(chunks.stdin, StdinMode::StreamChunks);
+        assert!(chunks.command.contains("iflag=fullblock"));
+        let bytes = wrap(&argv, &request(false, None, Some(5000))).unwrap();
+        assert_eq!(bytes.stdin, StdinMode::StreamBytes);
+        assert!(bytes.command.contains(r#"head -c "$n""#));
+        assert!(bytes.command.contains(" 5000 '' cat"), "{}", bytes.command);
         let none = wrap(&argv, &request(false, None, Some(0))).unwrap();
         assert_eq!(none.stdin, StdinMode::None);
         assert!(none.command.contains("</dev/null"));
         let interactive = wrap(&argv, &request(true, None, None)).unwrap();
         assert_eq!(interactive.stdin, StdinMode::Raw);
         assert!(interactive.command.contains("trap : INT QUIT"));
-        for plan in [inline, stream, none, interactive] {
+        assert_eq!(
+            (interactive.ready_marker, interactive.stderr_tag),
+            (None, None)
+        );
+        for plan in [inline, chunks, bytes, none] {
             assert_eq!(
                 plan.exit_trailer.as_deref(),
                 Some("__ecs_exec_exit_0123456789abcdef:")
@@ -401,7 +544,44 @@ mod tests {
             let words = split_words(&plan.command).unwrap();
             assert_eq!(&words[..2], ["sh", "-c"]);
             assert_eq!(words.last().map(String::as_str), Some("cat"));
+            assert_eq!(
+                plan.stderr_tag.as_deref(),
+                Some("__ecs_exec_err_0123456789abcdef:")
+            );
+            let marker = plan.ready_marker.as_deref().unwrap();
+            assert!(marker.starts_with("__ecs_exec_ready_0123456789abcdef:"));
+            assert!(marker.ends_with('F'), "the own way frames stderr");
+            for alternative in &plan.alternatives {
+                assert_ne!(alternative.ready_marker, marker);
+                assert!(!alternative.notice.is_empty());
+            }
         }
+    }
+
+    #[test]
+    fn raw_input_falls_back_to_base64_and_framed_stderr_to_merged() {
+        let plan = wrap(&["cat".to_owned()], &request(false, None, None)).unwrap();
+        let ways: Vec<(&str, StdinMode, bool)> = plan
+            .alternatives
+            .iter()
+            .map(|a| {
+                (
+                    &a.ready_marker[a.ready_marker.len() - 2..],
+                    a.stdin,
+                    a.stderr_framed,
+                )
+            })
+            .collect();
+        assert_eq!(
+            ways,
+            [
+                ("BF", StdinMode::StreamBase64, true),
+                ("RM", StdinMode::StreamChunks, false),
+                ("BM", StdinMode::StreamBase64, false),
+            ]
+        );
+        assert!(plan.alternatives[0].notice.contains("dd"));
+        assert!(plan.alternatives[1].notice.contains("od or sed"));
     }
 
     #[test]

@@ -340,7 +340,7 @@ async fn send_file(
         let hex = context.map_or_else(|_| String::new(), |context| hex::encode(context.finish()));
         format!("{hex}\n").into_bytes()
     });
-    let prepared = PreparedRun::host_planned(plan, Box::new(input), Some(after_input));
+    let prepared = PreparedRun::host_planned(plan, Box::new(input), Some(len), Some(after_input));
     let mut report = UploadReport::default();
     let status = run_on_target(target, prepared, &mut report).await;
     progress.finish_and_clear();
@@ -394,7 +394,7 @@ async fn download(target: &CpTarget, remote: &str, local: &Path, what: What) -> 
         What::File => script::download_plan(remote, &nonce),
         What::Tree => script::download_tree_plan(remote, &nonce),
     };
-    let prepared = PreparedRun::host_planned(plan, Box::new(tokio::io::empty()), None);
+    let prepared = PreparedRun::host_planned(plan, Box::new(tokio::io::empty()), Some(0), None);
     let status = run_on_target(target, prepared, &mut sink).await;
     progress.finish_and_clear();
     let status = status?;

@@ -10,10 +10,12 @@ use bytes::Bytes;
 use tokio::io::AsyncReadExt as _;
 use tokio::task::JoinHandle;
 
-use crate::adapter::StdinMode;
+use futures_util::FutureExt as _;
+
+use crate::adapter::{StdinMode, Way};
 use crate::channel::session::Event;
 use crate::channel::transport::{ChannelEvents, ChannelWriter};
-use crate::plan_io::{END_OF_INPUT, InputEncoder};
+use crate::plan_io::{END_OF_INPUT, InputFraming};
 use crate::terminal::{self, RawModeGuard, ResizeEvents, TerminationSignals, WindowSize};
 
 use super::output::RunOutput;
@@ -22,8 +24,9 @@ use super::{AfterInput, InputSource, PreparedRun, RunError};
 
 /// The terminal size sent when there is no terminal to ask (a one-off under Hoop).
 const DEFAULT_SIZE: (u32, u32) = (80, 24);
-/// How much input is read per chunk when streaming.
-const INPUT_CHUNK: usize = 64 * 1024;
+/// The most input read (and framed, as one chunk in `stream-chunks`) at a time when streaming:
+/// large, so that a remote `dd` starts once per MiB, not once per pipe read.
+const INPUT_CHUNK: usize = crate::adapter::MAX_STREAM_CHUNK;
 /// How much is read per keystroke read in an interactive session.
 const KEYS_CHUNK: usize = 4096;
 /// After the result is known, how long to wait for the service to close the session.
@@ -40,6 +43,7 @@ pub(super) async fn drive(
         plan,
         mode,
         input_prefix,
+        input_len,
         input,
         after_input,
         ..
@@ -69,24 +73,34 @@ pub(super) async fn drive(
             (Mode::Interactive, StdinMode::Raw) => InputPump::Running(tokio::spawn(
                 pump_keystrokes(input, writer.clone(), raw_mode.is_some()),
             )),
-            (Mode::OneOff, StdinMode::StreamBase64) => InputPump::Waiting {
+            (Mode::OneOff, _) => InputPump::Waiting {
                 prefix: input_prefix,
+                input_len,
                 input,
                 after_input,
             },
             _ => InputPump::Done,
         };
-    let mut output = Vec::with_capacity(INPUT_CHUNK);
+    let mut output = Vec::with_capacity(64 * 1024);
+    let mut stderr_frames = Vec::new();
 
     while state.outcome().is_none() {
-        if state.wants_streamed_input() {
-            input.start_streaming(&writer);
+        if let Some(way) = state.way_taken().filter(|_| input.is_waiting()).cloned() {
+            input.start(&way, &writer);
+            if let Some(notice) = &way.notice {
+                if let Err(error) = sink.note(notice) {
+                    state.on_local_failure(RunError::Stderr(error));
+                }
+            }
         }
         tokio::select! {
             event = events.next() => {
                 output.clear();
+                stderr_frames.clear();
                 match event {
-                    Some(Event::Output(data)) => state.on_output(&data, &mut output),
+                    Some(Event::Output(data)) => {
+                        state.on_output(&data, &mut output, &mut stderr_frames);
+                    }
                     Some(Event::Stderr(data)) => {
                         if let Err(error) = sink.stderr(&data) {
                             state.on_local_failure(RunError::Stderr(error));
@@ -99,6 +113,11 @@ pub(super) async fn drive(
                     }
                     Some(Event::Lost { reason }) => state.on_lost(reason),
                     Some(other) => tracing::debug!(?other, "session event"),
+                }
+                if !stderr_frames.is_empty() {
+                    if let Err(error) = sink.stderr(&stderr_frames) {
+                        state.on_local_failure(RunError::Stderr(error));
+                    }
                 }
                 if !sink.stdout(&output) {
                     state.on_stdout_closed();
@@ -154,9 +173,10 @@ async fn next_resize(resizes: &mut Option<ResizeEvents>) -> Option<WindowSize> {
 /// awaited by the loop, so a failed read ends the run instead of leaving the remote side
 /// waiting for the rest of its input.
 enum InputPump {
-    /// A streaming one-off waits for the remote side's ready marker.
+    /// A one-off waits for the remote side to say which way it took (its ready marker).
     Waiting {
         prefix: Vec<u8>,
+        input_len: Option<u64>,
         input: InputSource,
         after_input: Option<AfterInput>,
     },
@@ -166,19 +186,26 @@ enum InputPump {
 }
 
 impl InputPump {
-    fn start_streaming(&mut self, writer: &ChannelWriter) {
-        if let InputPump::Waiting { .. } = self {
-            let InputPump::Waiting {
+    fn is_waiting(&self) -> bool {
+        matches!(self, InputPump::Waiting { .. })
+    }
+
+    /// The remote command took `way`: stream the input as it says, if it streams any.
+    fn start(&mut self, way: &Way, writer: &ChannelWriter) {
+        let InputPump::Waiting {
+            prefix,
+            input_len,
+            input,
+            after_input,
+        } = std::mem::replace(self, InputPump::Done)
+        else {
+            return;
+        };
+        if let Some(framing) = InputFraming::new(way.stdin, input_len) {
+            *self = InputPump::Running(tokio::spawn(pump_streamed_input(
                 prefix,
                 input,
-                after_input,
-            } = std::mem::replace(self, InputPump::Done)
-            else {
-                return;
-            };
-            *self = InputPump::Running(tokio::spawn(pump_base64_input(
-                prefix,
-                input,
+                framing,
                 after_input,
                 writer.clone(),
             )));
@@ -204,38 +231,82 @@ impl InputPump {
     }
 }
 
-/// Streams the input as base64 lines, the bytes already read first, then end-of-input, then
-/// what `after_input` makes.
-async fn pump_base64_input(
+/// Streams the input framed as the way taken says, the bytes already read first, then its
+/// end, then what `after_input` makes.
+async fn pump_streamed_input(
     prefix: Vec<u8>,
-    mut input: InputSource,
+    input: InputSource,
+    mut framing: InputFraming,
     after_input: Option<AfterInput>,
     writer: ChannelWriter,
 ) -> Result<(), RunError> {
-    let mut encoder = InputEncoder::new();
-    let mut encoded = Vec::with_capacity(INPUT_CHUNK * 4 / 3 + 64);
-    encoder.push(&prefix, &mut encoded);
+    let mut reader = GreedyReader {
+        input,
+        ended: false,
+        failed: None,
+    };
+    let mut wire = Vec::with_capacity(INPUT_CHUNK + 64);
+    framing.push(&prefix, &mut wire)?;
     let mut chunk = vec![0; INPUT_CHUNK];
     loop {
-        if !encoded.is_empty() {
+        if !wire.is_empty() {
             writer
-                .send_input(Bytes::from(std::mem::take(&mut encoded)))
+                .send_input(Bytes::from(std::mem::take(&mut wire)))
                 .await?;
-            encoded.reserve(INPUT_CHUNK * 4 / 3 + 64);
+            wire.reserve(INPUT_CHUNK + 64);
         }
-        let read = input.read(&mut chunk).await.map_err(RunError::Stdin)?;
+        let read = reader.read(&mut chunk).await.map_err(RunError::Stdin)?;
         if read == 0 {
             break;
         }
-        encoder.push(&chunk[..read], &mut encoded);
+        framing.push(&chunk[..read], &mut wire)?;
     }
-    encoder.finish(&mut encoded);
+    framing.finish(&mut wire)?;
     if let Some(after_input) = after_input {
-        encoded.extend(after_input());
+        wire.extend(after_input());
     }
-    writer.send_input(Bytes::from(encoded)).await?;
+    writer.send_input(Bytes::from(wire)).await?;
     tracing::debug!("input sent");
     Ok(())
+}
+
+/// Reads as much as is there at once: it waits for the first bytes, then takes whatever more is
+/// ready without waiting, so input arriving fast (a pipe) goes out in large chunks and input
+/// arriving slowly (a person, `tail -f`) goes out as soon as it comes.
+struct GreedyReader {
+    input: InputSource,
+    ended: bool,
+    /// A read error met after some bytes were already read, returned by the next call.
+    failed: Option<std::io::Error>,
+}
+
+impl GreedyReader {
+    async fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(error) = self.failed.take() {
+            return Err(error);
+        }
+        if self.ended {
+            return Ok(0);
+        }
+        let mut filled = self.input.read(buffer).await?;
+        if filled == 0 {
+            self.ended = true;
+        }
+        while !self.ended && filled < buffer.len() {
+            // Dropping a pending read loses nothing: tokio's stdin and files keep what a
+            // background read brings in for the next call.
+            match self.input.read(&mut buffer[filled..]).now_or_never() {
+                Some(Ok(0)) => self.ended = true,
+                Some(Ok(read)) => filled += read,
+                Some(Err(error)) => {
+                    self.failed = Some(error);
+                    break;
+                }
+                None => break,
+            }
+        }
+        Ok(filled)
+    }
 }
 
 /// Forwards keys as typed. Without a terminal (a pipe), end of input becomes Ctrl-D so the

@@ -85,6 +85,8 @@ pub enum RunError {
          since the rest of its input cannot be sent"
     )]
     Stdin(io::Error),
+    #[error("{0}; the remote command was interrupted, since it reads exactly the announced length")]
+    InputLength(#[from] crate::plan_io::InputLengthChanged),
     #[error("the task that sends the input stopped: {0}")]
     InputTask(#[from] tokio::task::JoinError),
     #[error("setting up the terminal and signals: {0}")]
@@ -113,7 +115,7 @@ impl RunError {
             | RunError::NoExitStatus { .. }
             | RunError::MalformedExitStatus
             | RunError::ChannelVanished => Exit::Protocol,
-            RunError::Stdin(_) | RunError::Stderr(_) => Exit::IoError,
+            RunError::Stdin(_) | RunError::Stderr(_) | RunError::InputLength(_) => Exit::IoError,
             RunError::InputTask(_) | RunError::Setup(_) => Exit::Software,
         }
     }
@@ -164,16 +166,20 @@ pub struct PreparedRun {
     mode: Mode,
     /// The start of stdin, already read to size the input (empty for interactive runs).
     input_prefix: Vec<u8>,
+    /// The input's whole length (prefix included) as the plan was told it, when known.
+    input_len: Option<u64>,
     input: InputSource,
     after_input: Option<AfterInput>,
 }
 
 impl PreparedRun {
-    /// A one-off whose plan the host made itself (`ecs-exec cp`), with no adapter: `input` is
-    /// streamed as the plan says, then `after_input`'s bytes follow its end.
+    /// A one-off whose plan the host made itself (`ecs-exec cp`), with no adapter: `input`, of
+    /// `input_len` bytes when known, is streamed as the plan says, then `after_input`'s bytes
+    /// follow its end.
     pub(crate) fn host_planned(
         plan: Plan,
         input: InputSource,
+        input_len: Option<u64>,
         after_input: Option<AfterInput>,
     ) -> PreparedRun {
         let explain = vec![
@@ -191,6 +197,7 @@ impl PreparedRun {
             takeover_warning: None,
             mode: Mode::OneOff,
             input_prefix: Vec::new(),
+            input_len,
             input,
             after_input,
         }
@@ -250,6 +257,7 @@ pub async fn prepare_with_input(
         plan,
         mode,
         input_prefix,
+        input_len: invocation.input_len,
         input,
         after_input: None,
     })
@@ -386,8 +394,14 @@ async fn read_invocation_input(
     Ok((invocation, prefix))
 }
 
-/// When stdin is a regular file, its length.
+/// When stdin is a regular file, the length left to read from where its offset stands (a
+/// script may have read part of it before starting us: `{ read header; ecs-exec ...; } < f`).
 fn stdin_file_len() -> Option<u64> {
-    let metadata = std::fs::metadata("/dev/stdin").ok()?;
-    metadata.is_file().then_some(metadata.len())
+    let stdin = std::io::stdin();
+    let metadata = rustix::fs::fstat(&stdin).ok()?;
+    if !rustix::fs::FileType::from_raw_mode(metadata.st_mode).is_file() {
+        return None;
+    }
+    let offset = rustix::fs::seek(&stdin, rustix::fs::SeekFrom::Current(0)).ok()?;
+    u64::try_from(metadata.st_size).ok()?.checked_sub(offset)
 }

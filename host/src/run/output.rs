@@ -19,6 +19,12 @@ pub trait RunOutput: Send {
     fn finish(&mut self) -> io::Result<()> {
         Ok(())
     }
+    /// A note for the user from the adapter's plan (why this run took a slower way), made safe
+    /// for one line of a terminal.
+    fn note(&mut self, text: &str) -> io::Result<()> {
+        let line = format!("ecs-exec: note: {}\n", crate::adapter::terminal_safe(text));
+        self.stderr(line.as_bytes())
+    }
 }
 
 /// This process's stdout and stderr, byte for byte: a run on one task.

@@ -6,7 +6,7 @@
 //! the driver still owes the session on the way out. No IO, no clock, no tokio: every rule
 //! here is a unit test.
 
-use crate::adapter::{Plan, StdinMode};
+use crate::adapter::{Plan, Way};
 use crate::channel::ChannelError;
 use crate::plan_io::{OutputDecoder, OutputState};
 use crate::terminal::Termination;
@@ -50,8 +50,8 @@ pub(crate) struct RunState {
     decoder: OutputDecoder,
     /// The plan asked for a trailer, so a session that closes without one lost the status.
     expects_trailer: bool,
-    /// The plan streams stdin once the ready marker is seen.
-    streams_input: bool,
+    /// The plan's own way, then its alternatives: the decoder says which one the command took.
+    ways: Vec<Way>,
     /// Payload type 12 (an agent that reports the status itself).
     exit_code_event: Option<i32>,
     outcome: Option<Outcome>,
@@ -61,9 +61,11 @@ impl RunState {
     pub(crate) fn new(mode: Mode, plan: &Plan) -> Self {
         Self {
             mode,
-            decoder: OutputDecoder::new(plan.ready_marker.as_deref(), plan.exit_trailer.as_deref()),
+            decoder: OutputDecoder::for_plan(plan),
             expects_trailer: plan.exit_trailer.is_some(),
-            streams_input: mode == Mode::OneOff && plan.stdin == StdinMode::StreamBase64,
+            ways: std::iter::once(plan.own_way())
+                .chain((0..plan.alternatives.len()).filter_map(|index| plan.alternative_way(index)))
+                .collect(),
             exit_code_event: None,
             outcome: None,
         }
@@ -78,17 +80,22 @@ impl RunState {
         self.outcome
     }
 
-    /// A one-off that streams its input may start once the remote side printed its marker.
-    pub(crate) fn wants_streamed_input(&self) -> bool {
-        self.streams_input && self.outcome.is_none() && self.decoder.state() == OutputState::Running
+    /// The way the remote command took, once its ready marker is in (at once for a plan without
+    /// one) and while the run goes on: a one-off's input may be sent as this way says.
+    pub(crate) fn way_taken(&self) -> Option<&Way> {
+        if self.outcome.is_some() || self.mode != Mode::OneOff {
+            return None;
+        }
+        self.ways.get(self.decoder.way()?)
     }
 
-    /// Remote output: the program's own bytes are appended to `stdout`.
-    pub(crate) fn on_output(&mut self, data: &[u8], stdout: &mut Vec<u8>) {
+    /// Remote output: the program's own bytes are appended to `stdout`, what its stderr frames
+    /// carry to `stderr`.
+    pub(crate) fn on_output(&mut self, data: &[u8], stdout: &mut Vec<u8>, stderr: &mut Vec<u8>) {
         if self.outcome.is_some() {
             return;
         }
-        self.decoder.push(data, stdout);
+        self.decoder.push(data, stdout, stderr);
         match self.decoder.state() {
             OutputState::Exited(status) => self.end(Ok(status), Teardown::Close),
             OutputState::MalformedStatus => {
@@ -173,6 +180,7 @@ impl RunState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapter::StdinMode;
     use crate::channel::{HandshakeError, InvalidHandshakeRequest, ResumeError};
 
     const TRAILER: &str = "__END_n0nce__";
@@ -207,7 +215,11 @@ mod tests {
     fn the_trailer_gives_the_status_and_the_session_is_closed() {
         let mut state = one_off();
         let mut out = Vec::new();
-        state.on_output(format!("hello\n{TRAILER}3\n").as_bytes(), &mut out);
+        state.on_output(
+            format!("hello\n{TRAILER}3\n").as_bytes(),
+            &mut out,
+            &mut Vec::new(),
+        );
         assert_eq!(out, b"hello\n");
         assert_eq!(status(&state), Some(3));
         assert_eq!(teardown(&state), Some(Teardown::Close));
@@ -217,11 +229,11 @@ mod tests {
     fn a_trailer_split_across_frames_still_ends_the_run() {
         let mut state = one_off();
         let mut out = Vec::new();
-        state.on_output(b"x__END_n0", &mut out);
+        state.on_output(b"x__END_n0", &mut out, &mut Vec::new());
         assert!(state.outcome().is_none());
-        state.on_output(b"nce__4", &mut out);
+        state.on_output(b"nce__4", &mut out, &mut Vec::new());
         assert!(state.outcome().is_none(), "the status runs to its newline");
-        state.on_output(b"2\n", &mut out);
+        state.on_output(b"2\n", &mut out, &mut Vec::new());
         assert_eq!(out, b"x");
         assert_eq!(status(&state), Some(42));
     }
@@ -229,7 +241,11 @@ mod tests {
     #[test]
     fn a_malformed_status_is_an_error() {
         let mut state = one_off();
-        state.on_output(format!("{TRAILER}oops\n").as_bytes(), &mut Vec::new());
+        state.on_output(
+            format!("{TRAILER}oops\n").as_bytes(),
+            &mut Vec::new(),
+            &mut Vec::new(),
+        );
         let outcome = state.into_outcome().expect("ended");
         assert!(matches!(outcome.result, Err(RunError::MalformedExitStatus)));
     }
@@ -248,7 +264,7 @@ mod tests {
     fn closing_flushes_what_was_held_back_as_a_possible_trailer() {
         let mut state = RunState::new(Mode::OneOff, &plan(StdinMode::Inline, None, None));
         let mut out = Vec::new();
-        state.on_output(b"almost __END_", &mut out);
+        state.on_output(b"almost __END_", &mut out, &mut Vec::new());
         state.on_closed(String::new(), &mut out);
         assert_eq!(out, b"almost __END_");
         assert_eq!(status(&state), Some(0), "no trailer was promised");
@@ -270,7 +286,11 @@ mod tests {
         assert_eq!(status(&state), Some(0));
 
         let mut state = RunState::new(Mode::Interactive, &interactive);
-        state.on_output(format!("{TRAILER}5\n").as_bytes(), &mut Vec::new());
+        state.on_output(
+            format!("{TRAILER}5\n").as_bytes(),
+            &mut Vec::new(),
+            &mut Vec::new(),
+        );
         assert_eq!(status(&state), Some(5));
     }
 
@@ -312,15 +332,56 @@ mod tests {
             Mode::OneOff,
             &plan(StdinMode::StreamBase64, Some(MARKER), Some(TRAILER)),
         );
-        assert!(!state.wants_streamed_input());
-        state.on_output(b"motd noise\n", &mut Vec::new());
-        assert!(!state.wants_streamed_input());
-        state.on_output(MARKER.as_bytes(), &mut Vec::new());
-        assert!(state.wants_streamed_input());
-        assert!(
-            !one_off().wants_streamed_input(),
-            "inline input is in the command"
+        assert_eq!(state.way_taken(), None);
+        state.on_output(b"motd noise\n", &mut Vec::new(), &mut Vec::new());
+        assert_eq!(state.way_taken(), None);
+        state.on_output(MARKER.as_bytes(), &mut Vec::new(), &mut Vec::new());
+        assert_eq!(
+            state.way_taken().map(|way| way.stdin),
+            Some(StdinMode::StreamBase64)
         );
+        assert_eq!(
+            one_off().way_taken().map(|way| way.stdin),
+            Some(StdinMode::Inline),
+            "inline input is in the command: nothing to wait for"
+        );
+    }
+
+    #[test]
+    fn an_alternative_way_brings_its_stdin_mode_its_notice_and_merged_stderr() {
+        let plan = Plan {
+            stderr_tag: Some("__ERR_n0nce__".to_owned()),
+            alternatives: vec![crate::adapter::Alternative {
+                ready_marker: "__B64_n0nce__".to_owned(),
+                stdin: StdinMode::StreamBase64,
+                stderr_framed: false,
+                notice: "no dd in the container".to_owned(),
+            }],
+            ..plan(StdinMode::StreamChunks, Some(MARKER), Some(TRAILER))
+        };
+        let mut state = RunState::new(Mode::OneOff, &plan);
+        state.on_output(b"__B64_n0nce__", &mut Vec::new(), &mut Vec::new());
+        let way = state.way_taken().expect("the alternative's marker arrived");
+        assert_eq!(way.stdin, StdinMode::StreamBase64);
+        assert_eq!(way.stderr_tag, None);
+        assert_eq!(way.notice.as_deref(), Some("no dd in the container"));
+
+        let mut state = RunState::new(Mode::OneOff, &plan);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        state.on_output(
+            format!("{MARKER}out__ERR_n0nce__ 68 69\n{TRAILER}0\n").as_bytes(),
+            &mut out,
+            &mut err,
+        );
+        assert_eq!((out.as_slice(), err.as_slice()), (&b"out"[..], &b"hi"[..]));
+        assert_eq!(status(&state), Some(0));
+        assert_eq!(state.way_taken(), None, "the run is over");
+    }
+
+    #[test]
+    fn an_interactive_session_takes_no_way() {
+        let state = RunState::new(Mode::Interactive, &plan(StdinMode::Raw, None, None));
+        assert_eq!(state.way_taken(), None, "keystrokes are not streamed input");
     }
 
     #[test]
@@ -328,7 +389,11 @@ mod tests {
         let mut state = one_off();
         state.on_signal(Termination::Interrupt);
         state.on_lost(HandshakeError::InvalidRequest(InvalidHandshakeRequest::KmsTwice).into());
-        state.on_output(format!("{TRAILER}9\n").as_bytes(), &mut Vec::new());
+        state.on_output(
+            format!("{TRAILER}9\n").as_bytes(),
+            &mut Vec::new(),
+            &mut Vec::new(),
+        );
         assert_eq!(status(&state), Some(130));
     }
 
