@@ -2,8 +2,10 @@
 //! generates the code that embeds both.
 //!
 //! Runs a nested `cargo build --target wasm32-wasip2 --release` with its own target directory
-//! under `OUT_DIR` (no contention with the outer build's lock) and without the outer build's
-//! flags and wrappers (they are meant for the host target). Each shipped adapter is then compiled
+//! (no contention with the outer build's lock) and without the outer build's flags and wrappers
+//! (they are meant for the host target). That directory sits beside the outer build's profile
+//! directories, not under this run's `OUT_DIR`: `cargo clippy`, `cargo test` and a release build
+//! each run this script afresh, and they all reuse one build of the guests instead of three. Each shipped adapter is then compiled
 //! with `Engine::precompile_component`, using the engine settings of
 //! `src/adapter/engine_config.rs` (the very code the binary loads them with) for the target
 //! triple's baseline CPU, and embedded with `include_bytes!` beside its `.wasm` through
@@ -48,7 +50,7 @@ fn main() {
         .expect("host/ lives inside the workspace")
         .to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let guest_target = out_dir.join("guest-target");
+    let guest_target = shared_guest_target(&out_dir);
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
 
     let mut build = Command::new(cargo);
@@ -184,6 +186,18 @@ fn main() {
     }
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/adapter/engine_config.rs");
+}
+
+/// Where the nested build keeps its work: `<target-dir>/ecs-exec-guests` when `OUT_DIR` has
+/// cargo's usual shape (`<target-dir>/<profile>/build/<unit>/out`), else inside `OUT_DIR`.
+fn shared_guest_target(out_dir: &Path) -> PathBuf {
+    let build_dir = out_dir.ancestors().nth(2);
+    match (build_dir, out_dir.ancestors().nth(4)) {
+        (Some(build), Some(target_dir)) if build.file_name().is_some_and(|name| name == "build") => {
+            target_dir.join("ecs-exec-guests")
+        }
+        _ => out_dir.join("guest-target"),
+    }
 }
 
 /// The engine that compiles the built-in adapters for `target`, or `None` (with a warning) when
