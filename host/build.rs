@@ -193,7 +193,9 @@ fn main() {
 fn shared_guest_target(out_dir: &Path) -> PathBuf {
     let build_dir = out_dir.ancestors().nth(2);
     match (build_dir, out_dir.ancestors().nth(4)) {
-        (Some(build), Some(target_dir)) if build.file_name().is_some_and(|name| name == "build") => {
+        (Some(build), Some(target_dir))
+            if build.file_name().is_some_and(|name| name == "build") =>
+        {
             target_dir.join("ecs-exec-guests")
         }
         _ => out_dir.join("guest-target"),

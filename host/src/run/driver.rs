@@ -86,6 +86,7 @@ pub(super) async fn drive(
 
     while state.outcome().is_none() {
         if let Some(way) = state.way_taken().filter(|_| input.is_waiting()).cloned() {
+            tracing::debug!(stdin = %way.stdin, stderr_apart = way.stderr_tag.is_some(), "the remote command is ready");
             input.start(&way, &writer);
             if let Some(notice) = &way.notice {
                 if let Err(error) = sink.note(notice) {

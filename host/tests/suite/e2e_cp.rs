@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::e2e_faults::hostile_network;
-use crate::e2e_support::{CLUSTER, Outcome, SERVICE, World, pseudo_random_bytes};
+use crate::e2e_support::{CLUSTER, Outcome, SERVICE, World, busybox_world, pseudo_random_bytes};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -424,33 +424,6 @@ fn tree_round_trip(world: &World) {
 #[test]
 fn a_directory_goes_in_and_comes_back_with_modes_and_links() {
     tree_round_trip(&World::start());
-}
-
-/// A container whose PATH holds only busybox applets (`without` left out), as in an Alpine or
-/// distroless-with-busybox image.
-fn busybox_world(without: &[&str]) -> (World, tempfile::TempDir) {
-    let bin = tempfile::tempdir().unwrap();
-    let busybox = std::path::PathBuf::from("/usr/bin/busybox");
-    let listed = Command::new(&busybox)
-        .arg("--list")
-        .output()
-        .expect("busybox runs");
-    for applet in String::from_utf8_lossy(&listed.stdout).lines() {
-        if !applet.is_empty() && !without.contains(&applet) {
-            std::os::unix::fs::symlink(&busybox, bin.path().join(applet)).unwrap();
-        }
-    }
-    let path = bin.path().display().to_string();
-    let world = World::start_with(|config| {
-        for cluster in &mut config.clusters {
-            for service in &mut cluster.services {
-                for container in &mut service.containers {
-                    container.environment.insert("PATH".into(), path.clone());
-                }
-            }
-        }
-    });
-    (world, bin)
 }
 
 #[test]

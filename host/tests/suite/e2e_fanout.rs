@@ -314,11 +314,7 @@ fn run_measuring_peak_rss(mut command: Command, input: &[u8], limit: Duration) -
     running.store(false, Ordering::Relaxed);
     sampler.join().expect("sampler");
     writer.join().expect("stdin writer");
-    let outcome = Outcome {
-        status,
-        stdout,
-        stderr,
-    };
+    let outcome = Outcome::from_text(status, stdout, stderr);
     (outcome, peak.load(Ordering::Relaxed))
 }
 

@@ -130,11 +130,7 @@ fn run_within(mut command: Command, limit: Duration) -> Outcome {
         .expect("stdout")
         .read_to_end(&mut stdout);
     let (status, stderr) = spawned.wait("ecs-exec reading a failing stdin");
-    Outcome {
-        status,
-        stdout,
-        stderr,
-    }
+    Outcome::from_text(status, stdout, stderr)
 }
 
 #[test]

@@ -32,6 +32,7 @@ mod e2e_load;
 mod e2e_oneoff;
 mod e2e_runpath;
 mod e2e_secrets;
+mod e2e_stdio;
 mod e2e_teardown;
 mod ecs_api;
 mod ecs_bin;

@@ -10,6 +10,7 @@
 //! that says what was being waited for, and a failing test leaves no process behind.
 
 use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
@@ -229,19 +230,32 @@ impl Drop for Spawned {
 /// but killed after `limit`: that fails the test with what it had printed.
 #[track_caller]
 pub fn output_within(command: &mut Command, stdin: &[u8], limit: Duration) -> Output {
+    collect_within(command, Some(stdin.to_vec()), limit)
+}
+
+/// As [`output_within`], with the program's stdin read from `file` (a regular file: the program
+/// can tell the input's length before reading it).
+#[track_caller]
+pub fn output_from_file_within(command: &mut Command, file: File, limit: Duration) -> Output {
+    command.stdin(file);
+    collect_within(command, None, limit)
+}
+
+/// Feeds `stdin` (when given; else the command's own stdin stays) and collects the output.
+#[track_caller]
+fn collect_within(command: &mut Command, stdin: Option<Vec<u8>>, limit: Duration) -> Output {
     let program = command.get_program().to_string_lossy().into_owned();
-    let mut spawned = Spawned::spawn_within(
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-        limit,
-    );
-    let mut child_stdin = spawned.child.stdin.take().expect("piped stdin");
-    let input = stdin.to_vec();
-    let writer = thread::spawn(move || {
-        // The program may end without reading everything: a broken pipe is fine.
-        let _ = child_stdin.write_all(&input);
+    if stdin.is_some() {
+        command.stdin(Stdio::piped());
+    }
+    let mut spawned =
+        Spawned::spawn_within(command.stdout(Stdio::piped()).stderr(Stdio::piped()), limit);
+    let writer = stdin.map(|input| {
+        let mut child_stdin = spawned.child.stdin.take().expect("piped stdin");
+        thread::spawn(move || {
+            // The program may end without reading everything: a broken pipe is fine.
+            let _ = child_stdin.write_all(&input);
+        })
     });
     let mut child_stderr = spawned.child.stderr.take().expect("piped stderr");
     let stderr_reader = thread::spawn(move || {
@@ -257,7 +271,9 @@ pub fn output_within(command: &mut Command, stdin: &[u8], limit: Duration) -> Ou
         .expect("piped stdout")
         .read_to_end(&mut stdout);
     let (status, fired) = spawned.reap();
-    let _ = writer.join();
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
     let stderr = stderr_reader.join().unwrap_or_default();
     assert!(
         !fired,

@@ -24,10 +24,23 @@ pub const SERVICE: &str = "web";
 pub struct Outcome {
     pub status: ExitStatus,
     pub stdout: Vec<u8>,
+    /// stderr as text (lossy), for messages.
     pub stderr: String,
+    /// stderr byte for byte, for what the remote program wrote to its fd 2.
+    pub stderr_bytes: Vec<u8>,
 }
 
 impl Outcome {
+    /// From what a run printed on stderr as text (a run whose stderr is known to be text).
+    pub fn from_text(status: ExitStatus, stdout: Vec<u8>, stderr: String) -> Outcome {
+        Outcome {
+            status,
+            stdout,
+            stderr_bytes: stderr.clone().into_bytes(),
+            stderr,
+        }
+    }
+
     pub fn code(&self) -> i32 {
         self.status.code().unwrap_or(-1)
     }
@@ -132,6 +145,19 @@ impl World {
         run_with_input_within(&mut command, stdin, limit)
     }
 
+    /// As [`World::run`], with stdin read from a regular file holding `stdin`: the binary
+    /// knows the input's length before it reads it.
+    pub fn run_from_file(&self, mut command: Command, stdin: &[u8]) -> Outcome {
+        let mut file = tempfile::tempfile().expect("a temporary file");
+        std::io::Write::write_all(&mut file, stdin).expect("write the input");
+        std::io::Seek::rewind(&mut file).expect("rewind the input");
+        outcome(testing::output_from_file_within(
+            &mut command,
+            file,
+            PROCESS_DEADLINE,
+        ))
+    }
+
     /// The ids of the RUNNING tasks of `web`.
     pub fn running_web_tasks(&self) -> Vec<String> {
         let world = self.emulator.world();
@@ -181,10 +207,42 @@ pub fn run_with_input(command: &mut Command, stdin: &[u8]) -> Outcome {
 }
 
 fn run_with_input_within(command: &mut Command, stdin: &[u8], limit: Duration) -> Outcome {
-    let output = testing::output_within(command, stdin, limit);
+    outcome(testing::output_within(command, stdin, limit))
+}
+
+fn outcome(output: std::process::Output) -> Outcome {
     Outcome {
         status: output.status,
         stdout: output.stdout,
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        stderr_bytes: output.stderr,
     }
+}
+
+/// A world whose container PATH holds only busybox applets (`without` left out), as in an
+/// Alpine or distroless-with-busybox image; the directory of applet links lives as long as the
+/// returned guard.
+pub fn busybox_world(without: &[&str]) -> (World, tempfile::TempDir) {
+    let bin = tempfile::tempdir().unwrap();
+    let busybox = PathBuf::from("/usr/bin/busybox");
+    let listed = Command::new(&busybox)
+        .arg("--list")
+        .output()
+        .expect("busybox runs");
+    for applet in String::from_utf8_lossy(&listed.stdout).lines() {
+        if !applet.is_empty() && !without.contains(&applet) {
+            std::os::unix::fs::symlink(&busybox, bin.path().join(applet)).unwrap();
+        }
+    }
+    let path = bin.path().display().to_string();
+    let world = World::start_with(|config| {
+        for cluster in &mut config.clusters {
+            for service in &mut cluster.services {
+                for container in &mut service.containers {
+                    container.environment.insert("PATH".into(), path.clone());
+                }
+            }
+        }
+    });
+    (world, bin)
 }
