@@ -277,6 +277,7 @@ async fn upload(target: &CpTarget, local: &Path, remote: &str) -> anyhow::Result
     let plan = script::upload_plan(
         remote,
         metadata.permissions().mode() & 0o7777,
+        metadata.len(),
         &crate::adapter::new_nonce(),
     );
     send_file(target, file, metadata.len(), plan).await
@@ -317,7 +318,7 @@ async fn upload_tree(target: &CpTarget, local: &Path, remote: &str) -> anyhow::R
     .map_err(|error| source_error(io::Error::other(error)))?
     .map_err(source_error)?;
     let len = archive.metadata().map_err(source_error)?.len();
-    let plan = script::upload_tree_plan(remote, &name, &crate::adapter::new_nonce());
+    let plan = script::upload_tree_plan(remote, &name, len, &crate::adapter::new_nonce());
     send_file(target, archive, len, plan).await
 }
 
@@ -341,7 +342,7 @@ async fn send_file(
         format!("{hex}\n").into_bytes()
     });
     let prepared = PreparedRun::host_planned(plan, Box::new(input), Some(len), Some(after_input));
-    let mut report = UploadReport::default();
+    let mut report = UploadReport::above(progress.clone());
     let status = run_on_target(target, prepared, &mut report).await;
     progress.finish_and_clear();
     let status = status?;

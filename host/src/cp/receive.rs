@@ -219,9 +219,19 @@ fn parse_header(line: &str) -> Option<FileHeader> {
 #[derive(Debug, Default)]
 pub struct UploadReport {
     text: Vec<u8>,
+    /// The progress bar to draw notes above (hidden when stderr is not a terminal).
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl UploadReport {
+    /// A report whose notes are printed above `bar`.
+    pub fn above(bar: indicatif::ProgressBar) -> Self {
+        Self {
+            text: Vec::new(),
+            bar: Some(bar),
+        }
+    }
+
     /// The script's messages, without the prefix.
     pub fn messages(&self) -> Vec<String> {
         String::from_utf8_lossy(&self.text)
@@ -251,6 +261,17 @@ impl RunOutput for UploadReport {
     fn stderr(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stdout(bytes);
         Ok(())
+    }
+
+    /// Why the copy takes the slower way, said at once (not after a long transfer), above the
+    /// progress bar.
+    fn note(&mut self, text: &str) -> io::Result<()> {
+        let line = format!("ecs-exec: note: {}\n", crate::adapter::terminal_safe(text));
+        let write = || io::Write::write_all(&mut io::stderr().lock(), line.as_bytes());
+        match &self.bar {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
     }
 }
 
