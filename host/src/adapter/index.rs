@@ -43,7 +43,11 @@ impl Index {
     pub(crate) fn open(cache: Option<&Arc<TrustedDir>>, adapter_dir: &Path) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         adapter_dir.hash(&mut hasher);
-        let name = format!("dir-index-{:016x}.json", hasher.finish());
+        let name = format!(
+            "dir-index-{:016x}-{}.json",
+            hasher.finish(),
+            super::cache::RECORD_FORMAT
+        );
         let known = cache
             .and_then(|dir| dir.read(&name).ok().flatten())
             .and_then(|bytes| serde_json::from_slice::<IndexFile>(&bytes).ok())
