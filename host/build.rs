@@ -188,6 +188,7 @@ fn main() {
     }
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/adapter/engine_config.rs");
+    println!("cargo:rerun-if-changed=src/adapter/versions.rs");
 }
 
 /// The engine that compiles the built-in adapters for `target`, or `None` (with a warning) when

@@ -6,12 +6,13 @@
 //! the adapter for a pipe, and calling it inside a sandbox that gives it nothing (no environment,
 //! files, network, clocks or credentials) and bounds its CPU, memory and time. It must never act
 //! on a plan itself (the run layer does), and never trust a guest: every answer is validated
-//! against `wit/adapter.wit` before it leaves this module, and every guest string is printed
-//! through [`safe`]. Nor does it trust the files around it: third-party files are read bounded
-//! (`files.rs`), pinned by SHA-256 when the operator asks (`pins.rs`), indexed so a run reads only
-//! the adapter it uses (`index.rs`), and the compile cache is read only when it is private
-//! (`cache.rs`). A third-party adapter that takes over a built-in one's run says so
-//! ([`Selection::warning`]).
+//! against `wit/adapter.wit` before it leaves this module (an adapter built against contract
+//! 0.1, `wit/0.1/`, loads too, its plan read as a 0.2 one: `versions.rs`, `bindings.rs`), and
+//! every guest string is printed through [`safe`]. Nor does it trust the files around it:
+//! third-party files are read bounded (`files.rs`), pinned by SHA-256 when the operator asks
+//! (`pins.rs`), indexed so a run reads only the adapter it uses (`index.rs`), and the compile
+//! cache is read only when it is private (`cache.rs`). A third-party adapter that takes over a
+//! built-in one's run says so ([`Selection::warning`]).
 //!
 //! The API for the run layer, in the order it is used:
 //! ```no_run
