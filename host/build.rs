@@ -10,12 +10,16 @@
 //! `src/adapter/engine_config.rs` (the very code the binary loads them with) for the target
 //! triple's baseline CPU, and embedded with `include_bytes!` beside its `.wasm` through
 //! `$OUT_DIR/builtins.rs`, with the info each one's `describe()` returns (called here, once, so
-//! that a run deserialises only the adapter it uses). Test-only guests (the template, the hostile ones) are only built, and
+//! that a run deserialises only the adapter it uses) and the contract version it exports, which
+//! must be the current one (`wit/adapter.wit`). Test-only guests (the template, the hostile ones) are only built, and
 //! their directory is exported to the crate's tests as `ECS_EXEC_TEST_GUESTS_DIR`. Rerun
 //! triggers come from the nested build's dep-info files.
 
 #[path = "src/adapter/engine_config.rs"]
 mod engine_config;
+#[path = "src/adapter/versions.rs"]
+#[allow(dead_code)] // the binary's half (what it refuses, and how it says so) is not needed here
+mod versions;
 
 use std::env;
 use std::fmt::Write as _;
@@ -108,7 +112,7 @@ fn main() {
                 }
             }
         });
-        let info = describer.describe(&bytes, compiled.as_deref());
+        let (info, contract) = describer.describe(&bytes, compiled.as_deref());
         assert_eq!(
             info.name, name,
             "the {package} guest's describe() names another adapter"
@@ -125,7 +129,7 @@ fn main() {
             generated,
             "    Builtin {{\n        name: {name:?},\n        wasm: include_bytes!({:?}),\n        \
              precompiled: {precompiled},\n        info: RecordedInfo {{ version: {:?}, programs: \
-             &{:?}, summary: {:?} }},\n    }},",
+             &{:?}, summary: {:?}, contract: {contract:?} }},\n    }},",
             wasm.display().to_string(),
             info.version,
             info.programs,
@@ -186,6 +190,7 @@ fn main() {
     }
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/adapter/engine_config.rs");
+    println!("cargo:rerun-if-changed=src/adapter/versions.rs");
 }
 
 /// Where the nested build keeps its work: `<target-dir>/ecs-exec-guests` when `OUT_DIR` has
@@ -216,9 +221,10 @@ fn precompiler(target: &str) -> Option<wasmtime::Engine> {
     }
 }
 
-/// The bindings of `wit/adapter.wit`, to call a guest's `describe()`.
+/// The bindings of `wit/adapter.wit`, the contract every shipped guest is built against, to call
+/// a guest's `describe()`.
 mod contract {
-    wasmtime::component::bindgen!({ path: "../wit/0.1", world: "pipe-adapter" });
+    wasmtime::component::bindgen!({ path: "../wit", world: "pipe-adapter" });
 }
 
 /// Calls the shipped guests' `describe()` on this (the build) machine, so that the binary need
@@ -235,14 +241,14 @@ impl Describer {
         Self { engine }
     }
 
-    /// The guest's info, from its artifact when this machine can load it, else compiled now.
-    /// Its WASI imports trap: `describe()` only builds a record, and a guest that reached for
-    /// the system would fail here, at build time.
+    /// The guest's info and the contract version it exports, from its artifact when this
+    /// machine can load it, else compiled now. Its WASI imports trap: `describe()` only builds a
+    /// record, and a guest that reached for the system would fail here, at build time.
     fn describe(
         &self,
         wasm: &[u8],
         precompiled: Option<&[u8]>,
-    ) -> contract::exports::hoop::ecs_exec::adapter::Info {
+    ) -> (contract::exports::hoop::ecs_exec::adapter::Info, String) {
         // SAFETY: `precompiled` is what `precompile_component` returned a moment ago, in this
         // process; wasmtime checks that it fits this engine and machine.
         let component = precompiled
@@ -254,6 +260,21 @@ impl Describer {
                 Ok,
             )
             .expect("could not compile a shipped guest for this machine");
+        let contract = component
+            .component_type()
+            .exports(&self.engine)
+            .find_map(|(name, _)| match versions::classify_export(name) {
+                versions::Export::Spoken(versions::Contract::V0_2, version) => {
+                    Some(version.to_owned())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "a shipped guest does not export {}: build it against wit/adapter.wit",
+                    versions::CURRENT
+                )
+            });
         let mut linker = wasmtime::component::Linker::new(&self.engine);
         linker
             .define_unknown_imports_as_traps(&component)
@@ -264,10 +285,11 @@ impl Describer {
         store.set_epoch_deadline(1);
         let guest = contract::PipeAdapter::instantiate(&mut store, &component, &linker)
             .expect("could not instantiate a shipped guest");
-        guest
+        let info = guest
             .hoop_ecs_exec_adapter()
             .call_describe(&mut store)
-            .expect("a shipped guest's describe() failed")
+            .expect("a shipped guest's describe() failed");
+        (info, contract)
     }
 }
 

@@ -413,9 +413,9 @@ fn command(script: &str, parameters: &[&str], argv: &[String]) -> String {
 }
 
 /// Turns an invocation of the guest's own WIT bindings into its `Plan`: builds the [`Request`],
-/// calls [`wrap`] and maps [`PlanParts`] onto the guest's `Plan` and `StdinMode`, which must be
-/// in scope where it is used. A macro because every guest's `wit_bindgen::generate!` makes its
-/// own types, which this crate cannot name.
+/// calls [`wrap`] and maps [`PlanParts`] field by field onto the guest's `Plan`, `Alternative`
+/// and `StdinMode` (contract 0.2), which must be in scope where it is used. A macro because every
+/// guest's `wit_bindgen::generate!` makes its own types, which this crate cannot name.
 #[macro_export]
 macro_rules! wrap_plan {
     ($argv:expr, $inv:expr, $nonce:expr) => {{
@@ -425,20 +425,30 @@ macro_rules! wrap_plan {
             input: $inv.input.as_deref(),
             nonce: &$nonce,
         };
+        let mode = |mode: $crate::StdinMode| match mode {
+            $crate::StdinMode::None => StdinMode::None,
+            $crate::StdinMode::Raw => StdinMode::Raw,
+            $crate::StdinMode::Inline => StdinMode::Inline,
+            $crate::StdinMode::StreamBase64 => StdinMode::StreamBase64,
+            $crate::StdinMode::StreamBytes => StdinMode::StreamBytes,
+            $crate::StdinMode::StreamChunks => StdinMode::StreamChunks,
+        };
         $crate::wrap(&$argv, &request).map(|parts| Plan {
             command: parts.command,
-            stdin: match parts.stdin {
-                $crate::StdinMode::None => StdinMode::None,
-                $crate::StdinMode::Raw => StdinMode::Raw,
-                $crate::StdinMode::Inline => StdinMode::Inline,
-                $crate::StdinMode::StreamBase64 => StdinMode::StreamBase64,
-                // Contract 0.1 has no raw streaming modes; `wrap` does not choose them yet.
-                $crate::StdinMode::StreamBytes | $crate::StdinMode::StreamChunks => {
-                    StdinMode::StreamBase64
-                }
-            },
+            stdin: mode(parts.stdin),
             ready_marker: parts.ready_marker,
             exit_trailer: parts.exit_trailer,
+            stderr_tag: parts.stderr_tag,
+            alternatives: parts
+                .alternatives
+                .into_iter()
+                .map(|alternative| Alternative {
+                    ready_marker: alternative.ready_marker,
+                    stdin: mode(alternative.stdin),
+                    stderr_framed: alternative.stderr_framed,
+                    notice: alternative.notice,
+                })
+                .collect(),
         })
     }};
 }

@@ -6,10 +6,10 @@
 //! input byte-exact and reports the exit status. Pure computation: it reads nothing from its sandbox.
 #![cfg(target_arch = "wasm32")]
 
-wit_bindgen::generate!({ path: "../../wit/0.1", world: "pipe-adapter" });
+wit_bindgen::generate!({ path: "../../wit", world: "pipe-adapter" });
 
 use ecs_exec_guest_kit as kit;
-use exports::hoop::ecs_exec::adapter::{Guest, Info, Invocation, Plan, StdinMode};
+use exports::hoop::ecs_exec::adapter::{Alternative, Guest, Info, Invocation, Plan, StdinMode};
 
 struct Python;
 

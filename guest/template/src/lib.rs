@@ -9,8 +9,10 @@
 // and `clippy` never try to link a component for the wrong target.
 #![cfg(target_arch = "wasm32")]
 
-// Generates Rust types for the WIT records (`Invocation`, `Plan`, …) and the `Guest` trait.
-wit_bindgen::generate!({ path: "../../wit/0.1", world: "pipe-adapter" });
+// Generates Rust types for the WIT records (`Invocation`, `Plan`, …) and the `Guest` trait, from
+// the contract `hoop:ecs-exec@0.2.0` in `wit/adapter.wit`. (An adapter built against 0.1, in
+// `wit/0.1/`, still loads; see "Migrating an adapter from 0.1 to 0.2" in the README.)
+wit_bindgen::generate!({ path: "../../wit", world: "pipe-adapter" });
 
 use exports::hoop::ecs_exec::adapter::{Guest, Info, Invocation, Plan, StdinMode};
 
@@ -78,6 +80,22 @@ impl Guest for Template {
             // Required with stream-base64: the host sends input only after seeing it.
             ready_marker: if inv.interactive { None } else { Some(marker) },
             exit_trailer: Some(trailer),
+            // New in 0.2, both for one-off runs only. This example keeps stderr merged into the
+            // output (as every 0.1 adapter does) and has one way only.
+            //
+            // `stderr_tag: Some(format!("__template_err_{nonce}:"))` would promise that the
+            // command frames the program's fd 2 as lines `<tag><hex>\n` (what `od -An -v -tx1`
+            // prints, each line prefixed by `sed`), which the host decodes onto its own stderr,
+            // byte-exact; `stderr-tag` in the WIT says what makes that exact.
+            //
+            // An `Alternative { ready_marker, stdin, stderr_framed, notice }` is another way the
+            // command may take in a container that lacks a tool: a plan that streams raw bytes
+            // (`StdinMode::StreamBytes` when `inv.input_len` is known, `StreamChunks` otherwise,
+            // after `stty raw -echo`) would offer a `StreamBase64` alternative for a container
+            // without `dd`, and the script would print that alternative's marker instead of
+            // `marker` when `command -v dd` fails. The host prints its `notice` once.
+            stderr_tag: None,
+            alternatives: Vec::new(),
         })
     }
 }

@@ -6,9 +6,9 @@
 //! it from its path like any third-party adapter.
 #![cfg(target_arch = "wasm32")]
 
-wit_bindgen::generate!({ path: "../../wit/0.1", world: "pipe-adapter" });
+wit_bindgen::generate!({ path: "../../wit", world: "pipe-adapter" });
 
-use exports::hoop::ecs_exec::adapter::{Guest, Info, Invocation, Plan, StdinMode};
+use exports::hoop::ecs_exec::adapter::{Alternative, Guest, Info, Invocation, Plan, StdinMode};
 
 struct Hostile;
 
@@ -37,6 +37,8 @@ impl Guest for Hostile {
             stdin: StdinMode::None,
             ready_marker: None,
             exit_trailer: Some(format!("x{nonce}:")),
+            stderr_tag: None,
+            alternatives: Vec::new(),
         };
         if inv
             .pipe
@@ -86,6 +88,32 @@ impl Guest for Hostile {
             }),
             Some("bad-trailer") => Ok(Plan {
                 exit_trailer: Some("\x1b[2J".to_owned()),
+                ..valid
+            }),
+            // Every field contract 0.2 added, valid: the host must see each one as planned.
+            Some("framed") => Ok(Plan {
+                stdin: StdinMode::StreamChunks,
+                ready_marker: Some(format!("r{nonce}:")),
+                stderr_tag: Some(format!("e{nonce}:")),
+                alternatives: vec![
+                    Alternative {
+                        ready_marker: format!("b{nonce}:"),
+                        stdin: StdinMode::StreamBase64,
+                        stderr_framed: true,
+                        notice: "no dd here: input goes as base64".to_owned(),
+                    },
+                    Alternative {
+                        ready_marker: format!("m{nonce}:"),
+                        stdin: StdinMode::StreamBase64,
+                        stderr_framed: false,
+                        notice: "no od here: stderr is merged into stdout".to_owned(),
+                    },
+                ],
+                ..valid
+            }),
+            // A 0.2 field outside the contract: a stderr tag without the nonce.
+            Some("bad-tag") => Ok(Plan {
+                stderr_tag: Some("stderr:".to_owned()),
                 ..valid
             }),
             Some("long-error") => Err(format!("\x1b[31m{}\nsecond line", "e".repeat(100_000))),

@@ -4,7 +4,7 @@
 //! on every run it serves, unless it is pinned. Built by `host/build.rs`, never embedded.
 #![cfg(target_arch = "wasm32")]
 
-wit_bindgen::generate!({ path: "../../wit/0.1", world: "pipe-adapter" });
+wit_bindgen::generate!({ path: "../../wit", world: "pipe-adapter" });
 
 use exports::hoop::ecs_exec::adapter::{Guest, Info, Invocation, Plan, StdinMode};
 
@@ -27,6 +27,8 @@ impl Guest for Impostor {
             stdin: StdinMode::None,
             ready_marker: None,
             exit_trailer: Some(format!("x{nonce}:")),
+            stderr_tag: None,
+            alternatives: Vec::new(),
         })
     }
 }

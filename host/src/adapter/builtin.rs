@@ -10,7 +10,7 @@
 //! adapters only.
 //!
 //! The build also called each one's `describe()` and recorded the answer here ([`RecordedInfo`]),
-//! so choosing an adapter loads none: a run deserialises only the built-in it uses, when it
+//! with the contract version the component exports, so choosing an adapter loads none: a run deserialises only the built-in it uses, when it
 //! first asks it for a plan.
 
 use wasmtime::component::Component;
@@ -38,6 +38,8 @@ pub(crate) struct RecordedInfo {
     pub(crate) version: &'static str,
     pub(crate) programs: &'static [&'static str],
     pub(crate) summary: &'static str,
+    /// The contract version its export names.
+    pub(crate) contract: &'static str,
 }
 
 mod generated {
@@ -65,6 +67,7 @@ impl Builtin {
             version: self.info.version.to_owned(),
             programs: self.info.programs.iter().map(|&p| p.to_owned()).collect(),
             summary: self.info.summary.to_owned(),
+            contract: self.info.contract.to_owned(),
         }
     }
 

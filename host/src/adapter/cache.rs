@@ -28,6 +28,12 @@ use wasmtime::component::Component;
 
 use super::contract::AdapterInfo;
 
+/// The shape of the records kept beside compiled adapters (info sidecars, directory indexes), in
+/// their file names: bumped when [`AdapterInfo`] changes, so that records of another shape,
+/// written by another release sharing the cache, are neither misread nor overwritten.
+/// 2: the contract version.
+pub(crate) const RECORD_FORMAT: u32 = 2;
+
 /// Largest cached file read: a compiled adapter is about ten times its wasm.
 const MAX_CACHED_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -191,7 +197,7 @@ impl CacheEntry {
         Self {
             dir: Arc::clone(dir),
             compiled: format!("{stem}.cwasm"),
-            info: format!("{stem}.info.json"),
+            info: format!("{stem}.info-{RECORD_FORMAT}.json"),
         }
     }
 
@@ -289,6 +295,7 @@ mod tests {
             version: "1".to_owned(),
             programs: vec!["x".to_owned()],
             summary: String::new(),
+            contract: "0.2.0".to_owned(),
         }
     }
 

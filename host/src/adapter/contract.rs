@@ -223,7 +223,8 @@ impl Plan {
     }
 }
 
-/// What an adapter says about itself; mirrors `info` in `wit/adapter.wit`, validated.
+/// What an adapter says about itself; mirrors `info` in `wit/adapter.wit`, validated, plus the
+/// contract version it was built against, which the host reads from its export.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AdapterInfo {
     /// `[a-z][a-z0-9_-]{0,63}`.
@@ -234,6 +235,9 @@ pub struct AdapterInfo {
     pub programs: Vec<String>,
     /// One printable line.
     pub summary: String,
+    /// The version of `hoop:ecs-exec` the component exports (`0.1.1`, `0.2.0`): not part of
+    /// `describe()`'s answer, but of the interface name; one this host speaks.
+    pub contract: String,
 }
 
 /// Checks an `info` record against the contract.
@@ -274,6 +278,15 @@ pub fn validate_info(info: &AdapterInfo) -> Result<(), String> {
         || info.summary.chars().any(char::is_control)
     {
         return Err(format!("invalid summary {}", shown(&info.summary)));
+    }
+    if info.contract.len() > MAX_VERSION_CHARS
+        || !is_printable_ascii(&info.contract)
+        || super::versions::Contract::of_version(&info.contract).is_none()
+    {
+        return Err(format!(
+            "contract version {} is not one this host speaks",
+            shown(&info.contract)
+        ));
     }
     Ok(())
 }
@@ -685,6 +698,7 @@ mod tests {
             version: "1.0.0".to_owned(),
             programs: vec!["bundle exec rails".to_owned()],
             summary: "does things".to_owned(),
+            contract: "0.2.0".to_owned(),
         };
         assert_eq!(validate_info(&good), Ok(()));
         let bad = [
@@ -714,6 +728,14 @@ mod tests {
             },
             AdapterInfo {
                 summary: "two\nlines".to_owned(),
+                ..good.clone()
+            },
+            AdapterInfo {
+                contract: "0.3.0".to_owned(),
+                ..good.clone()
+            },
+            AdapterInfo {
+                contract: String::new(),
                 ..good.clone()
             },
         ];

@@ -116,12 +116,12 @@ pub enum AdapterErrorKind {
     /// Not a valid WebAssembly component (or wasmtime could not compile it).
     #[error("not a valid WebAssembly component: {0}")]
     Compile(String),
-    /// Built against another version of `hoop:ecs-exec`.
+    /// Built against a version of `hoop:ecs-exec` this host does not speak.
     #[error("built against {found}, but this ecs-exec speaks {expected}")]
     ContractVersion {
         /// The adapter interface the component exports.
         found: String,
-        /// The one this host implements.
+        /// The versions this host loads.
         expected: &'static str,
     },
     /// Does not export the adapter interface, or imports what the sandbox does not provide.

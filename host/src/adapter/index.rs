@@ -43,7 +43,11 @@ impl Index {
     pub(crate) fn open(cache: Option<&Arc<TrustedDir>>, adapter_dir: &Path) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         adapter_dir.hash(&mut hasher);
-        let name = format!("dir-index-{:016x}.json", hasher.finish());
+        let name = format!(
+            "dir-index-{:016x}-{}.json",
+            hasher.finish(),
+            super::cache::RECORD_FORMAT
+        );
         let known = cache
             .and_then(|dir| dir.read(&name).ok().flatten())
             .and_then(|bytes| serde_json::from_slice::<IndexFile>(&bytes).ok())
@@ -93,5 +97,41 @@ impl Index {
         {
             tracing::debug!(%error, "could not save the adapter directory index");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDENTITY: &str = r#"{"dev":1,"ino":2,"size":3,"mtime":[4,0],"ctime":[5,0]}"#;
+
+    fn index_file(info: &str) -> String {
+        format!(r#"{{"entries":[{{"identity":{IDENTITY},"sha256":"ab","info":{info}}}]}}"#)
+    }
+
+    #[test]
+    fn records_of_an_older_shape_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(TrustedDir::open(dir.path()).unwrap());
+        let adapters = Path::new("/adapters");
+        let name = Index::open(Some(&cache), adapters).name;
+        assert!(name.ends_with(&format!("-{}.json", super::super::cache::RECORD_FORMAT)));
+        let identity: Identity = serde_json::from_str(IDENTITY).unwrap();
+        let fields = r#""name":"x","version":"1","programs":["x"],"summary":"""#;
+
+        // Written by a release before the contract version was recorded: read as unknown, so
+        // the file is described again rather than misread.
+        cache
+            .write(&name, index_file(&format!("{{{fields}}}")).as_bytes())
+            .unwrap();
+        assert_eq!(Index::open(Some(&cache), adapters).get(&identity), None);
+
+        let current = index_file(&format!(r#"{{{fields},"contract":"0.1.1"}}"#));
+        cache.write(&name, current.as_bytes()).unwrap();
+        let (digest, info) = Index::open(Some(&cache), adapters)
+            .get(&identity)
+            .expect("a current record is read");
+        assert_eq!((digest.as_str(), info.contract.as_str()), ("ab", "0.1.1"));
     }
 }

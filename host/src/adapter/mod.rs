@@ -6,12 +6,13 @@
 //! the adapter for a pipe, and calling it inside a sandbox that gives it nothing (no environment,
 //! files, network, clocks or credentials) and bounds its CPU, memory and time. It must never act
 //! on a plan itself (the run layer does), and never trust a guest: every answer is validated
-//! against `wit/adapter.wit` before it leaves this module, and every guest string is printed
-//! through [`safe`]. Nor does it trust the files around it: third-party files are read bounded
-//! (`files.rs`), pinned by SHA-256 when the operator asks (`pins.rs`), indexed so a run reads only
-//! the adapter it uses (`index.rs`), and the compile cache is read only when it is private
-//! (`cache.rs`). A third-party adapter that takes over a built-in one's run says so
-//! ([`Selection::warning`]).
+//! against `wit/adapter.wit` before it leaves this module (an adapter built against contract
+//! 0.1, `wit/0.1/`, loads too, its plan read as a 0.2 one: `versions.rs`, `bindings.rs`), and
+//! every guest string is printed through [`safe`]. Nor does it trust the files around it:
+//! third-party files are read bounded (`files.rs`), pinned by SHA-256 when the operator asks
+//! (`pins.rs`), indexed so a run reads only the adapter it uses (`index.rs`), and the compile
+//! cache is read only when it is private (`cache.rs`). A third-party adapter that takes over a
+//! built-in one's run says so ([`Selection::warning`]).
 //!
 //! The API for the run layer, in the order it is used:
 //! ```no_run
@@ -25,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bindings;
 mod builtin;
 mod cache;
 mod contract;
@@ -36,6 +38,7 @@ mod pins;
 pub mod safe;
 mod sandbox;
 mod select;
+mod versions;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,13 +54,16 @@ pub use error::{AdapterError, AdapterErrorKind};
 pub use files::MAX_ADAPTER_FILE_BYTES;
 pub use pins::{LOCK_FILE_NAME, PINS_ENV};
 pub use safe::{safe_path, terminal_safe};
-pub use sandbox::{CONTRACT_INTERFACE, Cost, Limits};
+pub use sandbox::{Cost, Limits};
+pub use versions::{
+    CURRENT as CONTRACT_INTERFACE, INTERFACE as ADAPTER_INTERFACE, SPOKEN as SPOKEN_CONTRACTS,
+};
 
 use builtin::{BUILTINS, Builtin};
 use cache::{CacheEntry, TrustedDir};
 use contract::one_line;
 use pins::Pins;
-use sandbox::{GuestState, PipeAdapterPre, Sandbox};
+use sandbox::{Prepared, Sandbox};
 
 /// The environment variable naming a directory of third-party adapters (like `--adapter-dir`).
 pub const ADAPTER_DIR_ENV: &str = "ECS_EXEC_ADAPTER_DIR";
@@ -155,7 +161,7 @@ pub struct Adapter {
     cache: Option<CacheEntry>,
     sandbox: Arc<Sandbox>,
     /// Compiled (or deserialized) and pre-instantiated on first use.
-    prepared: OnceLock<PipeAdapterPre<GuestState>>,
+    prepared: OnceLock<Prepared>,
 }
 
 enum Wasm {
@@ -180,6 +186,12 @@ impl Adapter {
     /// summary may hold any printable Unicode: print it through [`terminal_safe`]).
     pub fn info(&self) -> &AdapterInfo {
         &self.info
+    }
+
+    /// The version of the adapter contract it was built against (`0.1.1`, `0.2.0`), as the
+    /// interface it exports names it.
+    pub fn contract(&self) -> &str {
+        &self.info.contract
     }
 
     /// Embedded or loaded from a file.
@@ -251,7 +263,7 @@ impl Adapter {
     }
 
     /// The same adapter, with what it takes over and its pre-instance when already prepared.
-    fn with(mut self, takes_over: Vec<Takeover>, pre: Option<PipeAdapterPre<GuestState>>) -> Self {
+    fn with(mut self, takes_over: Vec<Takeover>, pre: Option<Prepared>) -> Self {
         self.takes_over = takes_over;
         if let Some(pre) = pre {
             let _ = self.prepared.set(pre);
@@ -259,7 +271,7 @@ impl Adapter {
         self
     }
 
-    fn prepared(&self) -> Result<&PipeAdapterPre<GuestState>, AdapterErrorKind> {
+    fn prepared(&self) -> Result<&Prepared, AdapterErrorKind> {
         if let Some(pre) = self.prepared.get() {
             return Ok(pre);
         }
@@ -286,7 +298,7 @@ fn prepare(
     sandbox: &Sandbox,
     wasm: &[u8],
     cache: Option<&CacheEntry>,
-) -> Result<PipeAdapterPre<GuestState>, AdapterErrorKind> {
+) -> Result<Prepared, AdapterErrorKind> {
     let cached = cache.and_then(|entry| entry.load(sandbox.engine()));
     let component = match cached {
         Some(component) => component,
@@ -345,6 +357,10 @@ impl Selection<'_> {
             format!("source: {}", adapter.source()),
             format!("sha256: {}", adapter.sha256()),
             format!("pinned: {pinned}"),
+            format!(
+                "contract: {ADAPTER_INTERFACE}@{}",
+                terminal_safe(&info.contract)
+            ),
         ];
         if let Some((what, builtin)) = &self.takeover {
             lines.push(format!(
@@ -364,8 +380,38 @@ impl Selection<'_> {
                 plan.exit_trailer.as_deref().unwrap_or("(none)")
             ),
         ]);
+        lines.extend(plan_extras(plan));
         lines
     }
+}
+
+/// What a plan adds to contract 0.1, one `key: value` line each (terminal-safe): its stderr tag
+/// and every alternative way, in order. Printed by `--explain`, `-v` and `adapters show`.
+pub fn plan_extras(plan: &Plan) -> Vec<String> {
+    let mut lines = vec![format!(
+        "stderr-tag: {}",
+        plan.stderr_tag
+            .as_deref()
+            .unwrap_or("(none: stderr is merged into stdout)")
+    )];
+    if plan.alternatives.is_empty() {
+        lines.push("alternatives: (none)".to_owned());
+    }
+    for (number, alternative) in plan.alternatives.iter().enumerate() {
+        let stderr = if alternative.stderr_framed {
+            "stderr framed"
+        } else {
+            "stderr merged"
+        };
+        lines.push(format!(
+            "alternative {}: ready-marker {}, stdin {}, {stderr}; notice: {}",
+            number + 1,
+            alternative.ready_marker,
+            alternative.stdin,
+            terminal_safe(&alternative.notice)
+        ));
+    }
+    lines
 }
 
 /// Every adapter this run can use: the built-in ones, then the third-party ones.
@@ -390,7 +436,7 @@ impl std::fmt::Debug for AdapterSet {
 }
 
 /// A compiled adapter's info and pre-instance, shared by every file with the same content.
-type Described = (AdapterInfo, Option<PipeAdapterPre<GuestState>>);
+type Described = (AdapterInfo, Option<Prepared>);
 
 impl AdapterSet {
     /// Loads the built-in adapters and the third-party ones `options` names.

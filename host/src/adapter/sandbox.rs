@@ -7,7 +7,10 @@
 //! bound on compiling. Each call and each compilation runs on its own short-lived thread, so a
 //! guest blocked inside a host call (a sleep) or a component that is slow to compile cannot hold
 //! the caller past its bound, and no caller's async runtime is ever entered by WASI. It must not
-//! give a guest anything beyond what `wit/adapter.wit` passes.
+//! give a guest anything beyond what `wit/adapter.wit` (or `wit/0.1/adapter.wit`) passes. Which
+//! contract a component was built against comes from the interface it exports (`versions.rs`),
+//! and picks its bindings (`bindings.rs`); the limits and the store per call are the same for
+//! every version.
 //!
 //! Determinism: the same component asked the same question answers the same on every run and
 //! machine. Clocks are frozen at zero; `wasi:random/random`, `wasi:random/insecure` and
@@ -28,20 +31,20 @@ use wasmtime::{
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-use super::contract::{AdapterInfo, Invocation, Plan, StdinMode, one_line};
+use super::bindings::{Bound, v0_1, v0_2};
+use super::contract::{AdapterInfo, Invocation, Plan, one_line};
 use super::engine_config::engine_config;
 use super::error::AdapterErrorKind;
+use super::versions::{self, Contract, Export};
 
-mod bindings {
-    wasmtime::component::bindgen!({ path: "../wit/0.1", world: "pipe-adapter" });
+/// A component checked against the contract it was built against, and pre-instantiated with
+/// that contract's bindings.
+#[derive(Clone)]
+pub(crate) struct Prepared {
+    /// The contract version its export names (`0.1.1`, `0.2.0`).
+    contract: String,
+    bound: Bound,
 }
-
-pub(crate) use bindings::PipeAdapterPre;
-use bindings::exports::hoop::ecs_exec::adapter as wit;
-
-/// The adapter interface this host implements, as a component export name. Any semver-compatible
-/// version (`@0.1.x`) is accepted too: wasmtime matches such names to each other.
-pub const CONTRACT_INTERFACE: &str = "hoop:ecs-exec/adapter@0.1.0";
 
 /// What one call into a guest cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,30 +155,33 @@ impl Sandbox {
         self.compilations.load(Ordering::Relaxed)
     }
 
-    /// Checks the component's exports and imports against the contract and pre-instantiates it.
-    pub(crate) fn prepare(
-        &self,
-        component: &Component,
-    ) -> Result<PipeAdapterPre<GuestState>, AdapterErrorKind> {
+    /// Checks the component's exports and imports against the contract it names, one this host
+    /// speaks, and pre-instantiates it with that contract's bindings.
+    pub(crate) fn prepare(&self, component: &Component) -> Result<Prepared, AdapterErrorKind> {
         let component_type = component.component_type();
         let exports: Vec<String> = component_type
             .exports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
-        let ours = CONTRACT_INTERFACE
-            .split('@')
-            .next()
-            .unwrap_or(CONTRACT_INTERFACE);
-        if !exports
+        let classified: Vec<(&String, Export<'_>)> = exports
             .iter()
-            .any(|name| compatible_contract(name) == Some(true))
-            && let Some(other) = exports
-                .iter()
-                .find(|name| name.split('@').next() == Some(ours))
-        {
+            .map(|name| (name, versions::classify_export(name)))
+            .collect();
+        // The newest contract wins should a component export our interface twice.
+        let spoken = classified
+            .iter()
+            .filter_map(|(_, export)| match export {
+                Export::Spoken(contract, version) => Some((*contract, (*version).to_owned())),
+                _ => None,
+            })
+            .max_by_key(|(contract, _)| *contract);
+        let unspoken = classified
+            .iter()
+            .find(|(_, export)| *export == Export::Unspoken);
+        if let (None, Some((name, _))) = (&spoken, unspoken) {
             return Err(AdapterErrorKind::ContractVersion {
-                found: one_line(other, 100),
-                expected: CONTRACT_INTERFACE,
+                found: one_line(name, 100),
+                expected: versions::SPOKEN,
             });
         }
         let instance_pre = self.linker.instantiate_pre(component).map_err(|error| {
@@ -184,81 +190,68 @@ impl Sandbox {
                 error_line(&error)
             ))
         })?;
-        PipeAdapterPre::new(instance_pre).map_err(|error| {
-            let exported = if exports.is_empty() {
+        let exported = || {
+            if exports.is_empty() {
                 "nothing".to_owned()
             } else {
                 one_line(&exports.join(", "), 200)
-            };
+            }
+        };
+        let Some((contract, version)) = spoken else {
+            return Err(AdapterErrorKind::Contract(format!(
+                "does not export {} (exports {})",
+                versions::SPOKEN,
+                exported()
+            )));
+        };
+        let mismatch = |error: wasmtime::Error| {
             AdapterErrorKind::Contract(format!(
-                "does not export {CONTRACT_INTERFACE} (exports {exported}): {}",
+                "its export does not match {}@{version} (exports {}): {}",
+                versions::INTERFACE,
+                exported(),
                 error_line(&error)
             ))
+        };
+        let bound = match contract {
+            Contract::V0_1 => {
+                Bound::V0_1(v0_1::PipeAdapterPre::new(instance_pre).map_err(mismatch)?)
+            }
+            Contract::V0_2 => {
+                Bound::V0_2(v0_2::PipeAdapterPre::new(instance_pre).map_err(mismatch)?)
+            }
+        };
+        Ok(Prepared {
+            contract: version,
+            bound,
         })
     }
 
     /// Calls `describe()` in a fresh store; the result is not validated yet.
-    pub(crate) fn call_info(
-        &self,
-        pre: &PipeAdapterPre<GuestState>,
-    ) -> Result<AdapterInfo, AdapterErrorKind> {
-        self.call(pre, |store, adapter| {
-            let info = adapter.hoop_ecs_exec_adapter().call_describe(store)?;
-            Ok(AdapterInfo {
-                name: info.name,
-                version: info.version,
-                programs: info.programs,
-                summary: info.summary,
-            })
-        })
-        .0
+    pub(crate) fn call_info(&self, prepared: &Prepared) -> Result<AdapterInfo, AdapterErrorKind> {
+        let (bound, contract) = (prepared.bound.clone(), prepared.contract.clone());
+        self.call(move |store| bound.describe(store, contract)).0
     }
 
     /// Calls `plan-run()` in a fresh store; `Err(message)` is the guest's own refusal. Not
     /// validated. The cost is known when the guest ran to an answer or a trap.
     pub(crate) fn call_plan(
         &self,
-        pre: &PipeAdapterPre<GuestState>,
+        prepared: &Prepared,
         invocation: &Invocation,
         nonce: &str,
     ) -> (Result<Result<Plan, String>, AdapterErrorKind>, Option<Cost>) {
-        let request = wit::Invocation {
-            pipe: invocation.pipe.clone(),
-            args: invocation.args.clone(),
-            interactive: invocation.interactive,
-            input_len: invocation.input_len,
-            input: invocation.input.clone(),
-        };
-        let nonce = nonce.to_owned();
-        self.call(pre, move |store, adapter| {
-            let answer = adapter
-                .hoop_ecs_exec_adapter()
-                .call_plan_run(store, &request, &nonce)?;
-            Ok(answer.map(|plan| Plan {
-                command: plan.command,
-                stdin: match plan.stdin {
-                    wit::StdinMode::None => StdinMode::None,
-                    wit::StdinMode::Raw => StdinMode::Raw,
-                    wit::StdinMode::Inline => StdinMode::Inline,
-                    wit::StdinMode::StreamBase64 => StdinMode::StreamBase64,
-                },
-                ready_marker: plan.ready_marker,
-                exit_trailer: plan.exit_trailer,
-                stderr_tag: None,
-                alternatives: Vec::new(),
-            }))
-        })
+        let (bound, invocation, nonce) =
+            (prepared.bound.clone(), invocation.clone(), nonce.to_owned());
+        self.call(move |store| bound.plan_run(store, &invocation, &nonce))
     }
 
-    /// Instantiates `pre` in a fresh bounded store on a worker thread and runs `body` there.
+    /// Runs `body` (which instantiates the component and calls it) in a fresh bounded store on a
+    /// worker thread.
     fn call<R: Send + 'static>(
         &self,
-        pre: &PipeAdapterPre<GuestState>,
-        body: impl FnOnce(&mut Store<GuestState>, &bindings::PipeAdapter) -> wasmtime::Result<R>
-        + Send
-        + 'static,
+        body: impl FnOnce(&mut Store<GuestState>) -> wasmtime::Result<R> + Send + 'static,
     ) -> (Result<R, AdapterErrorKind>, Option<Cost>) {
-        let (engine, pre, limits) = (self.engine.clone(), pre.clone(), self.limits);
+        let (engine, limits) = (self.engine.clone(), self.limits);
         let (sender, receiver) = mpsc::sync_channel(1);
         let started = Instant::now();
         let deadline = started + limits.wall_time;
@@ -267,9 +260,7 @@ impl Sandbox {
             .spawn(move || {
                 let mut cost = None;
                 let outcome = new_store(&engine, limits, deadline).and_then(|mut store| {
-                    let result = pre
-                        .instantiate(&mut store)
-                        .and_then(|adapter| body(&mut store, &adapter));
+                    let result = body(&mut store);
                     cost = store.get_fuel().ok().map(|left| Cost {
                         fuel: limits.fuel.saturating_sub(left),
                         elapsed: started.elapsed(),
@@ -350,26 +341,6 @@ fn new_store(
         })
     });
     Ok(store)
-}
-
-/// Whether an export name is our interface at a version this host speaks: `Some(true)` for a
-/// semver-compatible version (same major, and same minor while the major is 0), `Some(false)`
-/// for another version of our interface, `None` for anything else.
-fn compatible_contract(export: &str) -> Option<bool> {
-    let (ours, our_version) = CONTRACT_INTERFACE.split_once('@')?;
-    let (name, version) = export.split_once('@')?;
-    if name != ours {
-        return None;
-    }
-    let parse = |version: &str| -> Option<(u64, u64)> {
-        let mut parts = version.split(['.', '-', '+']);
-        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-    };
-    let (Some((major, minor)), Some((our_major, our_minor))) = (parse(version), parse(our_version))
-    else {
-        return Some(false);
-    };
-    Some(major == our_major && (major != 0 || minor == our_minor))
 }
 
 /// Seeds of the fixed random streams: arbitrary constants, the same in every release so that
@@ -549,31 +520,6 @@ mod tests {
         let stderr = b"\nthread '<unnamed>' panicked at src/lib.rs:3:5:\nboom \x1b[31m\nnote: run with RUST_BACKTRACE=1\n";
         assert_eq!(panic_message(stderr).as_deref(), Some("boom \\u{1b}[31m"));
         assert_eq!(panic_message(b"something else"), None);
-    }
-
-    #[test]
-    fn contract_versions_match_by_semver() {
-        assert_eq!(
-            compatible_contract("hoop:ecs-exec/adapter@0.1.0"),
-            Some(true)
-        );
-        assert_eq!(
-            compatible_contract("hoop:ecs-exec/adapter@0.1.7"),
-            Some(true)
-        );
-        assert_eq!(
-            compatible_contract("hoop:ecs-exec/adapter@0.2.0"),
-            Some(false)
-        );
-        assert_eq!(
-            compatible_contract("hoop:ecs-exec/adapter@1.1.0"),
-            Some(false)
-        );
-        assert_eq!(
-            compatible_contract("hoop:ecs-exec/adapter@junk"),
-            Some(false)
-        );
-        assert_eq!(compatible_contract("wasi:cli/run@0.2.0"), None);
     }
 
     #[test]

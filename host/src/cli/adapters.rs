@@ -16,8 +16,8 @@ use clap::{ArgAction, Parser, Subcommand};
 
 use super::{print_stdout, report_error};
 use crate::adapter::{
-    ADAPTER_DIR_ENV, Adapter, AdapterError, AdapterErrorKind, AdapterSet, Cost, Invocation,
-    LoadOptions, MAX_INLINE_INPUT, Plan, new_nonce, terminal_safe,
+    ADAPTER_DIR_ENV, ADAPTER_INTERFACE, Adapter, AdapterError, AdapterErrorKind, AdapterSet, Cost,
+    Invocation, LoadOptions, MAX_INLINE_INPUT, Plan, new_nonce, plan_extras, terminal_safe,
 };
 use crate::exit::Exit;
 
@@ -43,8 +43,9 @@ struct AdaptersArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// List the adapters: name, version, source (embedded or path), the programs each serves,
-    /// and what third-party ones take over from the built-in ones.
+    /// List the adapters: name, version, the adapter contract version each was built against,
+    /// source (embedded or path), the programs each serves, and what third-party ones take over
+    /// from the built-in ones.
     List,
     /// Show the plan an adapter makes for an example invocation (nothing is run).
     Show {
@@ -167,6 +168,7 @@ fn list(adapters: &AdapterSet) -> String {
     let mut rows = vec![[
         "NAME".to_owned(),
         "VERSION".to_owned(),
+        "CONTRACT".to_owned(),
         "SOURCE".to_owned(),
         "PROGRAMS".to_owned(),
     ]];
@@ -190,6 +192,7 @@ fn list(adapters: &AdapterSet) -> String {
         rows.push([
             info.name.clone(),
             terminal_safe(&info.version),
+            terminal_safe(adapter.contract()),
             adapter.source().to_string(),
             terminal_safe(&programs.join(", ")),
         ]);
@@ -200,14 +203,15 @@ fn list(adapters: &AdapterSet) -> String {
             .max()
             .unwrap_or(0)
     };
-    let widths = [width(0), width(1), width(2)];
+    let widths = [width(0), width(1), width(2), width(3)];
     let mut out = String::new();
-    for [name, version, source, programs] in &rows {
+    for [name, version, contract, source, programs] in &rows {
         out.push_str(&format!(
-            "{name:<w0$}  {version:<w1$}  {source:<w2$}  {programs}\n",
+            "{name:<w0$}  {version:<w1$}  {contract:<w2$}  {source:<w3$}  {programs}\n",
             w0 = widths[0],
             w1 = widths[1],
-            w2 = widths[2]
+            w2 = widths[2],
+            w3 = widths[3]
         ));
     }
     let takeovers: Vec<&Adapter> = adapters
@@ -249,10 +253,11 @@ fn list(adapters: &AdapterSet) -> String {
 fn show(adapter: &Adapter, invocation: &Invocation, plan: &Plan) -> String {
     let info = adapter.info();
     let mut out = format!(
-        "adapter:      {} {} ({})\n",
+        "adapter:      {} {} ({}, contract {})\n",
         info.name,
         terminal_safe(&info.version),
-        adapter.source()
+        adapter.source(),
+        terminal_safe(adapter.contract())
     );
     let input = match (&invocation.input, invocation.input_len) {
         (Some(bytes), _) => format!("{} bytes, inlinable", bytes.len()),
@@ -275,6 +280,10 @@ fn show(adapter: &Adapter, invocation: &Invocation, plan: &Plan) -> String {
         "exit-trailer: {}\n",
         plan.exit_trailer.as_deref().unwrap_or("(none)")
     ));
+    for line in plan_extras(plan) {
+        let (key, value) = line.split_once(": ").unwrap_or((&line, ""));
+        out.push_str(&format!("{:<13} {value}\n", format!("{key}:")));
+    }
     match shell_words::split(&plan.command) {
         Ok(words) => {
             out.push_str("argv, as the agent splits the command:\n");
@@ -311,8 +320,8 @@ fn check(options: &LoadOptions, file: &Path, budget: Duration) -> Result<Report,
     out.line(
         "ok",
         format!(
-            "loads as a component exporting {}",
-            crate::adapter::CONTRACT_INTERFACE
+            "loads as a component exporting {ADAPTER_INTERFACE}@{}",
+            terminal_safe(adapter.contract())
         ),
     );
     out.line(
@@ -394,7 +403,11 @@ fn check(options: &LoadOptions, file: &Path, budget: Duration) -> Result<Report,
         match plan {
             Ok(plan) if is_sample => out.line(
                 "ok",
-                format!("{shown_pipe}, {label}: stdin {}{cost_text}", plan.stdin),
+                format!(
+                    "{shown_pipe}, {label}: stdin {}{}{cost_text}",
+                    plan.stdin,
+                    ways(&plan)
+                ),
             ),
             Ok(_) => generated_ok += 1,
             Err(error) if matches!(error.kind, AdapterErrorKind::Refused(_)) => {
@@ -459,6 +472,20 @@ impl Output {
         self.failures += 1;
         self.line("FAIL", message);
     }
+}
+
+/// What a plan adds to contract 0.1, briefly: `, stderr framed, 2 alternatives`, or nothing.
+fn ways(plan: &Plan) -> String {
+    let mut text = String::new();
+    if plan.stderr_tag.is_some() {
+        text.push_str(", stderr framed");
+    }
+    match plan.alternatives.len() {
+        0 => {}
+        1 => text.push_str(", 1 alternative"),
+        many => text.push_str(&format!(", {many} alternatives")),
+    }
+    text
 }
 
 fn cost_line(cost: Cost) -> String {

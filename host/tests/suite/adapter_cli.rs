@@ -33,6 +33,11 @@ fn list_shows_the_builtin_adapters() {
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.starts_with("NAME "), "{text}");
+    assert_eq!(
+        text.split_whitespace().take(5).collect::<Vec<_>>(),
+        ["NAME", "VERSION", "CONTRACT", "SOURCE", "PROGRAMS"],
+        "{text}"
+    );
     for (name, program) in [
         ("shell", "bash"),
         ("rails", "bundle exec rails"),
@@ -47,6 +52,29 @@ fn list_shows_the_builtin_adapters() {
             line.contains("embedded") && line.contains(program),
             "{line}"
         );
+        let contract = line.split_whitespace().nth(2);
+        assert_eq!(contract, Some("0.2.0"), "built-ins speak 0.2: {line}");
+    }
+}
+
+#[test]
+fn list_shows_the_contract_version_of_each_third_party_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    for (stem, file) in [
+        ("ecs_exec_test_wit_0_1_1", "old.wasm"),
+        ("ecs_exec_adapter_template", "template.wasm"),
+    ] {
+        std::fs::copy(adapter_common::test_guest(stem), dir.path().join(file)).unwrap();
+    }
+    let output = adapters(&["list", "--adapter-dir", dir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for (name, contract) in [("next-minor", "0.1.1"), ("template", "0.2.0")] {
+        let line = text
+            .lines()
+            .find(|line| line.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in {text}"));
+        assert_eq!(line.split_whitespace().nth(2), Some(contract), "{line}");
     }
 }
 
@@ -121,10 +149,14 @@ fn show_prints_the_plan_and_the_argv_the_agent_will_run() {
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(
-        text.contains("adapter:      rails 0.1.0 (embedded)"),
+        text.contains("adapter:      rails 0.1.0 (embedded, contract 0.2.0)"),
         "{text}"
     );
     assert!(text.contains("stdin:        stream-base64"), "{text}");
+    assert!(
+        text.contains("stderr-tag:   (none: stderr is merged into stdout)\nalternatives: (none)\n"),
+        "{text}"
+    );
     for word in ["\"bundle\"", "\"exec\"", "\"rails\"", "\"runner\"", "\"-\""] {
         assert!(text.contains(word), "argv lists {word}: {text}");
     }
@@ -149,6 +181,47 @@ fn show_prints_the_plan_and_the_argv_the_agent_will_run() {
 }
 
 #[test]
+fn show_prints_the_stderr_tag_and_alternatives_of_a_0_2_plan() {
+    let hostile = adapter_common::test_guest("ecs_exec_test_hostile");
+    let output = adapters(&["show", hostile.to_str().unwrap(), "--", "framed"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains(", contract 0.2.0)\n"), "{text}");
+    assert!(text.contains("stdin:        stream-chunks\n"), "{text}");
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(key))
+            .map(str::trim_start)
+            .unwrap_or_else(|| panic!("{key} in {text}"))
+            .to_owned()
+    };
+    let tag = value("stderr-tag:");
+    assert!(tag.starts_with('e') && tag.ends_with(':'), "{text}");
+    let nonce = &tag[1..tag.len() - 1];
+    assert_eq!(
+        value("alternative 1:"),
+        format!(
+            "ready-marker b{nonce}:, stdin stream-base64, stderr framed; notice: no dd here: \
+             input goes as base64"
+        )
+    );
+    assert_eq!(
+        value("alternative 2:"),
+        format!(
+            "ready-marker m{nonce}:, stdin stream-base64, stderr merged; notice: no od here: \
+             stderr is merged into stdout"
+        )
+    );
+
+    let old = adapter_common::test_guest("ecs_exec_test_wit_0_1_1");
+    let output = adapters(&["show", old.to_str().unwrap(), "--input-len", "5"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains(", contract 0.1.1)\n"), "{text}");
+    assert!(text.contains("alternatives: (none)\n"), "{text}");
+}
+
+#[test]
 fn show_of_an_unknown_adapter_is_a_one_line_error() {
     let output = adapters(&["show", "cobol"]);
     assert_eq!(output.status.code(), Some(78));
@@ -169,6 +242,10 @@ fn check_passes_the_template_and_runs_sample_invocations() {
     let text = stdout(&output);
     assert!(output.status.success(), "{text}{}", stderr(&output));
     assert!(text.contains("ok    info: template 0.1.0"), "{text}");
+    assert!(
+        text.contains("ok    loads as a component exporting hoop:ecs-exec/adapter@0.2.0\n"),
+        "{text}"
+    );
     assert!(text.contains("ok    serves `template-example`"), "{text}");
     assert!(
         text.contains("ok    `template-example`, one-off, streamed: stdin stream-base64"),
@@ -189,8 +266,21 @@ fn check_rejects_other_contract_versions_and_non_components() {
     let message = stderr(&output);
     assert_eq!(message.lines().count(), 1, "{message}");
     assert!(
-        message.contains("built against hoop:ecs-exec/adapter@0.2.0"),
+        message.contains(
+            "built against hoop:ecs-exec/adapter@0.3.0, but this ecs-exec speaks \
+             hoop:ecs-exec/adapter@0.2.x and @0.1.x"
+        ),
         "{message}"
+    );
+
+    let old = adapter_common::test_guest("ecs_exec_test_wit_0_1_1");
+    let output = adapters(&["check", old.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output)
+            .contains("ok    loads as a component exporting hoop:ecs-exec/adapter@0.1.1\n"),
+        "{}",
+        stdout(&output)
     );
 
     let dir = tempfile::tempdir().unwrap();

@@ -2,14 +2,16 @@
 //! cause, promptly, with the host (and the same `AdapterSet`) still working afterwards.
 //!
 //! The hostile guest (`guest/test-hostile`) picks its misbehaviour from its first argument; the
-//! other-WIT guest is built against `hoop:ecs-exec@0.2.0`. Both are test-only components loaded
-//! from their paths like any third-party adapter.
+//! other-WIT guest is built against `hoop:ecs-exec@0.3.0`, a version this host does not speak.
+//! Both are test-only components loaded from their paths like any third-party adapter.
 
 use crate::adapter_common;
 
 use std::time::Instant;
 
-use ecs_exec::adapter::{AdapterErrorKind, AdapterSet, Invocation, LoadOptions, new_nonce};
+use ecs_exec::adapter::{
+    AdapterErrorKind, AdapterSet, Invocation, LoadOptions, StdinMode, new_nonce,
+};
 
 fn hostile_set() -> AdapterSet {
     let options = LoadOptions {
@@ -50,7 +52,7 @@ type Case = (&'static str, fn(&AdapterErrorKind) -> bool, &'static str);
 #[test]
 fn each_kind_of_misbehaviour_is_a_clear_one_line_error() {
     let adapters = hostile_set();
-    let cases: [Case; 11] = [
+    let cases: [Case; 12] = [
         (
             "loop",
             |kind| matches!(kind, AdapterErrorKind::OutOfFuel(_)),
@@ -100,6 +102,11 @@ fn each_kind_of_misbehaviour_is_a_clear_one_line_error() {
             "bad-trailer",
             |kind| matches!(kind, AdapterErrorKind::InvalidPlan(_)),
             "exit trailer must be",
+        ),
+        (
+            "bad-tag",
+            |kind| matches!(kind, AdapterErrorKind::InvalidPlan(_)),
+            "stderr tag does not contain the nonce",
         ),
         (
             "long-error",
@@ -181,9 +188,52 @@ fn an_adapter_built_against_another_wit_version_is_refused() {
     );
     assert_eq!(
         line,
-        "adapter `ecs_exec_test_other_wit.wasm`: built against hoop:ecs-exec/adapter@0.2.0, \
-         but this ecs-exec speaks hoop:ecs-exec/adapter@0.1.0"
+        "adapter `ecs_exec_test_other_wit.wasm`: built against hoop:ecs-exec/adapter@0.3.0, \
+         but this ecs-exec speaks hoop:ecs-exec/adapter@0.2.x and @0.1.x"
     );
+}
+
+#[test]
+fn every_field_of_a_0_2_plan_reaches_the_host() {
+    let adapters = hostile_set();
+    let adapter = adapters.by_name("hostile").unwrap();
+    assert_eq!(adapter.contract(), "0.2.0");
+    let nonce = new_nonce();
+    let plan = adapter
+        .plan(
+            &Invocation::one_off_streamed(None, vec!["framed".to_owned()], None),
+            &nonce,
+        )
+        .unwrap();
+    assert_eq!(plan.stdin, StdinMode::StreamChunks);
+    assert_eq!(plan.ready_marker, Some(format!("r{nonce}:")));
+    assert_eq!(plan.stderr_tag, Some(format!("e{nonce}:")));
+    let alternatives: Vec<(String, StdinMode, bool, &str)> = plan
+        .alternatives
+        .iter()
+        .map(|way| {
+            (
+                way.ready_marker.clone(),
+                way.stdin,
+                way.stderr_framed,
+                way.notice.as_str(),
+            )
+        })
+        .collect();
+    let base64 = StdinMode::StreamBase64;
+    let (dd, od) = (
+        "no dd here: input goes as base64",
+        "no od here: stderr is merged into stdout",
+    );
+    assert_eq!(
+        alternatives,
+        [
+            (format!("b{nonce}:"), base64, true, dd),
+            (format!("m{nonce}:"), base64, false, od),
+        ]
+    );
+    // The second alternative merges stderr: the way it announces carries no tag.
+    assert_eq!(plan.alternative_way(1).unwrap().stderr_tag, None);
 }
 
 #[test]

@@ -149,6 +149,14 @@ fn explain_prints_the_adapter_and_its_exact_plan_without_calling_aws() {
         stdout.contains("\nexit-trailer: __ecs_exec_exit_"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("\ncontract: hoop:ecs-exec/adapter@0.2.0\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\nstderr-tag: (none: stderr is merged into stdout)\nalternatives: (none)"),
+        "{stdout}"
+    );
     assert!(output.stderr.is_empty(), "{}", text(&output.stderr));
 }
 
@@ -742,9 +750,10 @@ fn an_adapter_built_against_a_later_0_1_x_loads_and_runs() {
         adapter_files: vec![path.clone()],
         ..adapter_common::options()
     })
-    .expect("a 0.1.1 adapter loads in a 0.1.0 host");
+    .expect("a 0.1.1 adapter loads beside the 0.2 built-ins");
     let adapter = adapters.select(Some("next-minor"), None).unwrap();
     assert_eq!(adapter.info().version, "0.1.1");
+    assert_eq!(adapter.contract(), "0.1.1");
     let plan = adapter
         .plan(
             &Invocation::one_off_with_input(None, vec![], b""),
@@ -757,16 +766,26 @@ fn an_adapter_built_against_a_later_0_1_x_loads_and_runs() {
         plan.command
     );
 
+    assert_eq!((plan.stderr_tag, plan.alternatives), (None, Vec::new()));
+
+    // End to end: its input (a script for `sh`, streamed as base64) runs, and the script's exit
+    // status is ecs-exec's.
     let world = World::start();
+    let mut command = world.ecs_exec();
+    command.arg("--adapter").arg(&path);
+    let outcome = world.run_within(command, b"echo from-0.1-input; exit 3\n", DEADLINE);
+    assert_eq!(outcome.code(), 3, "{}", outcome.stderr);
+    assert_eq!(
+        outcome.stdout_text(),
+        "built-against-0.1.1\nfrom-0.1-input\n",
+        "{}",
+        outcome.stderr
+    );
     let mut command = world.ecs_exec();
     command.arg("--adapter").arg(&path);
     let outcome = world.run_within(command, b"", DEADLINE);
     assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
-    assert!(
-        outcome.stdout_text().contains("built-against-0.1.1"),
-        "{}",
-        outcome.stdout_text()
-    );
+    assert_eq!(outcome.stdout_text(), "built-against-0.1.1\n");
 }
 
 #[test]
