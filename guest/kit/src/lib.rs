@@ -228,7 +228,7 @@ pub fn wrap(argv: &[String], request: &Request<'_>) -> Result<PlanParts, String>
     }
     let trailer = format!("__ecs_exec_exit_{}:", request.nonce);
     if request.interactive {
-        let script = format!(r#"t=$1; shift; trap : INT QUIT; "$@"; {REPORT_STATUS}"#);
+        let script = format!(r#"t=$1; shift; trap : INT QUIT; "$@"; s=$?; {REPORT_STATUS}"#);
         return Ok(PlanParts {
             command: command(&script, &[&trailer], argv),
             stdin: StdinMode::Raw,

@@ -88,11 +88,6 @@ pub(super) async fn drive(
         if let Some(way) = state.way_taken().filter(|_| input.is_waiting()).cloned() {
             tracing::debug!(stdin = %way.stdin, stderr_apart = way.stderr_tag.is_some(), "the remote command is ready");
             input.start(&way, &writer);
-            if let Some(notice) = &way.notice {
-                if let Err(error) = sink.note(notice) {
-                    state.on_local_failure(RunError::Stderr(error));
-                }
-            }
         }
         tokio::select! {
             event = events.next() => {
@@ -114,6 +109,11 @@ pub(super) async fn drive(
                     }
                     Some(Event::Lost { reason }) => state.on_lost(reason),
                     Some(other) => tracing::debug!(?other, "session event"),
+                }
+                if let Some(notice) = state.take_notice() {
+                    if let Err(error) = sink.note(&notice) {
+                        state.on_local_failure(RunError::Stderr(error));
+                    }
                 }
                 if !stderr_frames.is_empty() {
                     if let Err(error) = sink.stderr(&stderr_frames) {

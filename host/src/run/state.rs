@@ -52,6 +52,9 @@ pub(crate) struct RunState {
     expects_trailer: bool,
     /// The plan's own way, then its alternatives: the decoder says which one the command took.
     ways: Vec<Way>,
+    /// The taken way's notice was handed out (it is shown once, even when the run ends in the
+    /// same output as the marker).
+    notice_taken: bool,
     /// Payload type 12 (an agent that reports the status itself).
     exit_code_event: Option<i32>,
     outcome: Option<Outcome>,
@@ -66,6 +69,7 @@ impl RunState {
             ways: std::iter::once(plan.own_way())
                 .chain((0..plan.alternatives.len()).filter_map(|index| plan.alternative_way(index)))
                 .collect(),
+            notice_taken: false,
             exit_code_event: None,
             outcome: None,
         }
@@ -87,6 +91,18 @@ impl RunState {
             return None;
         }
         self.ways.get(self.decoder.way()?)
+    }
+
+    /// The notice of the way the command took, the first time it is asked for once the way is
+    /// known: an alternative says why the run is slower or merges stderr.
+    pub(crate) fn take_notice(&mut self) -> Option<String> {
+        if self.notice_taken || self.mode != Mode::OneOff {
+            return None;
+        }
+        let way = self.ways.get(self.decoder.way()?)?;
+        self.notice_taken = true;
+        // A way with nothing to say (a host-made plan's refusal) prints nothing.
+        way.notice.clone().filter(|notice| !notice.is_empty())
     }
 
     /// Remote output: the program's own bytes are appended to `stdout`, what its stderr frames
@@ -365,6 +381,24 @@ mod tests {
         assert_eq!(way.stdin, StdinMode::StreamBase64);
         assert_eq!(way.stderr_tag, None);
         assert_eq!(way.notice.as_deref(), Some("no dd in the container"));
+
+        assert_eq!(
+            state.take_notice().as_deref(),
+            Some("no dd in the container")
+        );
+        assert_eq!(state.take_notice(), None, "once");
+
+        // The marker and the status in one piece of output: the run is over at once, and the
+        // notice is still there to be shown.
+        let mut state = RunState::new(Mode::OneOff, &plan);
+        state.on_output(
+            format!("__B64_n0nce__{TRAILER}0\n").as_bytes(),
+            &mut Vec::new(),
+            &mut Vec::new(),
+        );
+        assert_eq!(status(&state), Some(0));
+        assert_eq!(state.way_taken(), None, "nothing to stream any more");
+        assert!(state.take_notice().is_some());
 
         let mut state = RunState::new(Mode::OneOff, &plan);
         let (mut out, mut err) = (Vec::new(), Vec::new());

@@ -152,10 +152,12 @@ fn show_prints_the_plan_and_the_argv_the_agent_will_run() {
         text.contains("adapter:      rails 0.1.0 (embedded, contract 0.2.0)"),
         "{text}"
     );
-    assert!(text.contains("stdin:        stream-base64"), "{text}");
+    assert!(text.contains("stdin:        stream-chunks"), "{text}");
+    assert!(text.contains("\nstderr-tag:   __ecs_exec_err_"), "{text}");
     assert!(
-        text.contains("stderr-tag:   (none: stderr is merged into stdout)\nalternatives: (none)\n"),
-        "{text}"
+        text.contains(", stdin stream-base64, stderr framed; notice: ")
+            && text.contains(", stdin stream-chunks, stderr merged; notice: "),
+        "the ways a container without the tools falls back to: {text}"
     );
     for word in ["\"bundle\"", "\"exec\"", "\"rails\"", "\"runner\"", "\"-\""] {
         assert!(text.contains(word), "argv lists {word}: {text}");

@@ -2,11 +2,13 @@
 //!
 //! Each test asks a built-in adapter (the real wasm guest, through the public API) for a plan,
 //! splits the command with `shell-words` and executes it directly (no shell) under a fresh pseudo-
-//! terminal in canonical mode with echo and ONLCR on, exactly as the agent does. It then feeds the
-//! input the way the plan says (nothing, inline, or base64 lines after the ready marker and a
-//! final 0x04) and checks that the program saw the input byte for byte, that its output comes back
-//! byte for byte before the exit trailer, and that the trailer carries its exit status. Programs
-//! that this machine lacks (rails, clojure, bundle) are small fake scripts in a temporary PATH.
+//! terminal in canonical mode with echo and ONLCR on, exactly as the agent does. It then reads the
+//! output and feeds the input with the host's own transforms (`ecs_exec::plan_io`): the way the
+//! command announces with its ready marker decides how the input is framed (raw bytes, chunks or
+//! base64 lines), and the checks are that the program saw the input byte for byte, that its
+//! output and stderr come back byte for byte before the exit trailer, and that the trailer
+//! carries its exit status. Programs that this machine lacks (rails, clojure, bundle) are small
+//! fake scripts in a temporary PATH.
 
 use crate::adapter_common;
 
@@ -16,18 +18,20 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
-use base64::Engine as _;
-use ecs_exec::adapter::{
-    AdapterSet, Invocation, Plan, STREAM_EOF_BYTE, STREAM_LINE_BASE64_CHARS, StdinMode, new_nonce,
-};
+use ecs_exec::adapter::{AdapterSet, Invocation, Plan, StdinMode, new_nonce};
+use ecs_exec::plan_io::{InputFraming, OutputDecoder};
 
 /// What came back from one executed plan.
 #[derive(Debug)]
 struct Outcome {
-    /// Output before the exit trailer (after the ready marker in stream mode).
+    /// Output before the exit trailer (after the ready marker).
     output: Vec<u8>,
+    /// What the program wrote to its stderr, from the plan's stderr frames.
+    stderr: Vec<u8>,
     /// The status the trailer reported.
     status: i32,
+    /// The stdin mode of the way the command took.
+    stdin: StdinMode,
 }
 
 /// Inputs that break naive quoting or terminals.
@@ -213,64 +217,89 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
-/// Executes a one-off plan with `input` and returns the program's output and status.
+/// Executes a one-off plan with `input` (of the length the plan was made for) and returns the
+/// program's output, stderr and status.
 fn execute(plan: &Plan, input: &[u8], path_var: &str) -> Outcome {
     let (master, mut child) = spawn_on_pty(plan, path_var);
-    let mut writer = master.try_clone().unwrap();
+    let mut writer = Some(master.try_clone().unwrap());
     let receiver = read_all_in_background(master);
-    let mut seen = Vec::new();
-    let mut start = 0;
-    if plan.stdin == StdinMode::StreamBase64 {
-        let marker = plan
-            .ready_marker
-            .as_deref()
-            .expect("stream plans carry a marker");
-        start = receive_until(&receiver, &mut seen, marker.as_bytes());
-        let encoded = base64::engine::general_purpose::STANDARD.encode(input);
-        let mut wire = Vec::new();
-        for line in encoded.as_bytes().chunks(STREAM_LINE_BASE64_CHARS) {
-            wire.extend_from_slice(line);
-            wire.push(b'\n');
+    let mut decoder = OutputDecoder::for_plan(plan);
+    let (mut output, mut stderr) = (Vec::new(), Vec::new());
+    let mut way = None;
+    loop {
+        match receiver.recv_timeout(OUTPUT_LIMIT) {
+            Ok(chunk) => decoder.push(&chunk, &mut output, &mut stderr),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                "the terminal stayed open and silent; output so far {:?}",
+                String::from_utf8_lossy(&output)
+            ),
         }
-        wire.push(STREAM_EOF_BYTE);
-        // Write from another thread: the pty may push back while we are not reading.
-        std::thread::spawn(move || writer.write_all(&wire));
+        if let (None, Some(index)) = (&way, decoder.way()) {
+            let taken = match index {
+                0 => plan.own_way(),
+                k => plan
+                    .alternative_way(k - 1)
+                    .expect("an announced alternative"),
+            };
+            if let Some(mut framing) = InputFraming::new(taken.stdin, Some(input.len() as u64)) {
+                let mut wire = Vec::new();
+                framing.push(input, &mut wire).unwrap();
+                framing.finish(&mut wire).unwrap();
+                let mut writer = writer.take().expect("the input is sent once");
+                // From another thread: the pty may push back while we are not reading.
+                std::thread::spawn(move || writer.write_all(&wire));
+            }
+            way = Some(taken);
+        }
     }
-    receive_to_end(&receiver, &mut seen);
+    decoder.finish(&mut output);
     child.wait().unwrap();
-    let trailer = plan
-        .exit_trailer
-        .as_deref()
-        .expect("the built-in adapters always report status");
-    let body = &seen[start..];
-    let at = find(body, trailer.as_bytes())
-        .unwrap_or_else(|| panic!("no trailer in output {:?}", String::from_utf8_lossy(body)));
-    let rest = &body[at + trailer.len()..];
-    let status_text: Vec<u8> = rest
-        .iter()
-        .copied()
-        .take_while(u8::is_ascii_digit)
-        .collect();
-    let after_status = &rest[status_text.len()..];
-    assert!(
-        after_status == b"\n" || after_status == b"\r\n",
-        "trailer line must end the output, got {:?}",
-        String::from_utf8_lossy(after_status)
-    );
-    let status = String::from_utf8(status_text)
-        .unwrap()
-        .parse()
-        .expect("a decimal status");
+    let status = decoder.exit_status().unwrap_or_else(|| {
+        panic!(
+            "no exit status in the output; got {:?}",
+            String::from_utf8_lossy(&output)
+        )
+    });
     Outcome {
-        output: body[..at].to_vec(),
+        output,
+        stderr,
         status,
+        stdin: way.expect("every one-off plan announces its way").stdin,
     }
 }
 
+/// What the host tells the adapter about the input, as `ecs-exec` does with and without
+/// `--inline-input`, and for a pipe.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Offer {
+    /// The bytes themselves when small (`--inline-input`).
+    Inline,
+    /// Only the length (the default for input that ended, or a file).
+    Length,
+    /// Nothing: a pipe still being written.
+    Unknown,
+}
+
 fn plan_for(adapters: &mut AdapterSet, pipe: Option<&str>, args: &[&str], input: &[u8]) -> Plan {
+    plan_offered(adapters, pipe, args, input, Offer::Inline)
+}
+
+fn plan_offered(
+    adapters: &mut AdapterSet,
+    pipe: Option<&str>,
+    args: &[&str],
+    input: &[u8],
+    offer: Offer,
+) -> Plan {
     let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
     let adapter = adapters.select(pipe, None).unwrap();
-    let invocation = Invocation::one_off_with_input(pipe.map(str::to_owned), args, input);
+    let pipe = pipe.map(str::to_owned);
+    let invocation = match offer {
+        Offer::Inline => Invocation::one_off_with_input(pipe, args, input),
+        Offer::Length => Invocation::one_off_streamed(pipe, args, Some(input.len() as u64)),
+        Offer::Unknown => Invocation::one_off_streamed(pipe, args, None),
+    };
     adapter.plan(&invocation, &new_nonce()).unwrap()
 }
 
@@ -278,22 +307,28 @@ fn plan_for(adapters: &mut AdapterSet, pipe: Option<&str>, args: &[&str], input:
 fn shell_pipes_carry_every_input_byte_exact_and_report_the_status() {
     let mut adapters = adapter_common::builtin();
     let fake = FakeBin::new();
-    for input in nasty_inputs() {
-        let plan = plan_for(&mut adapters, Some("sh -c 'cat; exit 7'"), &[], &input);
-        let expected_mode = match input.len() {
-            0 => StdinMode::None,
-            1..=1024 => StdinMode::Inline,
-            _ => StdinMode::StreamBase64,
-        };
-        assert_eq!(plan.stdin, expected_mode, "input of {} bytes", input.len());
-        let outcome = execute(&plan, &input, &fake.path_var());
-        assert_eq!(outcome.status, 7);
-        assert!(
-            outcome.output == input,
-            "input of {} bytes came back as {:?}",
-            input.len(),
-            String::from_utf8_lossy(&outcome.output)
-        );
+    let pipe = Some("sh -c 'cat; printf \"e\\0r\\377\" >&2; exit 7'");
+    for offer in [Offer::Inline, Offer::Length, Offer::Unknown] {
+        for input in nasty_inputs() {
+            let plan = plan_offered(&mut adapters, pipe, &[], &input, offer);
+            let expected_mode = match (offer, input.len()) {
+                (Offer::Unknown, _) => StdinMode::StreamChunks,
+                (_, 0) => StdinMode::None,
+                (Offer::Inline, 1..=1024) => StdinMode::Inline,
+                _ => StdinMode::StreamBytes,
+            };
+            let case = format!("{offer:?}, input of {} bytes", input.len());
+            assert_eq!(plan.stdin, expected_mode, "{case}");
+            let outcome = execute(&plan, &input, &fake.path_var());
+            assert_eq!(outcome.stdin, expected_mode, "{case}: the plan's own way");
+            assert_eq!(outcome.status, 7, "{case}");
+            assert!(
+                outcome.output == input,
+                "{case}: came back as {:?}",
+                String::from_utf8_lossy(&outcome.output)
+            );
+            assert_eq!(outcome.stderr, b"e\0r\xff", "{case}: stderr apart");
+        }
     }
 }
 
@@ -317,7 +352,7 @@ fn no_pipe_runs_the_input_as_a_bash_script_with_args() {
     }
     big.extend_from_slice(b"echo $x\nexit 5\n");
     let plan = plan_for(&mut adapters, None, &[], &big);
-    assert_eq!(plan.stdin, StdinMode::StreamBase64);
+    assert_eq!(plan.stdin, StdinMode::StreamBytes);
     let outcome = execute(&plan, &big, &fake.path_var());
     assert_eq!(
         (outcome.output.as_slice(), outcome.status),

@@ -131,8 +131,8 @@ fn explain_prints_the_adapter_and_its_exact_plan_without_calling_aws() {
     );
     assert!(stdout.contains("\ncommand: sh -c "), "{stdout}");
     assert!(
-        stdout.contains("\nstdin: stream-base64\n"),
-        "input is streamed unless inlining is asked for: {stdout}"
+        stdout.contains("\nstdin: stream-bytes\n"),
+        "input is streamed (raw, its length known) unless inlining is asked for: {stdout}"
     );
     let inlined = explain(
         &shared_cache_home(),
@@ -154,8 +154,13 @@ fn explain_prints_the_adapter_and_its_exact_plan_without_calling_aws() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("\nstderr-tag: (none: stderr is merged into stdout)\nalternatives: (none)"),
-        "{stdout}"
+        stdout.contains("\nstderr-tag: __ecs_exec_err_"),
+        "a built-in's one-off keeps stderr apart: {stdout}"
+    );
+    assert!(
+        stdout.contains("\nalternative 1: ready-marker __ecs_exec_ready_")
+            && stdout.contains(", stdin stream-base64, stderr framed; notice: "),
+        "and falls back to base64 where the container cannot take raw input: {stdout}"
     );
     assert!(output.stderr.is_empty(), "{}", text(&output.stderr));
 }
@@ -336,7 +341,7 @@ fn verbose_runs_log_the_explain_lines_before_execute_command() {
         "source: embedded",
         "sha256: ",
         "command: sh -c ",
-        "stdin: stream-base64",
+        "stdin: stream-bytes",
     ] {
         assert!(
             position(line) < position("session started"),

@@ -512,3 +512,26 @@ fn a_container_without_sha256sum_or_tar_says_what_it_could_not_do() {
         );
     }
 }
+
+#[test]
+fn a_container_without_dd_gets_the_file_as_base64_with_one_note() {
+    if !ecs_exec_emulator::require_tool("busybox") {
+        return;
+    }
+    let (world, _bin) = busybox_world(&["dd"]);
+    let local = tempfile::tempdir().unwrap();
+    let data = pseudo_random_bytes(300 * 1024 + 7);
+    let source = local.path().join("data.bin");
+    std::fs::write(&source, &data).unwrap();
+    let remote = world.workdir.path().join("data.bin");
+    let outcome = cp(&world, &source, &format!(":{}", remote.display()));
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert!(std::fs::read(&remote).unwrap() == data, "the copy differs");
+    let lines: Vec<&str> = outcome.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", outcome.stderr);
+    assert!(
+        lines[0].starts_with("ecs-exec: note: the container has no dd"),
+        "{}",
+        outcome.stderr
+    );
+}
