@@ -134,19 +134,17 @@ impl OutputDecoder {
                     // A bootstrap that cannot get ready (say `stty` failed) prints its exit
                     // trailer without a marker: whichever comes first decides.
                     let mut first: Option<(usize, usize, Option<usize>)> = None;
-                    for (index, announcement) in self.announcements.iter().enumerate() {
-                        let marker = &announcement.ready_marker;
-                        if let Some(at) = find(rest, marker) {
-                            if first.is_none_or(|(best, _, _)| at < best) {
-                                first = Some((at, marker.len(), Some(index)));
-                            }
-                        }
-                    }
-                    if let Some(trailer) = &self.exit_trailer {
-                        if let Some(at) = find(rest, trailer) {
-                            if first.is_none_or(|(best, _, _)| at < best) {
-                                first = Some((at, trailer.len(), None));
-                            }
+                    let needles = self
+                        .announcements
+                        .iter()
+                        .enumerate()
+                        .map(|(index, a)| (a.ready_marker.as_slice(), Some(index)))
+                        .chain(self.exit_trailer.as_deref().map(|trailer| (trailer, None)));
+                    for (needle, way) in needles {
+                        if let Some(at) = find(rest, needle)
+                            && first.is_none_or(|(best, _, _)| at < best)
+                        {
+                            first = Some((at, needle.len(), way));
                         }
                     }
                     match first {

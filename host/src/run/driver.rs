@@ -110,15 +110,15 @@ pub(super) async fn drive(
                     Some(Event::Lost { reason }) => state.on_lost(reason),
                     Some(other) => tracing::debug!(?other, "session event"),
                 }
-                if let Some(notice) = state.take_notice() {
-                    if let Err(error) = sink.note(&notice) {
-                        state.on_local_failure(RunError::Stderr(error));
-                    }
+                if let Some(notice) = state.take_notice()
+                    && let Err(error) = sink.note(&notice)
+                {
+                    state.on_local_failure(RunError::Stderr(error));
                 }
-                if !stderr_frames.is_empty() {
-                    if let Err(error) = sink.stderr(&stderr_frames) {
-                        state.on_local_failure(RunError::Stderr(error));
-                    }
+                if !stderr_frames.is_empty()
+                    && let Err(error) = sink.stderr(&stderr_frames)
+                {
+                    state.on_local_failure(RunError::Stderr(error));
                 }
                 if !sink.stdout(&output) {
                     state.on_stdout_closed();
