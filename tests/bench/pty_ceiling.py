@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """The ceilings of the terminal path, without ecs-exec, the network or the protocol.
 
+`--raw`: input the way contract 0.2's raw modes carry it. This runs `head -c N | sha256sum` under a
+local pty put in raw mode (`stty raw -echo`, as the adapters' bootstrap does), writes N MiB of
+random bytes into the master side as they are, and prints the rate and whether the digest matches.
+Compare it with `tests/bench/stdio.sh`'s stdin -> remote figures. Usage: pty_ceiling.py --raw [MiB]
+
 `--output`: the other direction. A one-off's output leaves the remote program through the same
 pseudo-terminal, which the agent reads; this runs `head -c N MiB /dev/zero` under a local pty
 (`stty -echo -opost`, as the adapters' bootstrap sets it), reads the master side to the end and
@@ -46,6 +51,33 @@ def output_ceiling(size):
           f"bytes on average, {'all' if total == size * 1048576 else 'NOT all'} bytes")
 
 
+def raw_ceiling(size):
+    data = os.urandom(size * 1024 * 1024)
+    with tempfile.TemporaryDirectory() as work:
+        result = os.path.join(work, "sum")
+        ready = os.path.join(work, "ready")
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execvp("sh", ["sh", "-c",
+                             f"stty raw -echo; : > {ready}; head -c {len(data)} | sha256sum > {result}"])
+        # Wait for `stty` to have run, as the adapter's ready marker makes ecs-exec wait.
+        while not os.path.exists(ready):
+            time.sleep(0.01)
+        start = time.monotonic()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view[:65536]):]
+        os.waitpid(pid, 0)
+        elapsed = time.monotonic() - start
+        with open(result) as f:
+            ok = f.read().split()[0] == hashlib.sha256(data).hexdigest()
+    print(f"{size} MiB through a raw pty into head -c | sha256sum: {elapsed:.2f} s, "
+          f"{size / elapsed:.1f} MiB/s, digest {'matches' if ok else 'DIFFERS'}")
+
+
+if len(sys.argv) > 1 and sys.argv[1] == "--raw":
+    raw_ceiling(int(sys.argv[2]) if len(sys.argv) > 2 else 256)
+    sys.exit(0)
 if len(sys.argv) > 1 and sys.argv[1] == "--output":
     output_ceiling(int(sys.argv[2]) if len(sys.argv) > 2 else 256)
     sys.exit(0)

@@ -301,6 +301,7 @@ Environment:
   CLUSTER_NAME, SERVICE_NAME, CONTAINER    when --cluster, --service-name, --container are absent
   ECS_EXEC_ADAPTER_DIR                     directory of third-party .wasm adapters
   ECS_EXEC_ADAPTER_PINS                    SHA-256 digests of trusted third-party adapters
+  ECS_EXEC_INPUT_MESSAGE_BYTES             largest data channel message for input (default 32768)
   CONNECTION_DEBUG=1                       same as -v
   AWS_REGION, AWS_DEFAULT_REGION           region (--region wins; else the profile)
   AWS_PROFILE                              profile (--profile wins)

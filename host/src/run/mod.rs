@@ -311,6 +311,7 @@ pub async fn execute(
         .await?;
     tracing::debug!(session_id = %session.session_id, "session started");
     let mut params = ConnectParams::new(&session.stream_url, session.token.expose());
+    params.session.max_input_payload = input_message_bytes();
     params.resume = services.ssm.map(|ssm| {
         ResumePolicy::new(Arc::new(SsmResumer {
             ssm: ssm.clone(),
@@ -358,6 +359,25 @@ impl Resumer for SsmResumer {
         })
     }
 }
+
+/// The largest input message. A streamed input is sent in messages this large (keystrokes and
+/// small pipes still go as they come): the per-message cost (a SHA-256, a header, an
+/// acknowledgement) is what limits bulk input, and the agent writes any payload to the terminal
+/// as it is. AWS's plugin sends at most 1 KiB per message; `ECS_EXEC_INPUT_MESSAGE_BYTES` sets
+/// another size (README "Flags and environment").
+fn input_message_bytes() -> usize {
+    std::env::var(INPUT_MESSAGE_BYTES_ENV)
+        .ok()
+        .and_then(|value| value.parse::<usize>().ok())
+        .map_or(DEFAULT_INPUT_MESSAGE_BYTES, |bytes| {
+            bytes.clamp(1, MAX_INPUT_MESSAGE_BYTES)
+        })
+}
+
+/// The variable that overrides [`DEFAULT_INPUT_MESSAGE_BYTES`].
+pub const INPUT_MESSAGE_BYTES_ENV: &str = "ECS_EXEC_INPUT_MESSAGE_BYTES";
+const DEFAULT_INPUT_MESSAGE_BYTES: usize = 32 * 1024;
+const MAX_INPUT_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Reads the start of the input to tell a small input (inlinable, length known) from a stream.
 async fn read_invocation_input(
