@@ -20,6 +20,7 @@ use crate::exit::Exit;
 
 /// Entry point of the binary: dispatch on the first word, return the process exit code.
 pub fn main() -> ExitCode {
+    tune_allocator();
     let argv: Vec<OsString> = std::env::args_os().collect();
     // The panic hook (and the terminal's, which restores the tty first) has already printed the
     // panic; what is left is to exit with the documented code instead of Rust's 101.
@@ -27,6 +28,26 @@ pub fn main() -> ExitCode {
         report_error("internal error (a bug in ecs-exec; please report it)");
         Exit::Software.to_exit_code()
     })
+}
+
+/// Keeps memory flat over long transfers, where glibc's defaults let the peak RSS grow with the
+/// size (measured, release build: 1 GiB out of a container peaked at 25.5 MiB against 16.2 MiB
+/// for 8 MiB; with these settings 17.5 MiB). Two settings matter:
+/// - the mmap threshold: glibc raises it each time a large block is freed, after which large
+///   buffers (the websocket's, the input chunks) come from the heap and fragment it; a fixed
+///   threshold keeps them mapped, and given back when freed;
+/// - the arenas: glibc gives each allocating thread its own, up to eight per core, and keeps
+///   what each grew to; output and input are allocated on one runtime thread and freed on
+///   another. Two are plenty for this program's few threads.
+///
+/// Called before any thread starts.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; no other thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
 }
 
 fn dispatch(argv: Vec<OsString>) -> ExitCode {

@@ -25,8 +25,10 @@ use super::{AfterInput, InputSource, PreparedRun, RunError};
 /// The terminal size sent when there is no terminal to ask (a one-off under Hoop).
 const DEFAULT_SIZE: (u32, u32) = (80, 24);
 /// The most input read (and framed, as one chunk in `stream-chunks`) at a time when streaming:
-/// large, so that a remote `dd` starts once per MiB, not once per pipe read.
-const INPUT_CHUNK: usize = crate::adapter::MAX_STREAM_CHUNK;
+/// large, so that a remote `dd` starts once per 256 KiB, not once per pipe read, and small
+/// enough that the chunks in flight (a few in the queue to the session, its send window) keep
+/// the peak RSS of a 1 GiB input under 32 MiB.
+const INPUT_CHUNK: usize = 256 * 1024;
 /// How much is read per keystroke read in an interactive session.
 const KEYS_CHUNK: usize = 4096;
 /// After the result is known, how long to wait for the service to close the session.

@@ -8,7 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::e2e_faults::hostile_network;
-use crate::e2e_support::{CLUSTER, Outcome, SERVICE, World, busybox_world, pseudo_random_bytes};
+use crate::e2e_support::{
+    CLUSTER, Outcome, SERVICE, World, busybox_world, pseudo_random_bytes, run_measuring_peak_rss,
+};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -534,4 +536,56 @@ fn a_container_without_dd_gets_the_file_as_base64_with_one_note() {
         "{}",
         outcome.stderr
     );
+}
+
+/// 1 GiB in and out with memory that does not grow with the size: the peak RSS of each copy is
+/// compared with the same copy of 256 MiB, long enough for every buffer to have filled to its
+/// bound (a stream holds a window, never the file). Opt-in: about two minutes of a debug build;
+/// `tests/bench/cp.sh` and `tests/bench/stdio.sh` measure the release build's peak at 1 GiB.
+#[test]
+#[ignore = "1.25 GiB each way: cargo test -p ecs-exec --test suite gibibyte -- --ignored"]
+fn a_gibibyte_goes_both_ways_in_flat_memory() {
+    let world = World::start();
+    let local = tempfile::tempdir().unwrap();
+    let mut peaks = Vec::new();
+    for mib in [256u64, 1024] {
+        let source = local.path().join(format!("{mib}.bin"));
+        // Sparse: a gibibyte of zeros costs the test no disk and no time to write.
+        std::fs::File::create(&source)
+            .unwrap()
+            .set_len(mib << 20)
+            .unwrap();
+        let remote = world.workdir.path().join(format!("{mib}.bin"));
+        let back = local.path().join(format!("{mib}.back"));
+        let peak_of = |words: [&str; 2]| {
+            let mut command = world.bare_command();
+            command
+                .args(["cp", "--cluster", CLUSTER, "--service-name", SERVICE])
+                .args(words);
+            let (outcome, peak_kib) = run_measuring_peak_rss(command, b"", LIMIT);
+            assert_eq!(
+                outcome.code(),
+                0,
+                "{mib} MiB, {words:?}: {}",
+                outcome.stderr
+            );
+            assert_eq!(outcome.stderr, "", "verified, no note: {words:?}");
+            peak_kib
+        };
+        let into = peak_of([source.to_str().unwrap(), &format!(":{}", remote.display())]);
+        assert_eq!(std::fs::metadata(&remote).unwrap().len(), mib << 20);
+        let out = peak_of([&format!(":{}", remote.display()), back.to_str().unwrap()]);
+        assert_eq!(std::fs::metadata(&back).unwrap().len(), mib << 20);
+        peaks.push((into, out));
+        for path in [&remote, &back] {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let ((small_in, small_out), (big_in, big_out)) = (peaks[0], peaks[1]);
+    for (direction, small, big) in [("into", small_in, big_in), ("out of", small_out, big_out)] {
+        assert!(
+            big < small + 16 * 1024,
+            "copying 1 GiB {direction} the container peaked at {big} KiB, 256 MiB at {small} KiB"
+        );
+    }
 }

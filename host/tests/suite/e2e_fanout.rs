@@ -3,17 +3,11 @@
 //! not stop the others, and the exit status follows the documented rule.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread;
 use std::time::Duration;
 
-use ecs_exec_emulator::Spawned;
 use ecs_exec_emulator::config::{ContainerConfig, ServiceConfig};
 
-use crate::e2e_support::{Outcome, World, pseudo_random_bytes};
+use crate::e2e_support::{World, pseudo_random_bytes, run_measuring_peak_rss};
 
 /// Longer than any healthy run here on a loaded CI machine; only a hang reaches it.
 const HANG_LIMIT: Duration = Duration::from_secs(300);
@@ -276,55 +270,4 @@ fn fifty_tasks_each_get_the_whole_input_and_memory_stays_flat() {
 fn sha256_hex(data: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
     hex::encode(digest.as_ref())
-}
-
-/// Runs `command` with `input` on stdin and reads its peak RSS (VmHWM) while it runs: the
-/// figure read last before it exits is a lower bound of the true peak, so the check below can
-/// miss a late spike but never fails without one.
-fn run_measuring_peak_rss(mut command: Command, input: &[u8], limit: Duration) -> (Outcome, u64) {
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut spawned = Spawned::spawn_within(&mut command, limit);
-    let mut stdin = spawned.child().stdin.take().expect("stdin");
-    let input = input.to_vec();
-    let writer = thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let pid = spawned.child().id();
-    let peak = Arc::new(AtomicU64::new(0));
-    let running = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (peak, running) = (peak.clone(), running.clone());
-        thread::spawn(move || {
-            while running.load(Ordering::Relaxed) {
-                if let Some(kib) = vm_hwm_kib(pid) {
-                    peak.fetch_max(kib, Ordering::Relaxed);
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
-    let mut stdout = Vec::new();
-    let _ = spawned
-        .child()
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_end(&mut stdout);
-    let (status, stderr) = spawned.wait("ecs-exec on fifty tasks");
-    running.store(false, Ordering::Relaxed);
-    sampler.join().expect("sampler");
-    writer.join().expect("stdin writer");
-    let outcome = Outcome::from_text(status, stdout, stderr);
-    (outcome, peak.load(Ordering::Relaxed))
-}
-
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }

@@ -8,13 +8,16 @@
 
 pub mod tmux;
 
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
-use std::sync::OnceLock;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread;
 use std::time::Duration;
 
 use ecs_exec_emulator::testing::{self, PROCESS_DEADLINE};
-use ecs_exec_emulator::{Config, ContainerConfig, EmulatorHandle};
+use ecs_exec_emulator::{Config, ContainerConfig, EmulatorHandle, Spawned};
 
 pub const CLUSTER: &str = "demo";
 pub const SERVICE: &str = "web";
@@ -245,4 +248,59 @@ pub fn busybox_world(without: &[&str]) -> (World, tempfile::TempDir) {
         }
     });
     (world, bin)
+}
+
+/// Runs `command` with `input` on stdin and reads its peak RSS (VmHWM) while it runs: the
+/// figure read last before it exits is a lower bound of the true peak, so the check below can
+/// miss a late spike but never fails without one.
+pub fn run_measuring_peak_rss(
+    mut command: Command,
+    input: &[u8],
+    limit: Duration,
+) -> (Outcome, u64) {
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut spawned = Spawned::spawn_within(&mut command, limit);
+    let mut stdin = spawned.child().stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let pid = spawned.child().id();
+    let peak = Arc::new(AtomicU64::new(0));
+    let running = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peak, running) = (peak.clone(), running.clone());
+        thread::spawn(move || {
+            while running.load(Ordering::Relaxed) {
+                if let Some(kib) = vm_hwm_kib(pid) {
+                    peak.fetch_max(kib, Ordering::Relaxed);
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let mut stdout = Vec::new();
+    let _ = spawned
+        .child()
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut stdout);
+    let (status, stderr) = spawned.wait("ecs-exec, its peak RSS measured");
+    running.store(false, Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    writer.join().expect("stdin writer");
+    let outcome = Outcome::from_text(status, stdout, stderr);
+    (outcome, peak.load(Ordering::Relaxed))
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
