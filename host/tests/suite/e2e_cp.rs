@@ -126,7 +126,7 @@ fn awkward_names_and_every_byte_value_survive() {
 
 #[test]
 fn a_copy_survives_loss_reordering_and_a_cut_websocket() {
-    let world = World::start_with(|config| hostile_network(config, 0xc0ffee, Some(300)));
+    let world = World::start_with(|config| hostile_network(config, 0xc0ffee, Some(30)));
     let local = tempfile::tempdir().unwrap();
     let data = pseudo_random_bytes(1024 * 1024 + 5);
     let source = local.path().join("data.bin");

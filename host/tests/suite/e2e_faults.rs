@@ -58,7 +58,7 @@ fn a_cut_websocket_is_resumed_without_losing_or_repeating_a_byte() {
 #[test]
 #[ignore = "about 7 minutes in a debug build; run with --ignored"]
 fn sixty_four_mib_survive_loss_duplication_reordering_delay_and_a_disconnect() {
-    through_a_hostile_network(64 * 1024 * 1024, 20_000);
+    through_a_hostile_network(64 * 1024 * 1024, 2_000);
 }
 
 /// The same fault mix and cut as the 64 MiB test, at a size the default suite can afford.
@@ -68,7 +68,7 @@ fn sixty_four_mib_survive_loss_duplication_reordering_delay_and_a_disconnect() {
 /// behind them. The client kept resending its whole window and the command waited for input.
 #[test]
 fn four_mib_survive_loss_duplication_reordering_delay_and_a_disconnect() {
-    through_a_hostile_network(4 * 1024 * 1024, 2_000);
+    through_a_hostile_network(4 * 1024 * 1024, 150);
 }
 
 fn through_a_hostile_network(len: usize, disconnect_after_frames: u64) {

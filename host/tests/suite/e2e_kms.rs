@@ -125,7 +125,7 @@ fn sixty_four_mib_each_way_byte_exact_under_kms() {
 
 #[test]
 fn faults_a_cut_and_a_resume_stay_byte_exact_under_kms() {
-    let world = World::start_with(|config| hostile_network(config, 0x6b6d73, Some(2_000)));
+    let world = World::start_with(|config| hostile_network(config, 0x6b6d73, Some(150)));
     let input = pseudo_random_bytes(4 * 1024 * 1024);
     cat_and_sha256sum_are_exact_on(&world, || secure_exec(&world, &[]), &input);
     let counters = every_fault_was_injected(&world);
