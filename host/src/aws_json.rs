@@ -455,6 +455,50 @@ mod tests {
         assert_eq!(bare.max_attempts, 1);
     }
 
+    #[derive(Debug)]
+    struct EcsVariable;
+
+    impl aws_types::service_config::LoadServiceConfig for EcsVariable {
+        fn load_config(
+            &self,
+            key: aws_types::service_config::ServiceConfigKey<'_>,
+        ) -> Option<String> {
+            (key.service_id() == "ECS" && key.env() == "AWS_ENDPOINT_URL")
+                .then(|| "http://ecs-variable:1".to_owned())
+        }
+    }
+
+    #[test]
+    fn endpoints_follow_the_sdk_order() {
+        // AWS_ENDPOINT_URL_ECS beats the process-wide endpoint (AWS_ENDPOINT_URL, profile) ...
+        let from_environment = SdkConfig::builder()
+            .service_config(EcsVariable)
+            .endpoint_url("http://everything:2")
+            .build();
+        assert_eq!(
+            configured_endpoint(&from_environment, ECS, "eu-west-1"),
+            "http://ecs-variable:1/"
+        );
+        assert_eq!(
+            configured_endpoint(&from_environment, KMS, "eu-west-1"),
+            "http://everything:2/"
+        );
+        // ... but not an endpoint set on the loader (--endpoint-url).
+        let mut explicit = SdkConfig::builder()
+            .service_config(EcsVariable)
+            .endpoint_url("http://flag:3");
+        explicit.insert_origin("endpoint_url", aws_types::origin::Origin::shared_config());
+        assert_eq!(
+            configured_endpoint(&explicit.build(), ECS, "eu-west-1"),
+            "http://flag:3/"
+        );
+        let nothing = SdkConfig::builder().build();
+        assert_eq!(
+            configured_endpoint(&nothing, KMS, "us-east-1"),
+            "https://kms.us-east-1.amazonaws.com/"
+        );
+    }
+
     #[test]
     fn regional_endpoints() {
         assert_eq!(
