@@ -3,20 +3,23 @@
 //! [`KmsError`].
 //!
 //! The client is built from the process's one `SdkConfig` (credentials, region, retries and
-//! timeouts as for ECS). The data key's plaintext goes straight into a zeroising
-//! [`DataKey`]; nothing here logs it.
+//! timeouts as for ECS) and speaks AWS JSON 1.1 (`TrentService.<Operation>`) through
+//! [`crate::aws_json`], without an SDK crate. The data key's plaintext goes straight into a
+//! zeroising [`DataKey`]; nothing here logs it.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use aws_sdk_kms::error::SdkError;
-use aws_sdk_kms::operation::generate_data_key::GenerateDataKeyError;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::aws_json::{self, CallError, JsonService};
 use crate::channel::KmsError;
 use crate::channel::crypto::{DATA_KEY_LEN, DataKey};
 use crate::channel::session::{DataKeyGrant, DataKeyRequest};
@@ -30,31 +33,47 @@ pub const CONTEXT_TARGET_ID: &str = "aws:ssm:TargetId";
 /// Encryption context key of the agent's challenge string, when it sent one.
 pub const CONTEXT_RANDOM_CHALLENGE: &str = "aws:ssm:RandomChallenge";
 
-/// The KMS client.
+/// The KMS client; `None` inside when the configuration has no region or no credentials
+/// provider (then every call fails with [`KmsError::NoCredentials`]).
 #[derive(Clone, Debug)]
 pub struct KmsApi {
-    client: aws_sdk_kms::Client,
+    service: Option<JsonService>,
 }
 
 impl KmsApi {
     /// Builds the client from the process's `SdkConfig`. `settings` tells whether an endpoint
     /// was given with `--endpoint-url` (see [`endpoint_override`]).
     pub fn new(config: &SdkConfig, settings: &AwsSettings) -> KmsApi {
-        let mut builder = aws_sdk_kms::config::Builder::from(config);
-        if let Some(endpoint) = endpoint_override(settings.endpoint_url.is_some(), |name| {
-            std::env::var(name).ok()
-        }) {
-            builder.set_endpoint_url(Some(endpoint));
-        }
-        KmsApi {
-            client: aws_sdk_kms::Client::from_conf(builder.build()),
-        }
+        let service = config.region().and_then(|region| {
+            let region = region.to_string();
+            let endpoint = match endpoint_override(settings.endpoint_url.is_some(), |name| {
+                std::env::var(name).ok()
+            }) {
+                Some(endpoint) => {
+                    crate::signed_http::endpoint(Some(&endpoint), None, endpoint.clone())
+                }
+                None => aws_json::configured_endpoint(config, aws_json::KMS, &region),
+            };
+            JsonService::new(config, aws_json::KMS, &region, endpoint)
+        });
+        KmsApi { service }
+    }
+
+    /// Where the calls go, when the client could be built.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.service.as_ref().map(JsonService::endpoint)
+    }
+
+    /// DescribeKey (for `ecs-exec doctor`).
+    pub async fn describe_key(&self, key_id: &str) -> Result<DescribedKey, CallError> {
+        let service = self.service.as_ref().ok_or_else(no_client)?;
+        service.call("DescribeKey", &DescribeKey { key_id }).await
     }
 
     /// The data key source of one session: GenerateDataKey with its encryption context.
     pub fn session_keys(&self, session_id: &str, target: &Target) -> Arc<SessionKeys> {
         Arc::new(SessionKeys {
-            client: self.client.clone(),
+            service: self.service.clone(),
             session_id: session_id.to_owned(),
             cluster: cluster_name(&target.cluster_name).to_owned(),
             task_id: target.task_id.clone(),
@@ -64,12 +83,16 @@ impl KmsApi {
     }
 }
 
-/// The KMS endpoint, when it must differ from the one aws-config would give the client.
+fn no_client() -> CallError {
+    CallError::Credentials("no region or no credentials provider in the configuration".to_owned())
+}
+
+/// The KMS endpoint, when it must differ from the one [`aws_json::configured_endpoint`] gives.
 ///
-/// Without `--endpoint-url`, aws-config reads `AWS_ENDPOINT_URL_KMS`, then `AWS_ENDPOINT_URL`
-/// (and the profile) itself, as it does for ECS. An endpoint set on the loader
-/// (`--endpoint-url`), however, goes to every client ahead of `AWS_ENDPOINT_URL_KMS`; so then
-/// `AWS_ENDPOINT_URL_KMS` is applied here, and `--endpoint-url` is the fallback, as for SSM.
+/// Without `--endpoint-url`, that reads `AWS_ENDPOINT_URL_KMS`, then `AWS_ENDPOINT_URL` (and
+/// the profile), as for ECS. An endpoint set on the loader (`--endpoint-url`), however, goes
+/// ahead of `AWS_ENDPOINT_URL_KMS` there; so then `AWS_ENDPOINT_URL_KMS` is applied here, and
+/// `--endpoint-url` is the fallback, as for SSM.
 pub fn endpoint_override(
     explicit_endpoint: bool,
     env: impl Fn(&str) -> Option<String>,
@@ -114,10 +137,56 @@ pub fn encryption_context(
     context
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GenerateDataKey<'a> {
+    key_id: &'a str,
+    number_of_bytes: usize,
+    encryption_context: HashMap<String, String>,
+}
+
+/// GenerateDataKey's answer. `Plaintext` is the data key: `Debug` leaves it out, and it is
+/// decoded into zeroising memory.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct GeneratedDataKey {
+    ciphertext_blob: Option<String>,
+    #[serde(default, deserialize_with = "zeroizing")]
+    plaintext: Option<Zeroizing<String>>,
+}
+
+fn zeroizing<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Zeroizing<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(|text| text.map(Zeroizing::new))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeKey<'a> {
+    key_id: &'a str,
+}
+
+/// DescribeKey's answer: the fields the doctor reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribedKey {
+    pub key_metadata: Option<KeyMetadata>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyMetadata {
+    pub arn: Option<String>,
+    #[serde(default)]
+    pub enabled: bool,
+    pub key_state: Option<String>,
+}
+
 /// GenerateDataKey for one session.
 #[derive(Clone)]
 pub struct SessionKeys {
-    client: aws_sdk_kms::Client,
+    service: Option<JsonService>,
     session_id: String,
     cluster: String,
     task_id: String,
@@ -149,32 +218,43 @@ impl SessionKeys {
         let target = target_id(&self.cluster, &self.task_id, runtime_id);
         let context = encryption_context(&self.session_id, &target, request.challenge.as_deref());
         tracing::debug!(key_id = %key_id, target = %target, "KMS GenerateDataKey");
-        let output = self
-            .client
-            .generate_data_key()
-            .key_id(&key_id)
-            .number_of_bytes(DATA_KEY_LEN as i32)
-            .set_encryption_context(Some(context))
-            .send()
-            .await
-            .map_err(|error| from_sdk(&key_id, error))?;
-        let plaintext = Zeroizing::new(
-            output
-                .plaintext
-                .map(|blob| blob.into_inner())
-                .ok_or_else(|| missing(&key_id, "Plaintext"))?,
-        );
-        let data_key = DataKey::from_slice(&plaintext).map_err(KmsError::Crypto)?;
-        let ciphertext_blob = output
-            .ciphertext_blob
-            .map(|blob| Bytes::from(blob.into_inner()))
-            .filter(|blob| !blob.is_empty())
-            .ok_or_else(|| missing(&key_id, "CiphertextBlob"))?;
-        Ok(DataKeyGrant {
-            ciphertext_blob,
-            data_key,
-        })
+        let request = GenerateDataKey {
+            key_id: &key_id,
+            number_of_bytes: DATA_KEY_LEN,
+            encryption_context: context,
+        };
+        let result = match &self.service {
+            Some(service) => service.call("GenerateDataKey", &request).await,
+            None => Err(no_client()),
+        };
+        let output: GeneratedDataKey = result.map_err(|error| from_call(&key_id, error))?;
+        grant(&key_id, output)
     }
+}
+
+/// The data key and its encrypted copy, from GenerateDataKey's base64 fields.
+fn grant(key_id: &str, output: GeneratedDataKey) -> Result<DataKeyGrant, KmsError> {
+    let encoded = output
+        .plaintext
+        .ok_or_else(|| missing(key_id, "Plaintext"))?;
+    let plaintext = Zeroizing::new(
+        BASE64
+            .decode(encoded.as_bytes())
+            .map_err(|_| missing(key_id, "valid base64 Plaintext"))?,
+    );
+    let data_key = DataKey::from_slice(&plaintext).map_err(KmsError::Crypto)?;
+    let ciphertext_blob = output
+        .ciphertext_blob
+        .map(|blob| BASE64.decode(blob.as_bytes()))
+        .transpose()
+        .map_err(|_| missing(key_id, "valid base64 CiphertextBlob"))?
+        .map(Bytes::from)
+        .filter(|blob| !blob.is_empty())
+        .ok_or_else(|| missing(key_id, "CiphertextBlob"))?;
+    Ok(DataKeyGrant {
+        ciphertext_blob,
+        data_key,
+    })
 }
 
 impl DataKeySource for SessionKeys {
@@ -194,28 +274,21 @@ fn missing(key_id: &str, field: &str) -> KmsError {
     }
 }
 
-/// Maps a failed GenerateDataKey to the matching [`KmsError`].
-fn from_sdk<R>(key_id: &str, error: SdkError<GenerateDataKeyError, R>) -> KmsError
-where
-    R: fmt::Debug + Send + Sync + 'static,
-{
+/// Maps a failed GenerateDataKey (after its retries) to the matching [`KmsError`].
+fn from_call(key_id: &str, error: CallError) -> KmsError {
     let key_id = key_id.to_owned();
-    if let Some(detail) = ecs::credentials_failure(&error) {
-        return KmsError::NoCredentials { key_id, detail };
-    }
-    match &error {
-        SdkError::ServiceError(service) => {
-            from_service_code(key_id, AwsErrorInfo::from_service(service.err()))
-        }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            KmsError::Unavailable {
-                key_id,
-                detail: ecs::display_chain(&error),
-            }
-        }
-        _ => KmsError::Rejected {
+    match error {
+        CallError::Credentials(detail) => KmsError::NoCredentials { key_id, detail },
+        CallError::Service { aws, .. } => from_service_code(key_id, aws),
+        CallError::Timeout(detail)
+        | CallError::Unreachable(detail)
+        | CallError::Malformed(detail) => KmsError::Unavailable {
             key_id,
-            aws: format!("({})", ecs::display_chain(&error)),
+            detail: ecs::one_line(&detail),
+        },
+        CallError::Signing(detail) => KmsError::Rejected {
+            key_id,
+            aws: format!("({})", ecs::one_line(&detail)),
         },
     }
 }
@@ -377,6 +450,62 @@ mod tests {
             from_service_code(KEY.to_owned(), info("ValidationException", "bad")),
             KmsError::Rejected { .. }
         ));
+    }
+
+    #[test]
+    fn the_answer_gives_the_key_and_its_blob() {
+        let key = [7u8; DATA_KEY_LEN];
+        let answer: GeneratedDataKey = serde_json::from_value(serde_json::json!({
+            "CiphertextBlob": BASE64.encode(b"blob"),
+            "Plaintext": BASE64.encode(key),
+            "KeyId": KEY
+        }))
+        .unwrap();
+        let grant = grant(KEY, answer).unwrap();
+        assert_eq!(&grant.ciphertext_blob[..], b"blob");
+        let short: GeneratedDataKey = serde_json::from_value(serde_json::json!({
+            "CiphertextBlob": BASE64.encode(b"blob"),
+            "Plaintext": BASE64.encode([1u8; 3])
+        }))
+        .unwrap();
+        assert!(matches!(super::grant(KEY, short), Err(KmsError::Crypto(_))));
+        let no_blob: GeneratedDataKey =
+            serde_json::from_value(serde_json::json!({"Plaintext": BASE64.encode(key)})).unwrap();
+        let error = super::grant(KEY, no_blob).unwrap_err();
+        assert!(error.to_string().contains("CiphertextBlob"), "{error}");
+    }
+
+    #[test]
+    fn the_request_uses_the_wire_names() {
+        let request = GenerateDataKey {
+            key_id: KEY,
+            number_of_bytes: DATA_KEY_LEN,
+            encryption_context: encryption_context("s", "ecs:t", None),
+        };
+        let value = serde_json::to_value(&request).unwrap();
+        assert_eq!(value["KeyId"], KEY);
+        assert_eq!(value["NumberOfBytes"], DATA_KEY_LEN);
+        assert_eq!(value["EncryptionContext"]["aws:ssm:SessionId"], "s");
+    }
+
+    #[test]
+    fn failed_calls_map_to_kms_errors() {
+        assert!(matches!(
+            from_call(KEY, CallError::Credentials("none".into())),
+            KmsError::NoCredentials { .. }
+        ));
+        assert!(matches!(
+            from_call(KEY, CallError::Unreachable("refused".into())),
+            KmsError::Unavailable { .. }
+        ));
+        let denied = from_call(
+            KEY,
+            CallError::Service {
+                status: 400,
+                aws: info("AccessDeniedException", "no"),
+            },
+        );
+        assert!(matches!(denied, KmsError::GenerateDataKeyDenied { .. }));
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@
 //! - [`exit`] is the table of `ecs-exec`'s own exit codes (sysexits style).
 
 pub mod adapter;
+pub mod aws_json;
 pub mod channel;
 pub mod cli;
 pub mod cp;

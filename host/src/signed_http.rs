@@ -1,11 +1,12 @@
 //! SigV4-signed requests over hyper, for the few AWS calls made without an SDK crate: `POST`s
-//! (SSM ResumeSession/TerminateSession, STS GetCallerIdentity, IAM SimulatePrincipalPolicy,
-//! CloudWatch Logs DescribeLogGroups) and S3 `GET`s (GetBucketEncryption).
+//! (the ECS and KMS JSON APIs through [`crate::aws_json`], SSM ResumeSession/TerminateSession,
+//! STS GetCallerIdentity, IAM SimulatePrincipalPolicy, CloudWatch Logs DescribeLogGroups) and
+//! S3 `GET`s (GetBucketEncryption).
 //!
 //! One [`SignedHttp`] holds the process's credentials provider and an HTTPS client; each call
-//! names its endpoint, signing service and region. Pulling in aws-sdk-ssm, -sts, -iam,
-//! -cloudwatchlogs and -s3 for a handful of operations would make them the largest crates of
-//! the build. Nothing here logs
+//! names its endpoint, signing service and region. Pulling in aws-sdk-ecs, -kms, -ssm, -sts,
+//! -iam, -cloudwatchlogs and -s3 for a handful of operations would make them the largest crates
+//! of the build. Nothing here logs
 //! the body, the credentials or the signature.
 
 use std::sync::Arc;
@@ -36,10 +37,11 @@ pub enum SignedHttpError {
     Timeout,
 }
 
-/// An HTTP answer: status and body.
+/// An HTTP answer: status, the `x-amzn-RequestId` header when present, and body.
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
+    pub request_id: Option<String>,
     pub body: Bytes,
 }
 
@@ -60,7 +62,10 @@ impl SignedHttp {
     /// From the process's `SdkConfig`; `None` without a credentials provider.
     pub fn new(config: &SdkConfig) -> Option<SignedHttp> {
         let credentials = config.credentials_provider()?;
-        let client = Client::builder(TokioExecutor::new()).build(https_connector()?);
+        let connect_timeout = config
+            .timeout_config()
+            .and_then(|timeouts| timeouts.connect_timeout());
+        let client = Client::builder(TokioExecutor::new()).build(https_connector(connect_timeout)?);
         Some(SignedHttp {
             credentials,
             client,
@@ -83,6 +88,25 @@ impl SignedHttp {
         body: Bytes,
         max_response: usize,
     ) -> Result<Answer, SignedHttpError> {
+        tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.post_unbounded(endpoint, service, region, headers, body, max_response),
+        )
+        .await
+        .map_err(|_| SignedHttpError::Timeout)?
+    }
+
+    /// [`SignedHttp::post`] without its [`CALL_TIMEOUT`]: for callers that bound each attempt
+    /// themselves (the AWS JSON calls, with the configured timeouts and retries).
+    pub async fn post_unbounded(
+        &self,
+        endpoint: &str,
+        service: &str,
+        region: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        max_response: usize,
+    ) -> Result<Answer, SignedHttpError> {
         let signed = Signed {
             method: "POST",
             url: endpoint,
@@ -90,9 +114,7 @@ impl SignedHttp {
             region,
             settings: aws_sigv4::http_request::SigningSettings::default(),
         };
-        tokio::time::timeout(CALL_TIMEOUT, self.call(signed, headers, body, max_response))
-            .await
-            .map_err(|_| SignedHttpError::Timeout)?
+        self.call(signed, headers, body, max_response).await
     }
 
     /// Signs (for S3 in `region`) and sends `GET url` without a body; reads at most
@@ -145,12 +167,21 @@ impl SignedHttp {
             .await
             .map_err(|error| http_error(crate::ecs::display_chain(&error)))?;
         let status = response.status().as_u16();
+        let request_id = response
+            .headers()
+            .get("x-amzn-requestid")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         let body = Limited::new(response.into_body(), max_response)
             .collect()
             .await
             .map_err(|error| http_error(error.to_string()))?
             .to_bytes();
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            request_id,
+            body,
+        })
     }
 
     async fn signed_request(
@@ -246,8 +277,13 @@ pub fn dns_suffix(region: &str) -> &'static str {
 
 /// HTTPS with the system's roots, verified as rustls always does. A machine without any root
 /// certificate still gets a connector: http:// endpoints (a local emulator) work and https://
-/// ones fail verification.
-fn https_connector() -> Option<hyper_rustls::HttpsConnector<HttpConnector>> {
+/// ones fail verification. TCP connects give up after `connect_timeout`.
+fn https_connector(
+    connect_timeout: Option<std::time::Duration>,
+) -> Option<hyper_rustls::HttpsConnector<HttpConnector>> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(connect_timeout);
     let provider = || Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = match hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_native_roots(provider())
@@ -263,5 +299,5 @@ fn https_connector() -> Option<hyper_rustls::HttpsConnector<HttpConnector>> {
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
         }
     };
-    Some(builder.https_or_http().enable_http1().build())
+    Some(builder.https_or_http().enable_http1().wrap_connector(http))
 }

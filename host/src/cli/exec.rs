@@ -613,9 +613,9 @@ pub(crate) fn init_tracing(verbosity: u8) {
         .try_init();
 }
 
-/// What `-v` (1) and `-vv` (2) log: warnings from everything, and more of ours. AWS crates are
-/// capped at `debug`: their `trace` level logs whole requests and responses, which carry the
-/// session token.
+/// What `-v` (1) and `-vv` (2) log: warnings from everything, and more of ours (the ECS and KMS
+/// calls are ours too: `ecs_exec::aws_json`, which never logs a body). AWS crates are capped at
+/// `debug`: their `trace` level logs whole requests and responses, which carry secrets.
 fn log_filter(verbosity: u8) -> Option<tracing_subscriber::filter::Targets> {
     use tracing::level_filters::LevelFilter;
     let filter = tracing_subscriber::filter::Targets::new().with_default(LevelFilter::WARN);
@@ -626,13 +626,8 @@ fn log_filter(verbosity: u8) -> Option<tracing_subscriber::filter::Targets> {
             filter
                 .with_target("ecs_exec", LevelFilter::TRACE)
                 .with_targets(
-                    [
-                        "aws_config",
-                        "aws_smithy_runtime",
-                        "aws_smithy_http_client",
-                        "aws_sdk_ecs",
-                    ]
-                    .map(|target| (target, LevelFilter::DEBUG)),
+                    ["aws_config", "aws_smithy_runtime", "aws_smithy_http_client"]
+                        .map(|target| (target, LevelFilter::DEBUG)),
                 ),
         ),
     }
@@ -822,7 +817,8 @@ mod tests {
         assert!(v.would_enable("hyper", &Level::WARN));
         let vv = log_filter(2).unwrap();
         assert!(vv.would_enable("ecs_exec::channel", &Level::TRACE));
-        for aws in ["aws_config::sso", "aws_smithy_runtime", "aws_sdk_ecs"] {
+        assert!(vv.would_enable("ecs_exec::aws_json", &Level::DEBUG));
+        for aws in ["aws_config::sso", "aws_smithy_runtime"] {
             assert!(vv.would_enable(aws, &Level::DEBUG), "{aws}");
             assert!(
                 !vv.would_enable(aws, &Level::TRACE),

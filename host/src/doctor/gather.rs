@@ -8,8 +8,6 @@ use std::time::Instant;
 
 use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
-use aws_sdk_ecs::error::ProvideErrorMetadata;
-use aws_sdk_ecs::types::DesiredStatus;
 
 use super::checks::{
     BucketFacts, ClusterFacts, Facts, Fetched, KeyFacts, Probe, TASK_ROLE_ACTIONS,
@@ -17,7 +15,10 @@ use super::checks::{
 };
 use super::log_destinations::LogDestinationsApi;
 use super::query::{QueryApi, QueryError};
-use crate::ecs::{EXECUTE_COMMAND_AGENT, RUNNING};
+use crate::aws_json::CallError;
+use crate::ecs::api::{self, EcsCalls};
+use crate::ecs::{AwsSettings, EXECUTE_COMMAND_AGENT, EcsApi, RUNNING};
+use crate::kms::KmsApi;
 use crate::ssm::SsmApi;
 
 /// What the doctor looks at.
@@ -32,15 +33,23 @@ pub struct DoctorTarget {
 /// The command the probe asks ExecuteCommand for; its session is ended unopened.
 const PROBE_COMMAND: &str = "true";
 
-/// An SDK failure as a fact: AccessDenied names the permission, anything else is one line.
-fn sdk_failure<T, E: ProvideErrorMetadata + std::error::Error + 'static>(
-    permission: &str,
-    error: &E,
-) -> Fetched<T> {
+/// A failed call as a fact: AccessDenied names the permission, anything else is one line.
+fn call_failure<T>(permission: &str, error: &CallError) -> Fetched<T> {
     match error.code() {
         Some("AccessDeniedException" | "AccessDenied") => Fetched::Denied(permission.to_owned()),
-        Some(code) => Fetched::Failed(format!("{code}: {}", error.message().unwrap_or_default())),
-        None => Fetched::Failed(crate::ecs::display_chain(error)),
+        _ => Fetched::Failed(failure_text(error)),
+    }
+}
+
+/// `Code: message` for an AWS error, else the failure on one line.
+fn failure_text(error: &CallError) -> String {
+    match error {
+        CallError::Service { aws, .. } if aws.code.is_some() => format!(
+            "{}: {}",
+            aws.code.as_deref().unwrap_or_default(),
+            crate::ecs::one_line(aws.message.as_deref().unwrap_or_default())
+        ),
+        other => crate::ecs::one_line(&other.to_string()),
     }
 }
 
@@ -95,30 +104,34 @@ pub async fn gather(config: &SdkConfig, target: &DoctorTarget) -> Facts {
             return facts;
         }
     }
-    let ecs = aws_sdk_ecs::Client::new(config);
-    facts.cluster = describe_cluster(&ecs, &target.cluster).await;
+    let ecs = match EcsApi::new(config) {
+        Ok(api) => api,
+        Err(error) => {
+            facts.cluster = Fetched::Failed(error.to_string());
+            return facts;
+        }
+    };
+    let ecs = ecs.calls();
+    facts.cluster = describe_cluster(ecs, &target.cluster).await;
     let key_id = match &facts.cluster {
         Fetched::Got(cluster) => cluster.kms_key_id.clone(),
         _ => None,
     };
     let mut key_arn = key_id.clone();
     if let Some(key_id) = &key_id {
-        let kms = aws_sdk_kms::Client::new(config);
-        facts.key = match kms.describe_key().key_id(key_id).send().await {
-            Ok(output) => match output.key_metadata() {
+        let kms = KmsApi::new(config, &AwsSettings::default());
+        facts.key = match kms.describe_key(key_id).await {
+            Ok(output) => match output.key_metadata {
                 Some(metadata) => {
-                    key_arn = metadata.arn().map(str::to_owned).or(key_arn);
+                    key_arn = metadata.arn.or(key_arn);
                     Fetched::Got(KeyFacts {
-                        enabled: metadata.enabled(),
-                        state: metadata
-                            .key_state()
-                            .map_or("unknown", |state| state.as_str())
-                            .to_owned(),
+                        enabled: metadata.enabled,
+                        state: metadata.key_state.unwrap_or_else(|| "unknown".to_owned()),
                     })
                 }
                 None => Fetched::Failed("DescribeKey returned no KeyMetadata".to_owned()),
             },
-            Err(error) => sdk_failure("kms:DescribeKey", &error),
+            Err(error) => call_failure("kms:DescribeKey", &error),
         };
     }
     if let Fetched::Got(cluster) = &facts.cluster
@@ -137,33 +150,31 @@ pub async fn gather(config: &SdkConfig, target: &DoctorTarget) -> Facts {
             );
         }
     }
-    facts.task = describe_task(&ecs, target).await;
+    facts.task = describe_task(ecs, target).await;
     let Fetched::Got(task) = &facts.task else {
         return facts;
     };
     let task = task.clone();
     if let Some(instance) = &task.container_instance_arn {
         facts.agent_version = match ecs
-            .describe_container_instances()
-            .cluster(&target.cluster)
-            .container_instances(instance)
-            .send()
+            .describe_container_instance(&target.cluster, instance)
             .await
         {
             Ok(output) => output
-                .container_instances()
-                .first()
-                .and_then(|i| i.version_info())
-                .and_then(|v| v.agent_version())
+                .container_instances
+                .into_iter()
+                .next()
+                .and_then(|i| i.version_info)
+                .and_then(|v| v.agent_version)
                 .map_or_else(
                     || Fetched::Failed(format!("no agent version for {instance}")),
-                    |v| Fetched::Got(v.to_owned()),
+                    Fetched::Got,
                 ),
-            Err(error) => sdk_failure("ecs:DescribeContainerInstances", &error),
+            Err(error) => call_failure("ecs:DescribeContainerInstances", &error),
         };
     }
     if let Some(definition) = &task.task_definition_arn {
-        facts.task_definition = describe_task_definition(&ecs, definition).await;
+        facts.task_definition = describe_task_definition(ecs, definition).await;
     }
     let task_arn = format!(
         "arn:aws:ecs:{}:{}:task/{}/{}",
@@ -202,7 +213,7 @@ pub async fn gather(config: &SdkConfig, target: &DoctorTarget) -> Facts {
         facts.task_role_iam = simulate(&query, role, &actions).await;
     }
     if task.last_status == RUNNING {
-        facts.probe = probe(config, &ecs, target, &task).await;
+        facts.probe = probe(config, ecs, target, &task).await;
     }
     facts
 }
@@ -272,71 +283,62 @@ async fn simulate(
     }
 }
 
-async fn describe_cluster(ecs: &aws_sdk_ecs::Client, cluster: &str) -> Fetched<ClusterFacts> {
-    let output = match ecs.describe_clusters().clusters(cluster).send().await {
+async fn describe_cluster(ecs: &EcsCalls, cluster: &str) -> Fetched<ClusterFacts> {
+    let output = match ecs.describe_clusters(cluster).await {
         Ok(output) => output,
-        Err(error) => return sdk_failure("ecs:DescribeClusters", &error),
+        Err(error) => return call_failure("ecs:DescribeClusters", &error),
     };
-    let Some(found) = output.clusters().first() else {
+    let Some(found) = output.clusters.into_iter().next() else {
         return Fetched::Failed(format!("cluster {cluster} not found in this region"));
     };
     let exec = found
-        .configuration()
-        .and_then(|c| c.execute_command_configuration());
-    let log = exec.and_then(|e| e.log_configuration());
+        .configuration
+        .and_then(|c| c.execute_command_configuration)
+        .unwrap_or_default();
+    let log = exec.log_configuration.unwrap_or_default();
     Fetched::Got(ClusterFacts {
-        kms_key_id: exec.and_then(|e| e.kms_key_id()).map(str::to_owned),
-        logging: exec
-            .and_then(|e| e.logging())
-            .map(|l| l.as_str().to_owned()),
-        log_group: log
-            .and_then(|l| l.cloud_watch_log_group_name())
-            .map(str::to_owned),
-        cloud_watch_encryption: log.is_some_and(|l| l.cloud_watch_encryption_enabled()),
-        s3_bucket: log.and_then(|l| l.s3_bucket_name()).map(str::to_owned),
-        s3_encryption: log.is_some_and(|l| l.s3_encryption_enabled()),
-        s3_key_prefix: log
-            .and_then(|l| l.s3_key_prefix())
-            .filter(|prefix| !prefix.is_empty())
-            .map(str::to_owned),
+        kms_key_id: exec.kms_key_id,
+        logging: exec.logging,
+        log_group: log.cloud_watch_log_group_name,
+        cloud_watch_encryption: log.cloud_watch_encryption_enabled,
+        s3_bucket: log.s3_bucket_name,
+        s3_encryption: log.s3_encryption_enabled,
+        s3_key_prefix: log.s3_key_prefix.filter(|prefix| !prefix.is_empty()),
     })
 }
 
 /// `--task` as given; with `--service-name`, the first RUNNING task whose agent runs (in
 /// `--container` when given), else the first RUNNING task, so a broken agent is still examined.
-async fn describe_task(ecs: &aws_sdk_ecs::Client, target: &DoctorTarget) -> Fetched<TaskFacts> {
+async fn describe_task(ecs: &EcsCalls, target: &DoctorTarget) -> Fetched<TaskFacts> {
     let arns = match (&target.task, &target.service) {
         (Some(task), _) => vec![task.clone()],
         (None, Some(service)) => {
-            match ecs
-                .list_tasks()
-                .cluster(&target.cluster)
-                .service_name(service)
-                .desired_status(DesiredStatus::Running)
-                .max_results(100)
-                .send()
-                .await
-            {
-                Ok(output) if output.task_arns().is_empty() => {
+            let request = api::ListTasks {
+                cluster: &target.cluster,
+                service_name: service,
+                desired_status: RUNNING,
+                max_results: Some(100),
+                next_token: None,
+            };
+            match ecs.list_tasks(&request).await {
+                Ok(output) if output.task_arns.is_empty() => {
                     return Fetched::Failed(format!("service {service} has no RUNNING task"));
                 }
-                Ok(output) => output.task_arns().to_vec(),
-                Err(error) => return sdk_failure("ecs:ListTasks", &error),
+                Ok(output) => output.task_arns,
+                Err(error) => return call_failure("ecs:ListTasks", &error),
             }
         }
         (None, None) => return Fetched::NotAsked,
     };
-    let output = match ecs
-        .describe_tasks()
-        .cluster(&target.cluster)
-        .set_tasks(Some(arns))
-        .send()
-        .await
-    {
-        Ok(output) => output,
-        Err(error) => return sdk_failure("ecs:DescribeTasks", &error),
+    let request = api::DescribeTasks {
+        cluster: &target.cluster,
+        tasks: &arns,
     };
-    let views: Vec<TaskFacts> = output.tasks().iter().map(task_facts).collect();
+    let output = match ecs.describe_tasks(&request).await {
+        Ok(output) => output,
+        Err(error) => return call_failure("ecs:DescribeTasks", &error),
+    };
+    let views: Vec<TaskFacts> = output.tasks.iter().map(task_facts).collect();
     let agent_ok = |task: &TaskFacts| {
         task.last_status == RUNNING
             && task.containers.iter().any(|(name, agent)| {
@@ -362,73 +364,68 @@ async fn describe_task(ecs: &aws_sdk_ecs::Client, target: &DoctorTarget) -> Fetc
     }
 }
 
-fn task_facts(task: &aws_sdk_ecs::types::Task) -> TaskFacts {
+fn task_facts(task: &api::Task) -> TaskFacts {
     TaskFacts {
-        task_id: crate::ecs::task_id_of(task.task_arn().unwrap_or_default()).to_owned(),
-        last_status: task.last_status().unwrap_or("UNKNOWN").to_owned(),
+        task_id: crate::ecs::task_id_of(task.task_arn.as_deref().unwrap_or_default()).to_owned(),
+        last_status: task
+            .last_status
+            .clone()
+            .unwrap_or_else(|| "UNKNOWN".to_owned()),
         launch_type: task
-            .launch_type()
-            .map_or("UNKNOWN", |l| l.as_str())
-            .to_owned(),
-        platform_version: task.platform_version().map(str::to_owned),
-        container_instance_arn: task.container_instance_arn().map(str::to_owned),
-        enable_execute_command: task.enable_execute_command(),
+            .launch_type
+            .clone()
+            .unwrap_or_else(|| "UNKNOWN".to_owned()),
+        platform_version: task.platform_version.clone(),
+        container_instance_arn: task.container_instance_arn.clone(),
+        enable_execute_command: task.enable_execute_command,
         containers: task
-            .containers()
+            .containers
             .iter()
             .map(|c| {
-                let agent = c
-                    .managed_agents()
-                    .iter()
-                    .find(|a| {
-                        a.name()
-                            .is_some_and(|n| n.as_str() == EXECUTE_COMMAND_AGENT)
-                    })
-                    .map(|a| a.last_status().unwrap_or("UNKNOWN").to_owned());
-                (c.name().unwrap_or("?").to_owned(), agent)
+                (
+                    c.name.clone().unwrap_or_else(|| "?".to_owned()),
+                    c.agent_status(EXECUTE_COMMAND_AGENT),
+                )
             })
             .collect(),
-        task_definition_arn: task.task_definition_arn().map(str::to_owned),
+        task_definition_arn: task.task_definition_arn.clone(),
     }
 }
 
-async fn describe_task_definition(
-    ecs: &aws_sdk_ecs::Client,
-    arn: &str,
-) -> Fetched<TaskDefinitionFacts> {
-    let output = match ecs
-        .describe_task_definition()
-        .task_definition(arn)
-        .send()
-        .await
-    {
+async fn describe_task_definition(ecs: &EcsCalls, arn: &str) -> Fetched<TaskDefinitionFacts> {
+    let output = match ecs.describe_task_definition(arn).await {
         Ok(output) => output,
-        Err(error) => return sdk_failure("ecs:DescribeTaskDefinition", &error),
+        Err(error) => return call_failure("ecs:DescribeTaskDefinition", &error),
     };
-    let Some(definition) = output.task_definition() else {
+    let Some(definition) = output.task_definition else {
         return Fetched::Failed("DescribeTaskDefinition returned no taskDefinition".to_owned());
     };
-    let containers = definition.container_definitions();
-    let name = |c: &aws_sdk_ecs::types::ContainerDefinition| c.name().unwrap_or("?").to_owned();
+    let containers = &definition.container_definitions;
+    let name = |c: &api::ContainerDefinition| c.name.clone().unwrap_or_else(|| "?".to_owned());
     Fetched::Got(TaskDefinitionFacts {
         without_init_process: containers
             .iter()
-            .filter(|c| c.linux_parameters().and_then(|l| l.init_process_enabled()) != Some(true))
+            .filter(|c| {
+                c.linux_parameters
+                    .as_ref()
+                    .and_then(|l| l.init_process_enabled)
+                    != Some(true)
+            })
             .map(name)
             .collect(),
         readonly_root: containers
             .iter()
-            .filter(|c| c.readonly_root_filesystem() == Some(true))
+            .filter(|c| c.readonly_root_filesystem == Some(true))
             .map(name)
             .collect(),
-        pid_mode: definition.pid_mode().map(|p| p.as_str().to_owned()),
-        task_role_arn: definition.task_role_arn().map(str::to_owned),
+        pid_mode: definition.pid_mode,
+        task_role_arn: definition.task_role_arn,
     })
 }
 
 async fn probe(
     config: &SdkConfig,
-    ecs: &aws_sdk_ecs::Client,
+    ecs: &EcsCalls,
     target: &DoctorTarget,
     task: &TaskFacts,
 ) -> Probe {
@@ -444,23 +441,22 @@ async fn probe(
         })
         .unwrap_or_default();
     let started = Instant::now();
-    let result = ecs
-        .execute_command()
-        .cluster(&target.cluster)
-        .task(&task.task_id)
-        .container(&container)
-        .command(PROBE_COMMAND)
-        .interactive(true)
-        .send()
-        .await;
+    let request = api::ExecuteCommand {
+        cluster: &target.cluster,
+        task: &task.task_id,
+        container: &container,
+        command: PROBE_COMMAND,
+        interactive: true,
+    };
+    let result = ecs.execute_command(&request).await;
     let millis = started.elapsed().as_millis();
     match result {
         Ok(output) => {
             // The session is never opened; end it so it does not wait for a client.
             if let (Some(session_id), Some(ssm)) = (
-                output.session().and_then(|s| s.session_id()),
+                output.session.and_then(|s| s.session_id),
                 SsmApi::new(config),
-            ) && let Err(error) = ssm.terminate_session(session_id).await
+            ) && let Err(error) = ssm.terminate_session(&session_id).await
             {
                 tracing::debug!(%error, "ending the probe session failed");
             }
@@ -469,8 +465,7 @@ async fn probe(
         Err(error) => match error.code() {
             Some("TargetNotConnectedException") => Probe::NotConnected { millis },
             Some("AccessDeniedException") => Probe::Denied("ecs:ExecuteCommand".to_owned()),
-            Some(code) => Probe::Failed(format!("{code}: {}", error.message().unwrap_or_default())),
-            None => Probe::Failed(crate::ecs::display_chain(&error)),
+            _ => Probe::Failed(failure_text(&error)),
         },
     }
 }
@@ -507,6 +502,30 @@ mod tests {
         )));
         cluster.logging = Some("DEFAULT".into());
         assert!(logging_actions("eu-west-1", &cluster, &sse_kms).is_empty());
+    }
+
+    #[test]
+    fn failed_calls_become_facts() {
+        let service = |code: &str| CallError::Service {
+            status: 400,
+            aws: crate::ecs::AwsErrorInfo {
+                code: Some(code.to_owned()),
+                message: Some("the\nmessage".to_owned()),
+                request_id: Some("r".to_owned()),
+            },
+        };
+        assert!(matches!(
+            call_failure::<()>("ecs:DescribeClusters", &service("AccessDeniedException")),
+            Fetched::Denied(permission) if permission == "ecs:DescribeClusters"
+        ));
+        assert!(matches!(
+            call_failure::<()>("ecs:DescribeTasks", &service("InvalidParameterException")),
+            Fetched::Failed(text) if text == "InvalidParameterException: the message"
+        ));
+        assert!(matches!(
+            call_failure::<()>("kms:DescribeKey", &CallError::Unreachable("refused".into())),
+            Fetched::Failed(text) if text == "refused"
+        ));
     }
 
     #[test]

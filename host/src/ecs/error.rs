@@ -1,17 +1,14 @@
 //! `EcsError`: every way the control plane can fail, each with a one-line message that says what
 //! failed, why, and what to do, and the exit code it maps to.
 //!
-//! The mapping from the SDK's `SdkError` lives here too ([`from_sdk`]), so the rest of `ecs`
-//! never inspects error codes. AWS error codes and request ids stay in the message; credentials,
+//! The mapping from a failed call ([`CallError`]) lives here too ([`from_call`]), so the rest of
+//! `ecs` never inspects error codes. AWS error codes and request ids stay in the message; credentials,
 //! tokens and signatures never do.
 
 use std::error::Error as StdError;
 use std::fmt;
 
-use aws_credential_types::provider::error::CredentialsError;
-use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ecs::operation::RequestId;
-
+use crate::aws_json::CallError;
 use crate::exit::Exit;
 
 /// The ECS API operations `ecs-exec` calls, each with the IAM permission it needs.
@@ -58,17 +55,6 @@ pub struct AwsErrorInfo {
     pub message: Option<String>,
     /// The `x-amzn-RequestId` of the failed call, for AWS support.
     pub request_id: Option<String>,
-}
-
-impl AwsErrorInfo {
-    /// The code, message and request id of an error an AWS service returned (any SDK crate).
-    pub fn from_service<E: ProvideErrorMetadata + RequestId>(error: &E) -> Self {
-        AwsErrorInfo {
-            code: error.code().map(str::to_owned),
-            message: error.message().map(str::to_owned),
-            request_id: error.request_id().map(str::to_owned),
-        }
-    }
 }
 
 impl fmt::Display for AwsErrorInfo {
@@ -310,7 +296,7 @@ pub enum EcsError {
         detail: String,
     },
 
-    /// The request could not be built (a bug, or an endpoint URL the SDK refuses).
+    /// The request could not be built or signed (a bug, or an unusable endpoint URL).
     #[error("could not build the {operation} request: {detail}")]
     Internal {
         /// The call.
@@ -361,44 +347,35 @@ pub struct CallContext<'a> {
     pub container: Option<&'a str>,
 }
 
-/// Maps an SDK error of `operation` to the matching [`EcsError`].
-pub fn from_sdk<E, R>(
-    operation: Operation,
-    context: &CallContext<'_>,
-    err: SdkError<E, R>,
-) -> EcsError
-where
-    E: ProvideErrorMetadata + RequestId + StdError + Send + Sync + 'static,
-    R: fmt::Debug + Send + Sync + 'static,
-{
-    if let Some(detail) = credentials_failure(&err) {
-        return EcsError::NoCredentials { operation, detail };
-    }
-    match &err {
-        SdkError::ServiceError(service) => from_service_code(
-            operation,
-            context,
-            AwsErrorInfo::from_service(service.err()),
-        ),
-        SdkError::TimeoutError(_) => EcsError::Timeout {
-            operation,
-            detail: "no response within the operation timeout".to_owned(),
-        },
-        SdkError::DispatchFailure(dispatch) => {
-            let detail = display_chain(&err);
-            if dispatch.is_timeout() {
-                EcsError::Timeout { operation, detail }
-            } else {
-                EcsError::Unreachable { operation, detail }
+/// Maps a failed call of `operation` (after its retries) to the matching [`EcsError`].
+pub fn from_call(operation: Operation, context: &CallContext<'_>, err: CallError) -> EcsError {
+    match err {
+        CallError::Credentials(detail) => EcsError::NoCredentials { operation, detail },
+        CallError::Service { status, aws } => {
+            let error = from_service_code(operation, context, aws);
+            match error {
+                // A 5xx without a code we know is still the AWS side's failure.
+                EcsError::Rejected { operation, aws } if status >= 500 => {
+                    EcsError::ServerError { operation, aws }
+                }
+                other => other,
             }
         }
-        SdkError::ResponseError(_) => EcsError::MalformedResponse {
+        CallError::Timeout(detail) => EcsError::Timeout {
             operation,
-            detail: display_chain(&err),
+            detail: one_line(&detail),
         },
-        _ => EcsError::Internal {
+        CallError::Unreachable(detail) => EcsError::Unreachable {
             operation,
-            detail: display_chain(&err),
+            detail: one_line(&detail),
+        },
+        CallError::Malformed(detail) => EcsError::MalformedResponse {
+            operation,
+            detail: one_line(&detail),
+        },
+        CallError::Signing(detail) => EcsError::Internal {
+            operation,
+            detail: one_line(&detail),
         },
     }
 }
@@ -457,18 +434,6 @@ pub fn from_service_code(
         }
         _ => EcsError::Rejected { operation, aws },
     }
-}
-
-/// If the call failed because no credentials could be loaded, a one-line description.
-pub(crate) fn credentials_failure(err: &(dyn StdError + 'static)) -> Option<String> {
-    let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
-    while let Some(current) = cause {
-        if let Some(credentials) = current.downcast_ref::<CredentialsError>() {
-            return Some(display_chain(credentials));
-        }
-        cause = current.source();
-    }
-    None
 }
 
 /// An error and its sources joined with `: ` on one line (what `DisplayErrorContext` does,
@@ -629,6 +594,35 @@ mod tests {
             ),
         );
         assert_eq!(creds.exit(), Exit::NoPerm);
+    }
+
+    #[test]
+    fn failed_calls_map_to_their_variants() {
+        let call = |error| from_call(Operation::ListTasks, &context(), error);
+        let no_credentials = call(CallError::Credentials("no providers in chain".into()));
+        assert!(matches!(no_credentials, EcsError::NoCredentials { .. }));
+        assert_eq!(no_credentials.exit(), Exit::NoPerm);
+        let refused = call(CallError::Unreachable("connection refused".into()));
+        assert!(matches!(refused, EcsError::Unreachable { .. }));
+        assert_eq!(refused.exit(), Exit::TempFail);
+        let slow = call(CallError::Timeout("no response".into()));
+        assert!(matches!(slow, EcsError::Timeout { .. }));
+        let garbled = call(CallError::Malformed("not JSON".into()));
+        assert_eq!(garbled.exit(), Exit::Protocol);
+        let bad_gateway = call(CallError::Service {
+            status: 502,
+            aws: AwsErrorInfo::default(),
+        });
+        assert!(matches!(bad_gateway, EcsError::ServerError { .. }));
+        let cluster = call(CallError::Service {
+            status: 400,
+            aws: info("ClusterNotFoundException", "Cluster not found."),
+        });
+        assert!(matches!(cluster, EcsError::ClusterNotFound { .. }));
+        assert!(
+            cluster.to_string().contains("request id req-123"),
+            "{cluster}"
+        );
     }
 
     #[test]

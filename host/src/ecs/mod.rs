@@ -3,9 +3,11 @@
 //! [`load_sdk_config`] runs aws-config's default chains once (region, profile, credentials,
 //! endpoint) with deliberate retries and timeouts; [`EcsApi`] turns a cluster plus a service or a
 //! task into a [`Target`] (ListTasks pages → DescribeTasks batches → [`select_target`]) and opens
-//! a [`Session`]. Failures are typed [`EcsError`]s with their exit code. This module never prints,
+//! a [`Session`]. The calls go on the wire through [`api`] (signed JSON, no SDK crate), with the
+//! `SdkConfig`'s retries and timeouts. Failures are typed [`EcsError`]s with their exit code. This module never prints,
 //! never touches the data channel, and never logs the session token or credentials.
 
+pub mod api;
 mod error;
 mod select;
 
@@ -15,10 +17,11 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
-use aws_sdk_ecs::types::DesiredStatus;
 
-pub use error::{AwsErrorInfo, CREDENTIAL_SOURCES, CallContext, EcsError, Operation};
-pub(crate) use error::{credentials_failure, display_chain, one_line};
+use crate::aws_json::{self, JsonService};
+use api::EcsCalls;
+pub use error::{AwsErrorInfo, CREDENTIAL_SOURCES, CallContext, EcsError, Operation, from_call};
+pub(crate) use error::{display_chain, one_line};
 pub use select::{
     ContainerView, EXECUTE_COMMAND_AGENT, RUNNING, TaskView, select_target, task_id_of,
 };
@@ -72,7 +75,8 @@ pub fn timeout_config() -> TimeoutConfig {
 ///
 /// Exposed so tests can add `.empty_test_environment()` or `.test_credentials()`.
 /// An explicit `--endpoint-url` is set on the loader, where it wins over `AWS_ENDPOINT_URL_ECS`;
-/// the environment and profile endpoints are read by aws-config itself when the client is built.
+/// the environment and profile endpoints are read when the client is built
+/// ([`aws_json::configured_endpoint`]).
 pub fn config_loader(settings: &AwsSettings) -> ConfigLoader {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(retry_config())
@@ -168,16 +172,25 @@ pub struct Session {
 /// The ECS API client, built from one `SdkConfig`.
 #[derive(Clone, Debug)]
 pub struct EcsApi {
-    client: aws_sdk_ecs::Client,
+    calls: EcsCalls,
     region: String,
 }
 
 impl EcsApi {
-    /// Builds the client. Fails only when no region could be found anywhere.
+    /// Builds the client. Fails when no region could be found anywhere, or without a
+    /// credentials provider (which aws-config's default chain always sets).
     pub fn new(config: &SdkConfig) -> Result<EcsApi, EcsError> {
         let region = config.region().ok_or(EcsError::NoRegion)?.to_string();
+        let endpoint = aws_json::configured_endpoint(config, aws_json::ECS, &region);
+        let service =
+            JsonService::new(config, aws_json::ECS, &region, endpoint).ok_or_else(|| {
+                EcsError::NoCredentials {
+                    operation: Operation::ListTasks,
+                    detail: "no credentials provider in the configuration".to_owned(),
+                }
+            })?;
         Ok(EcsApi {
-            client: aws_sdk_ecs::Client::new(config),
+            calls: EcsCalls::new(service),
             region,
         })
     }
@@ -187,9 +200,14 @@ impl EcsApi {
         &self.region
     }
 
-    /// The SDK client, for calls this type does not wrap.
-    pub fn client(&self) -> &aws_sdk_ecs::Client {
-        &self.client
+    /// Where the calls go.
+    pub fn endpoint(&self) -> &str {
+        self.calls.endpoint()
+    }
+
+    /// The wire calls, for those this type does not wrap (`ecs-exec doctor`).
+    pub fn calls(&self) -> &EcsCalls {
+        &self.calls
     }
 
     /// Finds the task and container to run in.
@@ -316,32 +334,31 @@ impl EcsApi {
             container: Some(&target.container_name),
         };
         tracing::debug!(task = %target.task_id, container = %target.container_name, interactive, "ExecuteCommand");
+        let request = api::ExecuteCommand {
+            cluster: &target.cluster_name,
+            task: &target.task_arn,
+            container: &target.container_name,
+            command,
+            interactive,
+        };
         let output = self
-            .client
-            .execute_command()
-            .cluster(&target.cluster_name)
-            .task(&target.task_arn)
-            .container(&target.container_name)
-            .command(command)
-            .interactive(interactive)
-            .send()
+            .calls
+            .execute_command(&request)
             .await
-            .map_err(|err| error::from_sdk(operation, &context, err))?;
+            .map_err(|err| from_call(operation, &context, err))?;
         let session = output
-            .session()
+            .session
             .ok_or_else(|| missing(operation, "session"))?;
         let session = Session {
             session_id: session
-                .session_id()
-                .ok_or_else(|| missing(operation, "session.sessionId"))?
-                .to_owned(),
+                .session_id
+                .ok_or_else(|| missing(operation, "session.sessionId"))?,
             stream_url: session
-                .stream_url()
-                .ok_or_else(|| missing(operation, "session.streamUrl"))?
-                .to_owned(),
+                .stream_url
+                .ok_or_else(|| missing(operation, "session.streamUrl"))?,
             token: ChannelToken::new(
                 session
-                    .token_value()
+                    .token_value
                     .ok_or_else(|| missing(operation, "session.tokenValue"))?,
             ),
         };
@@ -361,18 +378,27 @@ impl EcsApi {
             service: Some(service),
             ..CallContext::default()
         };
-        let mut items = self
-            .client
-            .list_tasks()
-            .cluster(cluster)
-            .service_name(service)
-            .desired_status(DesiredStatus::Running)
-            .into_paginator()
-            .items()
-            .send();
         let mut arns = Vec::new();
-        while let Some(item) = items.next().await {
-            arns.push(item.map_err(|err| error::from_sdk(Operation::ListTasks, &context, err))?);
+        let mut next_token: Option<String> = None;
+        loop {
+            let request = api::ListTasks {
+                cluster,
+                service_name: service,
+                desired_status: RUNNING,
+                max_results: None,
+                next_token: next_token.as_deref(),
+            };
+            let page = self
+                .calls
+                .list_tasks(&request)
+                .await
+                .map_err(|err| from_call(Operation::ListTasks, &context, err))?;
+            arns.extend(page.task_arns);
+            // An empty token ends the pages too (the SDK's paginator stops on it as well).
+            match page.next_token.filter(|token| !token.is_empty()) {
+                Some(token) if Some(&token) != next_token.as_ref() => next_token = Some(token),
+                _ => break,
+            }
         }
         tracing::debug!(cluster, service, tasks = arns.len(), "ListTasks");
         Ok(arns)
@@ -391,33 +417,34 @@ impl EcsApi {
             region: &self.region,
             ..CallContext::default()
         };
+        let request = api::DescribeTasks {
+            cluster,
+            tasks: batch,
+        };
         let output = self
-            .client
-            .describe_tasks()
-            .cluster(cluster)
-            .set_tasks(Some(batch.to_vec()))
-            .send()
+            .calls
+            .describe_tasks(&request)
             .await
-            .map_err(|err| error::from_sdk(Operation::DescribeTasks, &context, err))?;
+            .map_err(|err| from_call(Operation::DescribeTasks, &context, err))?;
         let views: Vec<TaskView> = output
-            .tasks()
+            .tasks
             .iter()
-            .filter_map(TaskView::from_sdk)
+            .filter_map(TaskView::from_wire)
             .collect();
         tracing::debug!(
             cluster,
             asked = batch.len(),
             described = views.len(),
-            failures = output.failures().len(),
+            failures = output.failures.len(),
             "DescribeTasks"
         );
         if let Some(task) = single_task
             && views.is_empty()
         {
             let reason = output
-                .failures()
+                .failures
                 .first()
-                .and_then(|failure| failure.reason())
+                .and_then(|failure| failure.reason.as_deref())
                 .unwrap_or("not returned by DescribeTasks");
             return Err(EcsError::TaskNotFound {
                 cluster: cluster.to_owned(),
@@ -493,5 +520,21 @@ mod tests {
         assert_eq!(config.endpoint_url(), Some("http://127.0.0.1:9"));
         let api = EcsApi::new(&config).unwrap();
         assert_eq!(api.region(), "eu-central-1");
+        assert_eq!(api.endpoint(), "http://127.0.0.1:9/");
+    }
+
+    #[tokio::test]
+    async fn without_an_endpoint_the_regional_one_is_called() {
+        let settings = AwsSettings {
+            region: Some("cn-north-1".to_owned()),
+            ..AwsSettings::default()
+        };
+        let config = config_loader(&settings)
+            .empty_test_environment()
+            .test_credentials()
+            .load()
+            .await;
+        let api = EcsApi::new(&config).unwrap();
+        assert_eq!(api.endpoint(), "https://ecs.cn-north-1.amazonaws.com.cn/");
     }
 }

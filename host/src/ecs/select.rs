@@ -2,7 +2,7 @@
 //!
 //! [`TaskView`] and [`ContainerView`] hold the few fields of a described task that matter;
 //! [`select_target`] picks the task and container the session will run in, or says precisely why
-//! none fits. No IO here: the SDK calls live in `ecs/mod.rs`, so every rule is unit-tested.
+//! none fits. No IO here: the calls live in `ecs/mod.rs` and `ecs/api.rs`, so every rule is unit-tested.
 
 use super::Target;
 use super::error::EcsError;
@@ -47,34 +47,25 @@ impl ContainerView {
 }
 
 impl TaskView {
-    /// Extracts the view from an SDK task; `None` for a task without an ARN (nothing to target).
-    pub fn from_sdk(task: &aws_sdk_ecs::types::Task) -> Option<TaskView> {
-        let task_arn = task.task_arn()?.to_owned();
+    /// Extracts the view from a described task; `None` for a task without an ARN (nothing to
+    /// target).
+    pub fn from_wire(task: &super::api::Task) -> Option<TaskView> {
+        let task_arn = task.task_arn.clone()?;
         let containers = task
-            .containers()
+            .containers
             .iter()
             .filter_map(|container| {
-                let name = container.name()?.to_owned();
-                let exec_agent_status = container
-                    .managed_agents()
-                    .iter()
-                    .find(|agent| {
-                        agent
-                            .name()
-                            .is_some_and(|n| n.as_str() == EXECUTE_COMMAND_AGENT)
-                    })
-                    .map(|agent| agent.last_status().unwrap_or("UNKNOWN").to_owned());
                 Some(ContainerView {
-                    name,
-                    runtime_id: container.runtime_id().map(str::to_owned),
-                    exec_agent_status,
+                    name: container.name.clone()?,
+                    runtime_id: container.runtime_id.clone(),
+                    exec_agent_status: container.agent_status(EXECUTE_COMMAND_AGENT),
                 })
             })
             .collect();
         Some(TaskView {
             task_arn,
-            last_status: task.last_status().map(str::to_owned),
-            enable_execute_command: task.enable_execute_command(),
+            last_status: task.last_status.clone(),
+            enable_execute_command: task.enable_execute_command,
             containers,
         })
     }
@@ -335,33 +326,28 @@ mod tests {
     }
 
     #[test]
-    fn view_from_sdk_task_reads_the_agent() {
-        use aws_sdk_ecs::types::{Container, ManagedAgent, ManagedAgentName, Task};
-        let sdk = Task::builder()
-            .task_arn("arn:aws:ecs:us-east-1:1:task/prod/abc")
-            .last_status("RUNNING")
-            .enable_execute_command(true)
-            .containers(
-                Container::builder()
-                    .name("app")
-                    .runtime_id("rt-1")
-                    .managed_agents(
-                        ManagedAgent::builder()
-                            .name(ManagedAgentName::ExecuteCommandAgent)
-                            .last_status("RUNNING")
-                            .build(),
-                    )
-                    .build(),
-            )
-            .containers(Container::builder().name("nginx").build())
-            .build();
-        let view = TaskView::from_sdk(&sdk).unwrap();
+    fn view_from_a_described_task_reads_the_agent() {
+        let wire: super::super::api::Task = serde_json::from_value(serde_json::json!({
+            "taskArn": "arn:aws:ecs:us-east-1:1:task/prod/abc",
+            "lastStatus": "RUNNING",
+            "enableExecuteCommand": true,
+            "containers": [
+                {"name": "app", "runtimeId": "rt-1", "managedAgents": [
+                    {"name": "ExecuteCommandAgent", "lastStatus": "RUNNING"}]},
+                {"name": "nginx"},
+                {"runtimeId": "nameless"}
+            ]
+        }))
+        .unwrap();
+        let view = TaskView::from_wire(&wire).unwrap();
         assert_eq!(view.task_id(), "abc");
+        assert_eq!(view.containers.len(), 2);
         assert_eq!(
             view.containers[0].exec_agent_status.as_deref(),
             Some("RUNNING")
         );
+        assert_eq!(view.containers[0].runtime_id.as_deref(), Some("rt-1"));
         assert_eq!(view.containers[1].exec_agent_status, None);
-        assert!(TaskView::from_sdk(&Task::builder().build()).is_none());
+        assert!(TaskView::from_wire(&Default::default()).is_none());
     }
 }
