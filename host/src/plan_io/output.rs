@@ -204,26 +204,22 @@ impl OutputDecoder {
                     }
                 }
                 OutputState::StderrFrame => {
-                    let Some((&byte, after)) = rest.split_first() else {
-                        return;
-                    };
-                    match byte {
-                        b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                            let value = hex_value(byte);
-                            match self.nibble.take() {
-                                Some(high) => stderr.push(high << 4 | value),
-                                None => self.nibble = Some(value),
-                            }
-                            rest = after;
-                        }
-                        b' ' | b'\t' | b'\r' => rest = after,
-                        b'\n' => {
-                            self.end_frame();
-                            rest = after;
-                        }
+                    let line_end = memchr::memchr(b'\n', rest);
+                    let line = &rest[..line_end.unwrap_or(rest.len())];
+                    let decoded = self.decode_hex(line, stderr);
+                    if decoded < line.len() {
                         // Not a frame after all (the program printed the tag itself): what
                         // follows is output again, and nothing of it is lost.
-                        _ => self.end_frame(),
+                        self.end_frame();
+                        rest = &rest[decoded..];
+                        continue;
+                    }
+                    match line_end {
+                        Some(end) => {
+                            self.end_frame();
+                            rest = &rest[end + 1..];
+                        }
+                        None => return,
                     }
                 }
                 OutputState::ReadingStatus => match rest.iter().position(|&b| b == b'\n') {
@@ -243,6 +239,26 @@ impl OutputDecoder {
                 OutputState::Exited(_) | OutputState::MalformedStatus => return,
             }
         }
+    }
+
+    /// Decodes the hex digits of a frame line (spaces, tabs and CRs between them are skipped)
+    /// into `stderr`; returns how many bytes of `line` it took, short of the first byte that
+    /// cannot be part of a frame.
+    fn decode_hex(&mut self, line: &[u8], stderr: &mut Vec<u8>) -> usize {
+        for (at, &byte) in line.iter().enumerate() {
+            match byte {
+                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                    let value = hex_value(byte);
+                    match self.nibble.take() {
+                        Some(high) => stderr.push(high << 4 | value),
+                        None => self.nibble = Some(value),
+                    }
+                }
+                b' ' | b'\t' | b'\r' => {}
+                _ => return at,
+            }
+        }
+        line.len()
     }
 
     /// A frame line ended: a lone half byte is dropped (frames carry whole bytes).

@@ -37,7 +37,7 @@ pub(crate) fn hostile_network(
 #[test]
 fn a_cut_websocket_is_resumed_without_losing_or_repeating_a_byte() {
     let world = World::start_with(|config| {
-        config.faults.disconnect_after_frames = Some(400);
+        config.faults.disconnect_after_frames = Some(50);
         config.agent.reconnect_grace_secs = 60;
     });
     let input = pseudo_random_bytes(2 * 1024 * 1024 + 3);
