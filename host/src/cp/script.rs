@@ -57,30 +57,22 @@ const DOWNLOAD_TREE: &str = r#"s=$2; if [ ! -d "$s" ]; then say "$s is not a dir
 /// The plan that unpacks the streamed tar archive (`len` bytes) of a directory named `name` at
 /// `remote_path`.
 pub fn upload_tree_plan(remote_path: &str, name: &str, len: u64, nonce: &str) -> Plan {
-    let stem = ready_stem(nonce);
-    let script = format!("{PRELUDE}{RECEIVE}{UPLOAD_TREE}");
-    receiving_plan(
-        command(&[
-            &script,
-            &trailer(nonce),
-            &stem,
-            remote_path,
-            name,
-            &len.to_string(),
-        ]),
-        &stem,
-        nonce,
-    )
+    receiving_plan(UPLOAD_TREE, remote_path, name, len, nonce)
 }
 
 fn ready_stem(nonce: &str) -> String {
     format!("__ecs_exec_ready_{nonce}:")
 }
 
-/// A receiving script's plan: raw bytes when it announces `R`, base64 when it announces `B`.
-fn receiving_plan(command: String, stem: &str, nonce: &str) -> Plan {
+/// A receiving script's plan (`body` after the shared prelude and [`RECEIVE`], with the remote
+/// path, one more argument and the length): raw bytes when it announces `R`, base64 when it
+/// announces `B`, nothing when it refuses (`X`).
+fn receiving_plan(body: &str, remote_path: &str, argument: &str, len: u64, nonce: &str) -> Plan {
+    let stem = ready_stem(nonce);
+    let script = format!("{PRELUDE}{RECEIVE}{body}");
+    let len = len.to_string();
     Plan {
-        command,
+        command: command(&[&script, &trailer(nonce), &stem, remote_path, argument, &len]),
         stdin: StdinMode::StreamBytes,
         ready_marker: Some(format!("{stem}R")),
         exit_trailer: Some(trailer(nonce)),
@@ -122,20 +114,7 @@ pub fn download_tree_plan(remote_path: &str, nonce: &str) -> Plan {
 /// The plan that writes the streamed input (`len` bytes) to `remote_path` with `mode`,
 /// verifying `nonce`'s run end to end.
 pub fn upload_plan(remote_path: &str, mode: u32, len: u64, nonce: &str) -> Plan {
-    let stem = ready_stem(nonce);
-    let script = format!("{PRELUDE}{RECEIVE}{UPLOAD}");
-    receiving_plan(
-        command(&[
-            &script,
-            &trailer(nonce),
-            &stem,
-            remote_path,
-            &format!("{mode:o}"),
-            &len.to_string(),
-        ]),
-        &stem,
-        nonce,
-    )
+    receiving_plan(UPLOAD, remote_path, &format!("{mode:o}"), len, nonce)
 }
 
 /// The plan that prints `remote_path` framed as [`DOWNLOAD`] describes.
