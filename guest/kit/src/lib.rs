@@ -274,18 +274,15 @@ fn one_off(argv: &[String], request: &Request<'_>, trailer: String) -> PlanParts
     // Give up with status 125 rather than corrupt the data when the terminal cannot be set up.
     let give_up = r#"{ printf "%s%d\n" "$t" 125; exit 125; }"#;
     let line_mode = format!("stty -echo -opost || {give_up}");
-    let (setup, feed, raw_mode, raw_tool) = match input {
-        Input::Empty => (
-            format!("i=N; if [ -t 0 ]; then {line_mode}; fi; "),
-            None,
-            None,
-            "",
-        ),
+    let not_streamed = format!("i=N; if [ -t 0 ]; then {line_mode}; fi; ");
+    // `raw_tool`: the reader a streamed input's raw way needs (`None`: nothing is streamed).
+    let (setup, feed, stdin, raw_tool) = match input {
+        Input::Empty => (not_streamed, None, StdinMode::None, None),
         Input::Inline(_) => (
-            format!("i=N; if [ -t 0 ]; then {line_mode}; fi; "),
+            not_streamed,
             Some(r#"printf %s "$d" | base64 -d"#.to_owned()),
+            StdinMode::Inline,
             None,
-            "",
         ),
         Input::Streamed(len) => {
             let (raw_read, mode, tool) = match len {
@@ -305,7 +302,7 @@ fn one_off(argv: &[String], request: &Request<'_>, trailer: String) -> PlanParts
             let feed = format!(
                 r#"f() {{ if [ $i = R ]; then {raw_read}; stty isig 2>/dev/null; else base64 -d; fi; }}; "#
             );
-            (setup + &feed, Some("f".to_owned()), Some(mode), tool)
+            (setup + &feed, Some("f".to_owned()), mode, Some(tool))
         }
     };
     let (pipe_in, no_stdin) = match &feed {
@@ -340,26 +337,17 @@ fn one_off(argv: &[String], request: &Request<'_>, trailer: String) -> PlanParts
     let marker = |way: &str| format!("{stem}{way}");
     let merged_notice = "the container has no od or sed, so the program's stderr comes back \
                          mixed into its stdout";
-    let (ready_marker, stdin, alternatives) = match raw_mode {
+    let (ready_marker, alternatives) = match raw_tool {
         None => (
             marker("NF"),
-            if data.is_empty() {
-                StdinMode::None
-            } else {
-                StdinMode::Inline
-            },
             vec![AlternativeParts {
                 ready_marker: marker("NM"),
-                stdin: if data.is_empty() {
-                    StdinMode::None
-                } else {
-                    StdinMode::Inline
-                },
+                stdin,
                 stderr_framed: false,
                 notice: merged_notice.to_owned(),
             }],
         ),
-        Some(mode) => {
+        Some(raw_tool) => {
             let base64_notice = format!(
                 "the container's terminal cannot carry raw input (no `stty raw` or no {raw_tool}), \
                  so the input goes as base64, which is slower"
@@ -372,10 +360,9 @@ fn one_off(argv: &[String], request: &Request<'_>, trailer: String) -> PlanParts
             };
             (
                 marker("RF"),
-                mode,
                 vec![
                     alternative("BF", StdinMode::StreamBase64, true, base64_notice.clone()),
-                    alternative("RM", mode, false, merged_notice.to_owned()),
+                    alternative("RM", stdin, false, merged_notice.to_owned()),
                     alternative(
                         "BM",
                         StdinMode::StreamBase64,
