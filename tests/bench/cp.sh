@@ -14,16 +14,7 @@ for tool in hyperfine /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing" >&2; exit 1; }
 done
 
-work=$(mktemp -d)
-trap 'kill "$emulator_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-"$emulator" --listen 127.0.0.1:0 >"$work/listen" 2>"$work/emulator.log" &
-emulator_pid=$!
-until [ -s "$work/listen" ]; do sleep 0.05; done
-endpoint=$(sed 's/^listening on //' "$work/listen")
-export AWS_ACCESS_KEY_ID=AKIAEMULATOREXAMPLE1 AWS_SECRET_ACCESS_KEY=emulator-secret-key
-export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-export XDG_CACHE_HOME="$work/cache"
+source "$(dirname "$0")/emulator.sh"
 cp_cmd="$ecs_exec cp --endpoint-url $endpoint --cluster demo --service-name web"
 
 size_mib=${SIZE_MIB:-256}

@@ -12,18 +12,10 @@ ecs_exec="$bin_dir/ecs-exec"
 emulator="$bin_dir/ecs-exec-emulator"
 command -v hyperfine >/dev/null || { echo "bench: hyperfine is missing" >&2; exit 1; }
 
-work=$(mktemp -d)
-trap 'kill "$emulator_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-"$emulator" --listen 127.0.0.1:0 >"$work/listen" 2>"$work/emulator.log" &
-emulator_pid=$!
-until [ -s "$work/listen" ] && grep -q '^kms listening on ' "$work/emulator.log"; do sleep 0.05; done
-endpoint=$(sed 's/^listening on //' "$work/listen")
+source "$(dirname "$0")/emulator.sh"
+until grep -q '^kms listening on ' "$work/emulator.log"; do sleep 0.05; done
 kms_endpoint=$(sed -n 's/^kms listening on //p' "$work/emulator.log" | head -1)
-export AWS_ACCESS_KEY_ID=AKIAEMULATOREXAMPLE1 AWS_SECRET_ACCESS_KEY=emulator-secret-key
-export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 export AWS_ENDPOINT_URL_KMS="$kms_endpoint"
-export XDG_CACHE_HOME="$work/cache"
 plain=("$ecs_exec" --endpoint-url "$endpoint" --cluster demo --service-name web)
 kms=("$ecs_exec" --endpoint-url "$endpoint" --cluster secure --service-name web)
 
