@@ -4,12 +4,9 @@
 
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ecs_exec_emulator::Spawned;
-
-use crate::e2e_support::{Outcome, World};
+use crate::e2e_support::{World, run_with_stdin_file};
 
 /// Longer than any healthy run here, even on a loaded CI machine; only a hang reaches it.
 const HANG_LIMIT: Duration = Duration::from_secs(120);
@@ -40,8 +37,7 @@ fn a_stdin_that_fails_mid_stream_ends_the_run_with_one_line() {
     let failing = FailingInput::new(8192);
     let mut command = world.ecs_exec();
     command.args(["--pipe", "cat"]);
-    command.stdin(failing.reader());
-    let outcome = run_within(command, HANG_LIMIT);
+    let outcome = run_with_stdin_file(command, failing.reader(), HANG_LIMIT);
 
     assert_eq!(outcome.code(), 74, "{}", outcome.stderr);
     let lines: Vec<&str> = outcome.stderr.lines().collect();
@@ -102,11 +98,11 @@ impl FailingInput {
     }
 
     /// A file positioned at the window; the child inherits it as stdin.
-    fn reader(&self) -> Stdio {
+    fn reader(&self) -> File {
         let mut mem = File::open("/proc/self/mem").expect("open /proc/self/mem");
         mem.seek(SeekFrom::Start(self.map as u64))
             .expect("seek to the window");
-        Stdio::from(mem)
+        mem
     }
 }
 
@@ -115,22 +111,6 @@ impl Drop for FailingInput {
         // SAFETY: unmaps exactly the mapping made in `new`, once.
         unsafe { libc::munmap(self.map, self.map_len) };
     }
-}
-
-/// Runs `command` (its stdin already set) and collects its output; a run still going after
-/// `limit` is killed and fails the test.
-fn run_within(mut command: Command, limit: Duration) -> Outcome {
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut spawned = Spawned::spawn_within(&mut command, limit);
-    let mut stdout = Vec::new();
-    let _ = spawned
-        .child()
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_end(&mut stdout);
-    let (status, stderr) = spawned.wait("ecs-exec reading a failing stdin");
-    Outcome::from_text(status, stdout, stderr)
 }
 
 #[test]

@@ -150,15 +150,11 @@ impl World {
 
     /// As [`World::run`], with stdin read from a regular file holding `stdin`: the binary
     /// knows the input's length before it reads it.
-    pub fn run_from_file(&self, mut command: Command, stdin: &[u8]) -> Outcome {
+    pub fn run_from_file(&self, command: Command, stdin: &[u8]) -> Outcome {
         let mut file = tempfile::tempfile().expect("a temporary file");
         std::io::Write::write_all(&mut file, stdin).expect("write the input");
         std::io::Seek::rewind(&mut file).expect("rewind the input");
-        outcome(testing::output_from_file_within(
-            &mut command,
-            file,
-            PROCESS_DEADLINE,
-        ))
+        run_with_stdin_file(command, file, PROCESS_DEADLINE)
     }
 
     /// The ids of the RUNNING tasks of `web`.
@@ -211,6 +207,12 @@ pub fn run_with_input(command: &mut Command, stdin: &[u8]) -> Outcome {
 
 fn run_with_input_within(command: &mut Command, stdin: &[u8], limit: Duration) -> Outcome {
     outcome(testing::output_within(command, stdin, limit))
+}
+
+/// Runs `command` with `stdin` as its standard input and collects what it printed; a run still
+/// going after `limit` is killed and fails the test.
+pub fn run_with_stdin_file(mut command: Command, stdin: std::fs::File, limit: Duration) -> Outcome {
+    outcome(testing::output_from_file_within(&mut command, stdin, limit))
 }
 
 fn outcome(output: std::process::Output) -> Outcome {
