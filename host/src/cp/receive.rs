@@ -266,7 +266,7 @@ impl RunOutput for UploadReport {
     /// Why the copy takes the slower way, said at once (not after a long transfer), above the
     /// progress bar.
     fn note(&mut self, text: &str) -> io::Result<()> {
-        let line = format!("ecs-exec: note: {}\n", crate::adapter::terminal_safe(text));
+        let line = crate::run::output::note_line(text);
         let write = || io::Write::write_all(&mut io::stderr().lock(), line.as_bytes());
         match &self.bar {
             Some(bar) => bar.suspend(write),

@@ -22,9 +22,13 @@ pub trait RunOutput: Send {
     /// A note for the user from the adapter's plan (why this run took a slower way), made safe
     /// for one line of a terminal.
     fn note(&mut self, text: &str) -> io::Result<()> {
-        let line = format!("ecs-exec: note: {}\n", crate::adapter::terminal_safe(text));
-        self.stderr(line.as_bytes())
+        self.stderr(note_line(text).as_bytes())
     }
+}
+
+/// `ecs-exec: note: <text>` and a newline, the text made safe for one line of a terminal.
+pub fn note_line(text: &str) -> String {
+    format!("ecs-exec: note: {}\n", crate::adapter::terminal_safe(text))
 }
 
 /// This process's stdout and stderr, byte for byte: a run on one task.
