@@ -210,9 +210,14 @@ impl PtyMaster {
     }
 
     /// Writes some of `data` (the terminal takes what fits), waiting until it can.
+    ///
+    /// Fails with `BrokenPipe` once every process has closed the terminal while it is full:
+    /// Linux then reports the master writable for good (hang-up) yet refuses the bytes with
+    /// EAGAIN, so waiting for room would spin forever and the input could never be read.
     pub async fn write(&self, data: &[u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.writable().await?;
+            let hung_up = guard.ready().is_write_closed();
             match guard.try_io(|fd| {
                 loop {
                     match nix::unistd::write(fd.get_ref(), data) {
@@ -222,6 +227,12 @@ impl PtyMaster {
                 }
             }) {
                 Ok(result) => return result,
+                Err(_would_block) if hung_up => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the terminal is full and nobody holds it open any more",
+                    ));
+                }
                 Err(_would_block) => continue,
             }
         }
@@ -385,6 +396,39 @@ mod tests {
         assert_eq!(group.wait().await.unwrap(), 0);
         assert!(output.contains("30 100"), "{output:?}");
         assert!(output.contains("got:abc"), "{output:?}");
+    }
+
+    #[test]
+    fn input_for_a_terminal_nobody_holds_fails_instead_of_waiting_forever() {
+        // On a thread of its own: a write that spins never yields, so no timer could stop it.
+        let (done, outcome) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let result = rt.block_on(async {
+                let counters = Arc::new(Counters::default());
+                let (master, mut group) =
+                    spawn("sh -c 'stty raw -echo'", &env(), size(), counters)?;
+                assert_eq!(group.wait().await?, 0);
+                // The kernel buffers some input for nobody; past that, the write must fail.
+                let chunk = [b'x'; 16 * 1024];
+                for _ in 0..1000 {
+                    master.write(&chunk).await?;
+                }
+                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+            });
+            let _ = done.send(result.map_err(|e| e.to_string()));
+        });
+        let result = outcome
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("a write to an abandoned, full terminal waited instead of failing");
+        let error = result.expect_err("16 MiB went into a terminal nobody reads");
+        assert!(
+            error.contains("nobody holds it open") || error.contains("EIO"),
+            "{error}"
+        );
     }
 
     #[test]
