@@ -287,8 +287,10 @@ fn one_off(argv: &[String], request: &Request<'_>, trailer: String) -> PlanParts
         Input::Streamed(len) => {
             let (raw_read, mode, tool) = match len {
                 Some(_) => (r#"head -c "$n""#, StdinMode::StreamBytes, "head"),
+                // A chunk is up to 1 MiB: where dd can count bytes, it reads it in 64 KiB
+                // blocks, which keeps the terminal flowing while the program takes each block.
                 None => (
-                    r#"while IFS= read -r c && [ "$c" -gt 0 ]; do dd bs="$c" count=1 iflag=fullblock 2>/dev/null || exit 1; done"#,
+                    r#"if dd if=/dev/null count=0 iflag=count_bytes,fullblock 2>/dev/null; then k() { dd bs=65536 count="$1" iflag=count_bytes,fullblock; }; else k() { dd bs="$1" count=1 iflag=fullblock; }; fi; while IFS= read -r c && [ "$c" -gt 0 ]; do k "$c" 2>/dev/null || exit 1; done"#,
                     StdinMode::StreamChunks,
                     "dd",
                 ),

@@ -6,6 +6,8 @@
 
 use crate::adapter::StdinMode;
 
+use bytes::Bytes;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
@@ -110,15 +112,8 @@ impl InputFraming {
         match self {
             InputFraming::Base64(lines) => lines.push(input, out),
             InputFraming::Bytes { expected, sent } => {
-                let room = usize::try_from(*expected - *sent).unwrap_or(usize::MAX);
-                if input.len() > room {
-                    return Err(InputLengthChanged {
-                        expected: *expected,
-                        actual: *sent + room as u64 + 1,
-                    });
-                }
+                take_exactly(*expected, sent, input.len())?;
                 out.extend_from_slice(input);
-                *sent += input.len() as u64;
             }
             InputFraming::Chunks => {
                 for chunk in input.chunks(MAX_STREAM_CHUNK) {
@@ -129,6 +124,36 @@ impl InputFraming {
             }
         }
         Ok(())
+    }
+
+    /// Frames a buffer of input read at [`READ_OFFSET`] (the bytes before it are room, not
+    /// input). For the raw modes the bytes stay where they were read and a chunk's header goes
+    /// into the room, so bulk input is never copied. At most [`MAX_STREAM_CHUNK`] bytes may
+    /// follow the room for one chunk.
+    pub fn frame_read(&mut self, mut buffer: Vec<u8>) -> Result<Bytes, InputLengthChanged> {
+        let offset = READ_OFFSET.min(buffer.len());
+        let read = buffer.len() - offset;
+        if read * 2 < buffer.capacity() {
+            // A short read must not pin a whole read buffer until the agent acknowledges it.
+            buffer.shrink_to_fit();
+        }
+        match self {
+            InputFraming::Bytes { expected, sent } => {
+                take_exactly(*expected, sent, read)?;
+                Ok(Bytes::from(buffer).slice(offset..))
+            }
+            InputFraming::Chunks if (1..=MAX_STREAM_CHUNK).contains(&read) => {
+                let header = format!("{read}\n");
+                let start = READ_OFFSET - header.len();
+                buffer[start..READ_OFFSET].copy_from_slice(header.as_bytes());
+                Ok(Bytes::from(buffer).slice(start..))
+            }
+            _ => {
+                let mut framed = Vec::new();
+                self.push(&buffer[offset..], &mut framed)?;
+                Ok(Bytes::from(framed))
+            }
+        }
     }
 
     /// The input ended: appends its end (Ctrl-D, `0\n`, or nothing) to `out`.
@@ -146,6 +171,23 @@ impl InputFraming {
         }
         Ok(())
     }
+}
+
+/// Where [`InputFraming::frame_read`] wants the input read: room for the longest chunk header
+/// (`1048576\n`) in front of it.
+pub const READ_OFFSET: usize = MAX_STREAM_CHUNK.ilog10() as usize + 2;
+
+/// Counts `read` more bytes of a `stream-bytes` input, refusing any past the announced length.
+fn take_exactly(expected: u64, sent: &mut u64, read: usize) -> Result<(), InputLengthChanged> {
+    let room = usize::try_from(expected - *sent).unwrap_or(usize::MAX);
+    if read > room {
+        return Err(InputLengthChanged {
+            expected,
+            actual: *sent + room as u64 + 1,
+        });
+    }
+    *sent += read as u64;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -240,6 +282,64 @@ mod tests {
         let mut wire = Vec::new();
         InputFraming::Chunks.finish(&mut wire).unwrap();
         assert_eq!(wire, b"0\n", "no input is the end chunk alone");
+    }
+
+    /// A read buffer as the run layer fills it: room, then `input`.
+    fn read_into_room(input: &[u8]) -> Vec<u8> {
+        let mut buffer = vec![0xAA; READ_OFFSET];
+        buffer.extend_from_slice(input);
+        buffer
+    }
+
+    #[test]
+    fn framing_in_place_gives_what_pushing_gives() {
+        let input: Vec<u8> = (0..MAX_STREAM_CHUNK + 10)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        for mode in [
+            StdinMode::StreamChunks,
+            StdinMode::StreamBytes,
+            StdinMode::StreamBase64,
+        ] {
+            let len = Some(input.len() as u64);
+            let (mut pushed, mut in_place) = (Vec::new(), Vec::new());
+            let mut by_push = InputFraming::new(mode, len).unwrap();
+            let mut by_read = InputFraming::new(mode, len).unwrap();
+            for read in [
+                &input[..1],
+                &input[1..MAX_STREAM_CHUNK + 1],
+                &input[MAX_STREAM_CHUNK + 1..],
+            ] {
+                by_push.push(read, &mut pushed).unwrap();
+                in_place.extend_from_slice(&by_read.frame_read(read_into_room(read)).unwrap());
+            }
+            by_push.finish(&mut pushed).unwrap();
+            by_read.finish(&mut in_place).unwrap();
+            assert!(pushed == in_place, "{mode:?}");
+        }
+        let (data, chunks) = {
+            let mut framing = InputFraming::new(StdinMode::StreamChunks, None).unwrap();
+            let mut wire = framing.frame_read(read_into_room(b"x")).unwrap().to_vec();
+            framing.finish(&mut wire).unwrap();
+            decode_chunks(&wire)
+        };
+        assert_eq!((data.as_slice(), chunks), (&b"x"[..], 1));
+    }
+
+    #[test]
+    fn framing_in_place_still_refuses_bytes_past_the_announced_length() {
+        let mut framing = InputFraming::new(StdinMode::StreamBytes, Some(3)).unwrap();
+        assert_eq!(
+            framing.frame_read(read_into_room(b"ab")).unwrap(),
+            &b"ab"[..]
+        );
+        assert_eq!(
+            framing.frame_read(read_into_room(b"cd")),
+            Err(InputLengthChanged {
+                expected: 3,
+                actual: 4
+            })
+        );
     }
 
     #[test]

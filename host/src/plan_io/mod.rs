@@ -10,5 +10,5 @@
 pub mod input;
 pub mod output;
 
-pub use input::{Base64Lines, END_OF_INPUT, InputFraming, InputLengthChanged};
+pub use input::{Base64Lines, END_OF_INPUT, InputFraming, InputLengthChanged, READ_OFFSET};
 pub use output::{OutputDecoder, OutputState};

@@ -12,10 +12,10 @@ use tokio::task::JoinHandle;
 
 use futures_util::FutureExt as _;
 
-use crate::adapter::{StdinMode, Way};
+use crate::adapter::{MAX_STREAM_CHUNK, StdinMode, Way};
 use crate::channel::session::Event;
 use crate::channel::transport::{ChannelEvents, ChannelWriter};
-use crate::plan_io::{END_OF_INPUT, InputFraming};
+use crate::plan_io::{END_OF_INPUT, InputFraming, READ_OFFSET};
 use crate::terminal::{self, RawModeGuard, ResizeEvents, TerminationSignals, WindowSize};
 
 use super::output::RunOutput;
@@ -25,10 +25,11 @@ use super::{AfterInput, InputSource, PreparedRun, RunError};
 /// The terminal size sent when there is no terminal to ask (a one-off under Hoop).
 const DEFAULT_SIZE: (u32, u32) = (80, 24);
 /// The most input read (and framed, as one chunk in `stream-chunks`) at a time when streaming:
-/// large, so that a remote `dd` starts once per 256 KiB, not once per pipe read, and small
-/// enough that the chunks in flight (a few in the queue to the session, its send window) keep
+/// the contract's largest chunk, because the remote decoder starts one `dd` per chunk, and on a
+/// small machine each start holds the terminal up for milliseconds. The bytes are read in place
+/// and never copied, so the chunks in flight (one being read, the session's send window) keep
 /// the peak RSS of a 1 GiB input under 32 MiB.
-const INPUT_CHUNK: usize = 256 * 1024;
+const INPUT_CHUNK: usize = MAX_STREAM_CHUNK;
 /// How much is read per keystroke read in an interactive session.
 const KEYS_CHUNK: usize = 4096;
 /// After the result is known, how long to wait for the service to close the session.
@@ -248,21 +249,27 @@ async fn pump_streamed_input(
         ended: false,
         failed: None,
     };
-    let mut wire = Vec::with_capacity(INPUT_CHUNK + 64);
+    let mut wire = Vec::new();
     framing.push(&prefix, &mut wire)?;
-    let mut chunk = vec![0; INPUT_CHUNK];
+    if !wire.is_empty() {
+        writer
+            .send_input(Bytes::from(std::mem::take(&mut wire)))
+            .await?;
+    }
     loop {
-        if !wire.is_empty() {
-            writer
-                .send_input(Bytes::from(std::mem::take(&mut wire)))
-                .await?;
-            wire.reserve(INPUT_CHUNK + 64);
-        }
-        let read = reader.read(&mut chunk).await.map_err(RunError::Stdin)?;
+        let mut buffer = vec![0; READ_OFFSET + INPUT_CHUNK];
+        let read = reader
+            .read(&mut buffer[READ_OFFSET..])
+            .await
+            .map_err(RunError::Stdin)?;
         if read == 0 {
             break;
         }
-        framing.push(&chunk[..read], &mut wire)?;
+        buffer.truncate(READ_OFFSET + read);
+        let framed = framing.frame_read(buffer)?;
+        if !framed.is_empty() {
+            writer.send_input(framed).await?;
+        }
     }
     framing.finish(&mut wire)?;
     if let Some(after_input) = after_input {

@@ -5,7 +5,10 @@
 
 use sha2::{Digest as _, Sha256};
 
-use crate::e2e_support::{Outcome, World, busybox_world, pseudo_random_bytes};
+use crate::e2e_support::{
+    Outcome, World, busybox_world, busybox_world_with_a_dd_that_cannot_count_bytes,
+    pseudo_random_bytes,
+};
 
 /// The worlds to run each case in: GNU coreutils, then busybox alone (skipped outside CI when
 /// busybox is missing). The guard keeps the busybox applet directory alive.
@@ -148,6 +151,22 @@ fn a_container_without_dd_takes_base64_for_a_pipe_and_says_so_once() {
     assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
     assert!(outcome.stdout == input, "output differs from input");
     assert_eq!(outcome.stderr, "", "no fallback, no notice");
+}
+
+#[test]
+fn a_dd_that_cannot_count_bytes_still_takes_raw_chunks_of_a_pipe() {
+    if !ecs_exec_emulator::require_tool("busybox") {
+        return;
+    }
+    let (world, _guard) = busybox_world_with_a_dd_that_cannot_count_bytes();
+    // Several chunks of the largest size, and a short last one.
+    let input = pseudo_random_bytes(3 * 1024 * 1024 + 5);
+    let mut command = world.ecs_exec();
+    command.args(["--pipe", "cat"]);
+    let outcome = world.run(command, &input);
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert!(outcome.stdout == input, "output differs from input");
+    assert_eq!(outcome.stderr, "", "the raw way needs no notice");
 }
 
 #[test]

@@ -252,6 +252,21 @@ pub fn busybox_world(without: &[&str]) -> (World, tempfile::TempDir) {
     (world, bin)
 }
 
+/// A busybox userland whose `dd` is older than `iflag=count_bytes`: it refuses that flag, as a
+/// `dd` without it does, and is busybox's `dd` otherwise.
+pub fn busybox_world_with_a_dd_that_cannot_count_bytes() -> (World, tempfile::TempDir) {
+    let (world, bin) = busybox_world(&["dd"]);
+    let dd = bin.path().join("dd");
+    std::fs::write(
+        &dd,
+        "#!/bin/sh\ncase \"$*\" in *count_bytes*) echo \"dd: invalid input flag\" >&2; exit 1;; esac\n\
+         exec /usr/bin/busybox dd \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&dd, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (world, bin)
+}
+
 /// Runs `command` with `input` on stdin and reads its peak RSS (VmHWM) while it runs: the
 /// figure read last before it exits is a lower bound of the true peak, so the check below can
 /// miss a late spike but never fails without one.
