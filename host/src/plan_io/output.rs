@@ -173,11 +173,15 @@ impl OutputDecoder {
                     }
                 }
                 OutputState::Running => {
-                    let trailer_at = self
-                        .exit_trailer
-                        .as_deref()
-                        .and_then(|trailer| find(rest, trailer));
                     let tag_at = self.stderr_tag.as_deref().and_then(|tag| find(rest, tag));
+                    // Only a trailer that starts before the next frame matters: searching the
+                    // rest of the data for it at every frame made bulk stderr quadratic.
+                    let trailer_at = self.exit_trailer.as_deref().and_then(|trailer| {
+                        let before_tag = tag_at.map_or(rest.len(), |at| {
+                            (at + trailer.len()).saturating_sub(1).min(rest.len())
+                        });
+                        find(&rest[..before_tag], trailer)
+                    });
                     match (trailer_at, tag_at) {
                         (Some(at), tag) if tag.is_none_or(|tag| at < tag) => {
                             stdout.extend_from_slice(&rest[..at]);
