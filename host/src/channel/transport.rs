@@ -39,8 +39,10 @@ use crate::channel::{
 const MAX_MESSAGE_SIZE: usize = 1 << 20;
 /// Events decoded but not yet taken by the caller; past this the socket is not read.
 const MAX_PENDING_EVENTS: usize = 256;
-/// Input writes queued between the caller and the driver.
-const INPUT_QUEUE: usize = 4;
+/// Input writes queued between the caller and the driver. One: a streamed one-off's writes are
+/// chunks of up to 1 MiB, and its pump goes on reading while a write waits, so a deeper queue
+/// would only hold more of the input in memory.
+const INPUT_QUEUE: usize = 1;
 /// How long the final close frame may take to go out.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Bound on getting a data key from KMS: the agent waits 15 s for our handshake response, so

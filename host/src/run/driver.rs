@@ -237,6 +237,12 @@ impl InputPump {
 
 /// Streams the input framed as the way taken says, the bytes already read first, then its
 /// end, then what `after_input` makes.
+///
+/// Reading goes on while a send waits for room in the session's window, into the next buffer, up
+/// to [`INPUT_CHUNK`]: input that comes faster than the agent takes it goes out in the largest
+/// chunks (a pipe holds only 64 KiB, so reading only between sends would cut the input into
+/// chunks of that size, each costing the remote decoder a `dd`), while input that comes slowly
+/// goes out as soon as it is read.
 async fn pump_streamed_input(
     prefix: Vec<u8>,
     input: InputSource,
@@ -251,24 +257,33 @@ async fn pump_streamed_input(
     };
     let mut wire = Vec::new();
     framing.push(&prefix, &mut wire)?;
-    if !wire.is_empty() {
-        writer
-            .send_input(Bytes::from(std::mem::take(&mut wire)))
-            .await?;
-    }
+    let mut sending = Some(Box::pin(
+        writer.send_input(Bytes::from(std::mem::take(&mut wire))),
+    ));
+    let mut next = ReadBuffer::new();
     loop {
-        let mut buffer = vec![0; READ_OFFSET + INPUT_CHUNK];
-        let read = reader
-            .read(&mut buffer[READ_OFFSET..])
-            .await
-            .map_err(RunError::Stdin)?;
-        if read == 0 {
-            break;
+        tokio::select! {
+            sent = async {
+                match sending.as_mut() {
+                    Some(send) => send.await,
+                    None => future::pending().await,
+                }
+            }, if sending.is_some() => {
+                sent?;
+                sending = None;
+            }
+            read = reader.read(next.room()), if !reader.ended && !next.is_full() => {
+                next.filled(read.map_err(RunError::Stdin)?);
+            }
         }
-        buffer.truncate(READ_OFFSET + read);
-        let framed = framing.frame_read(buffer)?;
-        if !framed.is_empty() {
-            writer.send_input(framed).await?;
+        if sending.is_none() {
+            if !next.is_empty() {
+                let framed = framing
+                    .frame_read(std::mem::replace(&mut next, ReadBuffer::new()).into_read())?;
+                sending = Some(Box::pin(writer.send_input(framed)));
+            } else if reader.ended {
+                break;
+            }
         }
     }
     framing.finish(&mut wire)?;
@@ -278,6 +293,44 @@ async fn pump_streamed_input(
     writer.send_input(Bytes::from(wire)).await?;
     tracing::debug!("input sent");
     Ok(())
+}
+
+/// Input being read for the next send: room for a chunk header (`READ_OFFSET`), then up to
+/// [`INPUT_CHUNK`] bytes.
+struct ReadBuffer {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl ReadBuffer {
+    fn new() -> Self {
+        Self {
+            bytes: vec![0; READ_OFFSET + INPUT_CHUNK],
+            len: 0,
+        }
+    }
+
+    fn room(&mut self) -> &mut [u8] {
+        &mut self.bytes[READ_OFFSET + self.len..]
+    }
+
+    fn filled(&mut self, read: usize) {
+        self.len += read;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == INPUT_CHUNK
+    }
+
+    /// The header room and the bytes read, as [`InputFraming::frame_read`] takes them.
+    fn into_read(mut self) -> Vec<u8> {
+        self.bytes.truncate(READ_OFFSET + self.len);
+        self.bytes
+    }
 }
 
 /// Reads as much as is there at once: it waits for the first bytes, then takes whatever more is
