@@ -546,7 +546,7 @@ fn a_container_without_a_dd_that_counts_bytes_gets_the_file_as_base64_with_one_n
 
 /// 1 GiB in and out with memory that does not grow with the size: the peak RSS of each copy is
 /// compared with the same copy of 256 MiB, long enough for every buffer to have filled to its
-/// bound (a stream holds a window, never the file). Opt-in: about two minutes of a debug build;
+/// bound (a stream holds a window, never the file). Opt-in: about a minute of a debug build;
 /// `tests/bench/cp.sh` and `tests/bench/stdio.sh` measure the release build's peak at 1 GiB.
 #[test]
 #[ignore = "1.25 GiB each way: cargo test -p ecs-exec --test suite gibibyte -- --ignored"]
