@@ -142,17 +142,11 @@ fn parse_response(status: u16, body: &[u8]) -> Result<ResumedSession, SsmError> 
         .map_err(|_| SsmError::Malformed(format!("HTTP {status} with a body that is not JSON")))?;
     let text = |name: &str| json.get(name).and_then(|value| value.as_str());
     if !(200..300).contains(&status) {
-        let code = text("__type")
-            .map(|kind| kind.rsplit('#').next().unwrap_or(kind).to_owned())
-            .unwrap_or_else(|| "UnknownError".to_owned());
-        let message = text("message")
-            .or_else(|| text("Message"))
-            .unwrap_or_default()
-            .to_owned();
+        let aws = crate::aws_json::error_info(body, None);
         return Err(SsmError::Api {
             status,
-            code,
-            message,
+            code: aws.code.unwrap_or_else(|| "UnknownError".to_owned()),
+            message: aws.message.unwrap_or_default(),
         });
     }
     match (text("StreamUrl"), text("TokenValue")) {
