@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::ecs::AwsErrorInfo;
-use crate::signed_http::{self, Answer, SignedHttp, SignedHttpError};
+use crate::signed_http::{self, Answer, Post, SignedHttp, SignedHttpError};
 
 /// The largest answer read: a DescribeTasks of 100 tasks is a few hundred KiB.
 const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
@@ -263,14 +263,14 @@ impl JsonService {
             ("content-type", "application/x-amz-json-1.1"),
             ("x-amz-target", target),
         ];
-        let sent = self.http.post_unbounded(
-            &self.endpoint,
-            self.signing_name,
-            &self.region,
-            &headers,
+        let sent = self.http.post_unbounded(Post {
+            endpoint: &self.endpoint,
+            service: self.signing_name,
+            region: &self.region,
+            headers: &headers,
             body,
-            MAX_RESPONSE_BYTES,
-        );
+            max_response: MAX_RESPONSE_BYTES,
+        });
         let answer = match self.policy.attempt_timeout {
             Some(limit) => tokio::time::timeout(limit, sent).await.map_err(|_| {
                 CallError::Timeout(format!(

@@ -45,6 +45,18 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// A `POST` to sign (for `service` in `region`) and send to `endpoint` with these headers and
+/// body; at most `max_response` bytes of the answer are read.
+#[derive(Debug)]
+pub struct Post<'a> {
+    pub endpoint: &'a str,
+    pub service: &'a str,
+    pub region: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: Bytes,
+    pub max_response: usize,
+}
+
 /// The signer and HTTP client.
 #[derive(Clone)]
 pub struct SignedHttp {
@@ -77,44 +89,25 @@ impl SignedHttp {
         &self.credentials
     }
 
-    /// Signs (for `service` in `region`) and sends `POST endpoint` with these headers and body;
-    /// reads at most `max_response` bytes of the answer.
-    pub async fn post(
-        &self,
-        endpoint: &str,
-        service: &str,
-        region: &str,
-        headers: &[(&str, &str)],
-        body: Bytes,
-        max_response: usize,
-    ) -> Result<Answer, SignedHttpError> {
-        tokio::time::timeout(
-            CALL_TIMEOUT,
-            self.post_unbounded(endpoint, service, region, headers, body, max_response),
-        )
-        .await
-        .map_err(|_| SignedHttpError::Timeout)?
+    /// Signs and sends `post`, bounded by [`CALL_TIMEOUT`].
+    pub async fn post(&self, post: Post<'_>) -> Result<Answer, SignedHttpError> {
+        tokio::time::timeout(CALL_TIMEOUT, self.post_unbounded(post))
+            .await
+            .map_err(|_| SignedHttpError::Timeout)?
     }
 
     /// [`SignedHttp::post`] without its [`CALL_TIMEOUT`]: for callers that bound each attempt
     /// themselves (the AWS JSON calls, with the configured timeouts and retries).
-    pub async fn post_unbounded(
-        &self,
-        endpoint: &str,
-        service: &str,
-        region: &str,
-        headers: &[(&str, &str)],
-        body: Bytes,
-        max_response: usize,
-    ) -> Result<Answer, SignedHttpError> {
+    pub async fn post_unbounded(&self, post: Post<'_>) -> Result<Answer, SignedHttpError> {
         let signed = Signed {
             method: "POST",
-            url: endpoint,
-            service,
-            region,
+            url: post.endpoint,
+            service: post.service,
+            region: post.region,
             settings: aws_sigv4::http_request::SigningSettings::default(),
         };
-        self.call(signed, headers, body, max_response).await
+        self.call(signed, post.headers, post.body, post.max_response)
+            .await
     }
 
     /// Signs (for S3 in `region`) and sends `GET url` without a body; reads at most

@@ -11,7 +11,7 @@ use aws_config::SdkConfig;
 use bytes::Bytes;
 
 use crate::ecs::ChannelToken;
-use crate::signed_http::{self, Answer, SignedHttp, SignedHttpError};
+use crate::signed_http::{self, Answer, Post, SignedHttp, SignedHttpError};
 
 pub use crate::signed_http::CALL_TIMEOUT;
 /// A ResumeSession answer is a few hundred bytes; anything far larger is not one.
@@ -106,17 +106,17 @@ impl SsmApi {
     async fn call(&self, target: &str, session_id: &str) -> Result<Answer, SsmError> {
         let body = Bytes::from(serde_json::json!({ "SessionId": session_id }).to_string());
         self.http
-            .post(
-                &self.endpoint,
-                SIGNING_NAME,
-                &self.region,
-                &[
+            .post(Post {
+                endpoint: &self.endpoint,
+                service: SIGNING_NAME,
+                region: &self.region,
+                headers: &[
                     ("content-type", "application/x-amz-json-1.1"),
                     ("x-amz-target", target),
                 ],
                 body,
-                MAX_RESPONSE_BYTES,
-            )
+                max_response: MAX_RESPONSE_BYTES,
+            })
             .await
             .map_err(|error| match error {
                 SignedHttpError::Credentials(reason) => SsmError::Credentials(reason),

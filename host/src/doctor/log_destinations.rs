@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::checks::{BucketFacts, LogGroupFacts};
 use super::query::{QueryError, element_texts};
-use crate::signed_http::{self, SignedHttp};
+use crate::signed_http::{self, Post, SignedHttp};
 
 /// One DescribeLogGroups page (50 groups) or one GetBucketEncryption answer is a few kilobytes.
 const MAX_RESPONSE_BYTES: usize = 512 * 1024;
@@ -68,17 +68,17 @@ impl LogDestinationsApi {
             }
             let answer = self
                 .http
-                .post(
-                    &self.logs_endpoint,
-                    "logs",
-                    &self.region,
-                    &[
+                .post(Post {
+                    endpoint: &self.logs_endpoint,
+                    service: "logs",
+                    region: &self.region,
+                    headers: &[
                         ("content-type", "application/x-amz-json-1.1"),
                         ("x-amz-target", "Logs_20140328.DescribeLogGroups"),
                     ],
-                    Bytes::from(request.to_string()),
-                    MAX_RESPONSE_BYTES,
-                )
+                    body: Bytes::from(request.to_string()),
+                    max_response: MAX_RESPONSE_BYTES,
+                })
                 .await?;
             match parse_log_groups(answer.status, &answer.body, name)? {
                 LogGroupPage::Found(facts) => return Ok(facts),

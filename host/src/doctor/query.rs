@@ -9,7 +9,7 @@ use aws_config::SdkConfig;
 use bytes::Bytes;
 
 use super::checks::{Decisions, Identity};
-use crate::signed_http::{self, SignedHttp, SignedHttpError};
+use crate::signed_http::{self, Post, SignedHttp, SignedHttpError};
 
 /// A GetCallerIdentity or SimulatePrincipalPolicy answer is a few kilobytes.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
@@ -141,17 +141,17 @@ impl QueryApi {
         let body = Bytes::from(form_encode(params));
         let answer = self
             .http
-            .post(
+            .post(Post {
                 endpoint,
                 service,
                 region,
-                &[(
+                headers: &[(
                     "content-type",
                     "application/x-www-form-urlencoded; charset=utf-8",
                 )],
                 body,
-                MAX_RESPONSE_BYTES,
-            )
+                max_response: MAX_RESPONSE_BYTES,
+            })
             .await?;
         let xml = String::from_utf8_lossy(&answer.body).into_owned();
         if (200..300).contains(&answer.status) {
