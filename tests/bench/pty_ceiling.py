@@ -51,26 +51,32 @@ def output_ceiling(size):
           f"bytes on average, {'all' if total == size * 1048576 else 'NOT all'} bytes")
 
 
-def raw_ceiling(size):
-    data = os.urandom(size * 1024 * 1024)
+def through_pty(setup, reader, data, pieces):
+    """Runs `setup; reader | sha256sum` under a pty, waits until `setup` has run (as the adapter's
+    ready marker makes ecs-exec wait), writes `pieces` into the master side, and returns the
+    seconds that took and whether the digest is that of `data`."""
     with tempfile.TemporaryDirectory() as work:
         result = os.path.join(work, "sum")
         ready = os.path.join(work, "ready")
         pid, fd = pty.fork()
         if pid == 0:
-            os.execvp("sh", ["sh", "-c",
-                             f"stty raw -echo; : > {ready}; head -c {len(data)} | sha256sum > {result}"])
-        # Wait for `stty` to have run, as the adapter's ready marker makes ecs-exec wait.
+            os.execvp("sh", ["sh", "-c", f"{setup}; : > {ready}; {reader} | sha256sum > {result}"])
         while not os.path.exists(ready):
             time.sleep(0.01)
         start = time.monotonic()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view[:65536]):]
+        for piece in pieces:
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(fd, view[:65536]):]
         os.waitpid(pid, 0)
         elapsed = time.monotonic() - start
         with open(result) as f:
-            ok = f.read().split()[0] == hashlib.sha256(data).hexdigest()
+            return elapsed, f.read().split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def raw_ceiling(size):
+    data = os.urandom(size * 1024 * 1024)
+    elapsed, ok = through_pty("stty raw -echo", f"head -c {len(data)}", data, [data])
     print(f"{size} MiB through a raw pty into head -c | sha256sum: {elapsed:.2f} s, "
           f"{size / elapsed:.1f} MiB/s, digest {'matches' if ok else 'DIFFERS'}")
 
@@ -85,22 +91,6 @@ size = int(sys.argv[1]) if len(sys.argv) > 1 else 64
 data = os.urandom(size * 1024 * 1024)
 encoded = base64.b64encode(data)
 lines = [encoded[i:i + 4092] + b"\n" for i in range(0, len(encoded), 4092)]
-with tempfile.TemporaryDirectory() as work:
-    result = os.path.join(work, "sum")
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execvp("sh", ["sh", "-c", f"stty -echo -opost; base64 -d | sha256sum > {result}"])
-    # Wait for `stty` to have run, as the adapter's ready marker makes ecs-exec wait.
-    time.sleep(0.3)
-    start = time.monotonic()
-    for line in lines:
-        view = memoryview(line)
-        while view:
-            view = view[os.write(fd, view):]
-    os.write(fd, b"\x04")
-    os.waitpid(pid, 0)
-    elapsed = time.monotonic() - start
-    with open(result) as f:
-        ok = f.read().split()[0] == hashlib.sha256(data).hexdigest()
+elapsed, ok = through_pty("stty -echo -opost", "base64 -d", data, lines + [b"\x04"])
 print(f"{size} MiB through a pty into base64 -d | sha256sum: {elapsed:.2f} s, "
       f"{size / elapsed:.1f} MiB/s, digest {'matches' if ok else 'DIFFERS'}")

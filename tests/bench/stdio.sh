@@ -21,7 +21,7 @@ for tool in hyperfine /usr/bin/time python3; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing" >&2; exit 1; }
 done
 
-source "$(dirname "$0")/emulator.sh"
+source "$here/emulator.sh"
 run="$ecs_exec --endpoint-url $endpoint --cluster demo --service-name web"
 
 size_mib=${SIZE_MIB:-256}

@@ -27,8 +27,9 @@ const PRELUDE: &str = r#"t=$1; say() { printf 'ecs-exec-cp: %s\n' "$*"; }; end()
 /// with the ready marker's stem `$m` and a letter, and writes the `$n` bytes of the stream to
 /// FILE: `R`, the bytes as they are on a raw terminal, read by `dd` (exactly `$n` of them: the
 /// digest line follows, and `head -c` may read ahead into it); `B`, base64 lines through a
-/// canonical one (no `dd` that counts bytes, or a terminal that cannot be raw). `refuse` announces `X`, a way that
-/// takes no input: the host drops what comes before a marker, and the message must reach it.
+/// canonical one (no `dd` that counts bytes, or a terminal that cannot be raw). `refuse`
+/// announces `X`, a way that takes no input: the host drops what comes before a marker, and the
+/// message must reach it.
 const RECEIVE: &str = r#"refuse() { printf %s "${m}X"; say "$1"; end "${2:-73}"; }; way() { i=B; if dd if=/dev/null count=0 iflag=count_bytes,fullblock 2>/dev/null; then if [ ! -t 0 ]; then i=R; elif stty raw -echo 2>/dev/null; then i=R; fi; fi; }; receive() { printf %s "$m$i"; if [ $i = R ]; then dd bs=65536 count="$n" iflag=count_bytes,fullblock 2>/dev/null > "$1"; else base64 -d > "$1"; fi; }; "#;
 
 /// Receives a file of `$5` bytes into `$3` with mode `$4` (octal). Takes its way once the

@@ -268,8 +268,8 @@ pub fn busybox_world_with_a_dd_that_cannot_count_bytes() -> (World, tempfile::Te
 }
 
 /// Runs `command` with `input` on stdin and reads its peak RSS (VmHWM) while it runs: the
-/// figure read last before it exits is a lower bound of the true peak, so the check below can
-/// miss a late spike but never fails without one.
+/// figure read last before it exits is a lower bound of the true peak, so a check on it can miss
+/// a late spike but never fails without one.
 pub fn run_measuring_peak_rss(
     mut command: Command,
     input: &[u8],
