@@ -9,7 +9,7 @@
 //! of the build. Nothing here logs
 //! the body, the credentials or the signature.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use aws_config::SdkConfig;
@@ -277,20 +277,31 @@ fn https_connector(
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(connect_timeout);
-    let provider = || Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider())
-    {
-        Ok(builder) => builder,
-        Err(error) => {
-            tracing::debug!(%error, "no system root certificates");
-            let config = rustls::ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .ok()?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-        }
-    };
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config()?);
     Some(builder.https_or_http().enable_http1().wrap_connector(http))
+}
+
+/// The TLS settings of every client of the process (ECS, KMS, SSM, doctor's calls), made once:
+/// reading the system's root certificates means parsing every file of the bundle and of
+/// `SSL_CERT_DIR`, and a one-off builds three clients.
+fn tls_config() -> Option<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Option<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let builder = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .ok()?;
+            let config = match hyper_rustls::ConfigBuilderExt::with_native_roots(builder.clone()) {
+                Ok(with_roots) => with_roots.with_no_client_auth(),
+                Err(error) => {
+                    tracing::debug!(%error, "no system root certificates");
+                    builder
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                }
+            };
+            Some(config)
+        })
+        .clone()
 }
