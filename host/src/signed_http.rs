@@ -305,3 +305,18 @@ fn tls_config() -> Option<rustls::ClientConfig> {
         })
         .clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_client_shares_one_tls_config() {
+        let (first, second) = (tls_config().unwrap(), tls_config().unwrap());
+        // A config made anew would hold a provider of its own.
+        assert!(Arc::ptr_eq(
+            first.crypto_provider(),
+            second.crypto_provider()
+        ));
+    }
+}
