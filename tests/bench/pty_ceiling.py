@@ -51,10 +51,20 @@ def output_ceiling(size):
           f"bytes on average, {'all' if total == size * 1048576 else 'NOT all'} bytes")
 
 
+def machine_cpu_ms():
+    """CPU time of the whole machine so far, from /proc/stat: (busy, stolen by the hypervisor)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    ms = 1000 // os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq) * ms, steal * ms
+
+
 def through_pty(setup, reader, data, pieces):
     """Runs `setup; reader | sha256sum` under a pty, waits until `setup` has run (as the adapter's
     ready marker makes ecs-exec wait), writes `pieces` into the master side, and returns the
-    seconds that took and whether the digest is that of `data`."""
+    seconds that took, whether the digest is that of `data`, and the machine's CPU time (busy,
+    stolen) in milliseconds meanwhile."""
     with tempfile.TemporaryDirectory() as work:
         result = os.path.join(work, "sum")
         ready = os.path.join(work, "ready")
@@ -63,6 +73,7 @@ def through_pty(setup, reader, data, pieces):
             os.execvp("sh", ["sh", "-c", f"{setup}; : > {ready}; {reader} | sha256sum > {result}"])
         while not os.path.exists(ready):
             time.sleep(0.01)
+        busy0, steal0 = machine_cpu_ms()
         start = time.monotonic()
         for piece in pieces:
             view = memoryview(piece)
@@ -70,15 +81,18 @@ def through_pty(setup, reader, data, pieces):
                 view = view[os.write(fd, view[:65536]):]
         os.waitpid(pid, 0)
         elapsed = time.monotonic() - start
+        busy1, steal1 = machine_cpu_ms()
         with open(result) as f:
-            return elapsed, f.read().split()[0] == hashlib.sha256(data).hexdigest()
+            ok = f.read().split()[0] == hashlib.sha256(data).hexdigest()
+        return elapsed, ok, (busy1 - busy0, steal1 - steal0)
 
 
 def raw_ceiling(size):
     data = os.urandom(size * 1024 * 1024)
-    elapsed, ok = through_pty("stty raw -echo", f"head -c {len(data)}", data, [data])
+    elapsed, ok, (busy, steal) = through_pty("stty raw -echo", f"head -c {len(data)}", data, [data])
     print(f"{size} MiB through a raw pty into head -c | sha256sum: {elapsed:.2f} s, "
-          f"{size / elapsed:.1f} MiB/s, digest {'matches' if ok else 'DIFFERS'}")
+          f"{size / elapsed:.1f} MiB/s, digest {'matches' if ok else 'DIFFERS'}; the machine's "
+          f"CPU meanwhile: busy {busy} ms, stolen by the hypervisor {steal} ms")
 
 
 if len(sys.argv) > 1 and sys.argv[1] == "--raw":
@@ -91,6 +105,6 @@ size = int(sys.argv[1]) if len(sys.argv) > 1 else 64
 data = os.urandom(size * 1024 * 1024)
 encoded = base64.b64encode(data)
 lines = [encoded[i:i + 4092] + b"\n" for i in range(0, len(encoded), 4092)]
-elapsed, ok = through_pty("stty -echo -opost", "base64 -d", data, lines + [b"\x04"])
+elapsed, ok, _ = through_pty("stty -echo -opost", "base64 -d", data, lines + [b"\x04"])
 print(f"{size} MiB through a pty into base64 -d | sha256sum: {elapsed:.2f} s, "
       f"{size / elapsed:.1f} MiB/s, digest {'matches' if ok else 'DIFFERS'}")

@@ -5,7 +5,8 @@
 #     (length known: stream-bytes, `head -c N`) and from a pipe (stream-chunks, `dd`), against a
 #     local pty in raw mode carrying the same bytes into `head -c N | sha256sum`;
 #   - where the CPU of one stdin run goes: ecs-exec, the emulator, and the rest of the machine
-#     (the remote terminal and the programs reading it), against the cores' capacity;
+#     (the remote terminal and the programs reading it), against the cores' capacity, and what
+#     the hypervisor took meanwhile (steal: on a shared virtual machine the figures swing with it);
 #   - remote -> stdout (`head -c N /dev/zero`), against a local pty read to the end;
 #   - stderr apart: SIZE_MIB / 16 written to the remote fd 2, which comes back framed (`od | sed`);
 #   - peak RSS of ecs-exec moving 1 GiB (BIG_MIB) each way (memory must not grow with the size).
@@ -42,14 +43,15 @@ hyperfine --runs 3 \
 # Where the CPU goes in one run from a file: ecs-exec, the emulator (which plays the agent, here
 # on the same two cores) and the rest of the machine (the remote terminal, `head`, `sha256sum`).
 busy() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+stolen() { awk '/^cpu /{ print $9 }' /proc/stat; }
 emulator_cpu() { awk '{ print $14 + $15 }' "/proc/$emulator_pid/stat"; }
 ticks=$(getconf CLK_TCK)
-machine0=$(busy); emulator0=$(emulator_cpu); start=$(date +%s%N)
+machine0=$(busy); steal0=$(stolen); emulator0=$(emulator_cpu); start=$(date +%s%N)
 /usr/bin/time -f '%U %S' -o "$work/cpu" $run --pipe sha256sum <"$work/data" >/dev/null
 wall=$(( ($(date +%s%N) - start) / 1000000 ))
-machine=$(( ($(busy) - machine0) * 1000 / ticks )); emulator_ms=$(( ($(emulator_cpu) - emulator0) * 1000 / ticks ))
+machine=$(( ($(busy) - machine0) * 1000 / ticks )); steal=$(( ($(stolen) - steal0) * 1000 / ticks )); emulator_ms=$(( ($(emulator_cpu) - emulator0) * 1000 / ticks ))
 ecs_exec_ms=$(awk '{ printf "%d", ($1 + $2) * 1000 }' "$work/cpu")
-echo "== CPU of one ${size_mib} MiB run from a file, in ${wall} ms: ecs-exec ${ecs_exec_ms} ms, emulator ${emulator_ms} ms, everything else $((machine - ecs_exec_ms - emulator_ms)) ms; $(nproc) cores busy ${machine} ms of $((wall * $(nproc))) ms"
+echo "== CPU of one ${size_mib} MiB run from a file, in ${wall} ms: ecs-exec ${ecs_exec_ms} ms, emulator ${emulator_ms} ms, everything else $((machine - ecs_exec_ms - emulator_ms)) ms; $(nproc) cores busy ${machine} ms of $((wall * $(nproc))) ms; stolen by the hypervisor ${steal} ms"
 echo "== ${size_mib} MiB remote -> stdout (head -c from /dev/zero)"
 hyperfine --runs 3 \
   --command-name "ecs-exec remote head -c" "$run --pipe 'head -c $bytes /dev/zero' < /dev/null > /dev/null" \
