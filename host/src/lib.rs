@@ -12,6 +12,7 @@
 //! - [`kms`] gets the data key of a KMS-encrypted session (KMS GenerateDataKey);
 //! - [`ssm`] resumes a data channel session whose websocket dropped (SSM ResumeSession);
 //! - [`signed_http`] signs the few AWS calls made without an SDK crate (SSM, STS, IAM);
+//! - [`tls`] is the one TLS client configuration both of those and the websocket use;
 //! - [`run`] wires one-off and interactive runs together;
 //! - [`exit`] is the table of `ecs-exec`'s own exit codes (sysexits style).
 
@@ -29,3 +30,4 @@ pub mod run;
 pub mod signed_http;
 pub mod ssm;
 pub mod terminal;
+pub mod tls;

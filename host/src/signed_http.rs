@@ -9,7 +9,6 @@
 //! of the build. Nothing here logs
 //! the body, the credentials or the signature.
 
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use aws_config::SdkConfig;
@@ -268,55 +267,15 @@ pub fn dns_suffix(region: &str) -> &'static str {
     }
 }
 
-/// HTTPS with the system's roots, verified as rustls always does. A machine without any root
-/// certificate still gets a connector: http:// endpoints (a local emulator) work and https://
-/// ones fail verification. TCP connects give up after `connect_timeout`.
+/// HTTPS with the process's TLS configuration (`crate::tls`), verified as rustls always does.
+/// TCP connects give up after `connect_timeout`.
 fn https_connector(
     connect_timeout: Option<std::time::Duration>,
 ) -> Option<hyper_rustls::HttpsConnector<HttpConnector>> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(connect_timeout);
-    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config()?);
+    let tls = crate::tls::client_config()?;
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config((*tls).clone());
     Some(builder.https_or_http().enable_http1().wrap_connector(http))
-}
-
-/// The TLS settings of every client of the process (ECS, KMS, SSM, doctor's calls), made once:
-/// reading the system's root certificates means parsing every file of the bundle and of
-/// `SSL_CERT_DIR`, and a one-off builds three clients.
-fn tls_config() -> Option<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Option<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-            let builder = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .ok()?;
-            let config = match hyper_rustls::ConfigBuilderExt::with_native_roots(builder.clone()) {
-                Ok(with_roots) => with_roots.with_no_client_auth(),
-                Err(error) => {
-                    tracing::debug!(%error, "no system root certificates");
-                    builder
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth()
-                }
-            };
-            Some(config)
-        })
-        .clone()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_client_shares_one_tls_config() {
-        let (first, second) = (tls_config().unwrap(), tls_config().unwrap());
-        // A config made anew would hold a provider of its own.
-        assert!(Arc::ptr_eq(
-            first.crypto_provider(),
-            second.crypto_provider()
-        ));
-    }
 }

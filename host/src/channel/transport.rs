@@ -1,7 +1,8 @@
 //! The websocket driver: the only async code of the data channel.
 //!
-//! Dials `streamUrl` verbatim (ws:// or wss://, TLS certificates always verified against the
-//! system roots, an HTTP CONNECT proxy from the environment when one applies), then runs one
+//! Dials `streamUrl` verbatim (ws:// or wss://, TLS certificates always verified, against the
+//! system roots of the process's one TLS configuration (`crate::tls`) unless the caller gives
+//! another; an HTTP CONNECT proxy from the environment when one applies), then runs one
 //! task that owns the [`Session`] and a single `select!` over the socket, the caller's
 //! commands, event delivery and one timer armed from `poll_timeout`. Expiry is decided by
 //! the clock, not by which future woke. Writes are batched (feed, then one flush).
@@ -161,6 +162,9 @@ pub struct ConnectParams {
     /// Where data keys come from when the agent asks for KMS encryption; without one such a
     /// session fails with [`KmsError::NoKeySource`].
     pub data_keys: Option<Arc<dyn DataKeySource>>,
+    /// TLS for wss://; `None` uses the process's configuration (the system's roots), which the
+    /// AWS calls have read already.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ConnectParams {
@@ -173,6 +177,7 @@ impl ConnectParams {
             connect_timeout: Duration::from_secs(20),
             resume: None,
             data_keys: None,
+            tls: None,
         }
     }
 }
@@ -187,6 +192,7 @@ impl fmt::Debug for ConnectParams {
             .field("connect_timeout", &self.connect_timeout)
             .field("resume", &self.resume)
             .field("data_keys", &self.data_keys.is_some())
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -805,10 +811,26 @@ async fn dial(params: &ConnectParams) -> Result<Socket, TransportError> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_SIZE))
         .max_frame_size(Some(MAX_MESSAGE_SIZE));
-    match tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(config), None).await {
+    let connector = tls_connector(params, target.secure);
+    match tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(config), connector)
+        .await
+    {
         Ok((socket, _response)) => Ok(socket),
         Err(error) => Err(handshake_error(error, &target)),
     }
+}
+
+/// The websocket's TLS: none for ws://; for wss:// the caller's configuration, or else the
+/// process's one. Without a connector tokio-tungstenite would read the system's roots again.
+fn tls_connector(params: &ConnectParams, secure: bool) -> Option<tokio_tungstenite::Connector> {
+    if !secure {
+        return None;
+    }
+    params
+        .tls
+        .clone()
+        .or_else(crate::tls::client_config)
+        .map(tokio_tungstenite::Connector::Rustls)
 }
 
 async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, TransportError> {
@@ -917,6 +939,31 @@ async fn write_outgoing(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rustls_config(connector: Option<tokio_tungstenite::Connector>) -> Arc<rustls::ClientConfig> {
+        match connector {
+            Some(tokio_tungstenite::Connector::Rustls(config)) => config,
+            Some(_) => panic!("a connector that is not rustls"),
+            None => panic!("no connector: tokio-tungstenite would read the roots itself"),
+        }
+    }
+
+    #[test]
+    fn wss_uses_the_process_tls_configuration_unless_given_one() {
+        let mut params = ConnectParams::new("wss://h/x", "t");
+        let shared = crate::tls::client_config().expect("a TLS configuration");
+        assert!(Arc::ptr_eq(
+            &rustls_config(tls_connector(&params, true)),
+            &shared
+        ));
+        assert!(tls_connector(&params, false).is_none(), "ws:// has no TLS");
+        let own = Arc::new((*shared).clone());
+        params.tls = Some(Arc::clone(&own));
+        assert!(Arc::ptr_eq(
+            &rustls_config(tls_connector(&params, true)),
+            &own
+        ));
+    }
 
     #[test]
     fn stream_urls_are_parsed_for_dialling() {

@@ -1,7 +1,10 @@
 //! The websocket driver against tiny loopback servers written here (tokio-tungstenite
-//! accept) that play a minimal agent: a whole session, and each failure as a typed error.
+//! accept, and TLS for wss:// with the test certificates of `tests/fixtures/tls`) that play a
+//! minimal agent: a whole session, and each failure as a typed error.
 //! No sleeps: every step waits on a socket or channel event.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,7 +14,9 @@ use ecs_exec::channel::session::Event;
 use ecs_exec::channel::transport::{ConnectParams, DataChannel, ProxySetting};
 use ecs_exec::channel::{ChannelError, Closure, TransportError};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -45,7 +50,9 @@ async fn accept(listener: &TcpListener) -> (ServerSocket, String) {
     (socket, uri)
 }
 
-async fn read_open(socket: &mut ServerSocket) -> OpenDataChannel {
+async fn read_open<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut WebSocketStream<S>,
+) -> OpenDataChannel {
     loop {
         match socket.next().await.expect("open frame").expect("read") {
             Message::Text(text) => return OpenDataChannel::from_json(&text).expect("json"),
@@ -56,7 +63,7 @@ async fn read_open(socket: &mut ServerSocket) -> OpenDataChannel {
 }
 
 /// Next binary frame from the client, answering pings on the way.
-async fn next_frame(socket: &mut ServerSocket) -> Frame {
+async fn next_frame<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut WebSocketStream<S>) -> Frame {
     loop {
         match socket.next().await.expect("frame").expect("read") {
             Message::Binary(bytes) => return Frame::decode(&bytes).expect("client frame"),
@@ -67,7 +74,10 @@ async fn next_frame(socket: &mut ServerSocket) -> Frame {
 }
 
 /// Ends the session from the agent's side.
-async fn send_channel_closed(socket: &mut ServerSocket, closed: &ChannelClosed) {
+async fn send_channel_closed<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut WebSocketStream<S>,
+    closed: &ChannelClosed,
+) {
     let frame = Frame::control(
         MessageType::ChannelClosed,
         closed.to_bytes(),
@@ -230,6 +240,109 @@ async fn wss_to_a_server_that_does_not_speak_tls_is_a_tls_error() {
         matches!(error, ChannelError::Transport(TransportError::Tls { .. })),
         "{error:?}"
     );
+}
+
+fn tls_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+}
+
+fn aws_lc_rs() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// TLS for a server at `localhost`, with a certificate from the test CA.
+fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+    let chain = CertificateDer::pem_file_iter(tls_fixture("localhost.pem"))
+        .expect("certificate file")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificate");
+    let key = PrivateKeyDer::from_pem_file(tls_fixture("localhost.key")).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(aws_lc_rs())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A client configuration that trusts the test CA and nothing else.
+fn trusting_the_test_ca() -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(tls_fixture("ca.pem")).expect("CA"))
+        .expect("CA root");
+    let config = rustls::ClientConfig::builder_with_provider(aws_lc_rs())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+#[tokio::test]
+async fn a_whole_session_over_wss_with_a_trusted_certificate() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let acceptor = tls_acceptor();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let tls = acceptor.accept(tcp).await.expect("TLS handshake");
+        let mut socket = tokio_tungstenite::accept_async(tls)
+            .await
+            .expect("websocket upgrade");
+        let open = read_open(&mut socket).await;
+        socket.send(output(0, b"over TLS")).await.expect("send");
+        let ack = next_frame(&mut socket).await;
+        assert_eq!(ack.message_type, MessageType::Acknowledge);
+        let closed = ChannelClosed {
+            output: "done".to_owned(),
+            ..ChannelClosed::default()
+        };
+        send_channel_closed(&mut socket, &closed).await;
+        open.token_value
+    });
+    let mut params = params(format!("wss://localhost:{port}/v1/data-channel/s"));
+    params.tls = Some(trusting_the_test_ca());
+    let (_writer, mut events) = DataChannel::connect(params)
+        .await
+        .expect("connect over wss");
+    let mut output = Vec::new();
+    loop {
+        match next_event(&mut events).await {
+            Event::Output(bytes) => output.extend_from_slice(&bytes),
+            Event::Closed { output } => break assert_eq!(output, "done"),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    assert_eq!(output, b"over TLS");
+    let token = within("the server task", server).await.expect("server");
+    assert_eq!(token, "loopback-token");
+}
+
+#[tokio::test]
+async fn wss_to_a_certificate_from_an_unknown_authority_is_a_tls_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let acceptor = tls_acceptor();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        // The client gives up during the handshake.
+        let _ = acceptor.accept(tcp).await;
+    });
+    // The default configuration: the system's roots, which do not hold the test CA.
+    let error = DataChannel::connect(params(format!("wss://localhost:{port}/x")))
+        .await
+        .expect_err("an unknown certificate authority");
+    match error {
+        ChannelError::Transport(TransportError::Tls { host, reason }) => {
+            assert_eq!(host, "localhost");
+            assert!(reason.contains("UnknownIssuer"), "{reason}");
+        }
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
 }
 
 #[tokio::test]
