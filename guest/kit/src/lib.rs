@@ -300,9 +300,11 @@ fn one_off(argv: &[String], request: &Request<'_>, trailer: String) -> PlanParts
                  else i=B; {line_mode}; fi; fi; "
             );
             // Ctrl-C is data while the terminal is raw; once the input is in, it interrupts
-            // the program again.
+            // the program again. Only once all of it is in: a reader that stopped early (the
+            // program exited without reading) leaves bytes on their way, and with signal
+            // characters on, a 0x03 or 0x1C among them would kill the shell before its trailer.
             let feed = format!(
-                r#"f() {{ if [ $i = R ]; then {raw_read}; stty isig 2>/dev/null; else base64 -d; fi; }}; "#
+                r#"f() {{ if [ $i = R ]; then {raw_read} && stty isig 2>/dev/null; else base64 -d; fi; }}; "#
             );
             (setup + &feed, Some("f".to_owned()), mode, Some(tool))
         }
@@ -510,6 +512,66 @@ mod tests {
             input,
             nonce: "0123456789abcdef",
         }
+    }
+
+    /// Runs a one-off's bootstrap with the local `sh`, `stdin` as its input (not a terminal, so
+    /// it is never made raw), `stty` replaced by a script that logs its arguments, and each of
+    /// `fakes` (name, shell body) in place of the tool of that name. Returns the `stty` log.
+    #[cfg(unix)]
+    fn stty_calls(input_len: Option<u64>, fakes: &[(&str, &str)], stdin: &[u8]) -> String {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ecs-exec-kit-{}-{}",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("stty.log");
+        let stty = format!("printf '%s\\n' \"$*\" >> '{}'", log.display());
+        for (name, body) in fakes.iter().copied().chain([("stty", stty.as_str())]) {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let plan = wrap(&["cat".to_owned()], &request(false, None, input_len)).unwrap();
+        let words = split_words(&plan.command).unwrap();
+        let path = format!(
+            "{}:{}",
+            dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut child = std::process::Command::new(&words[0])
+            .args(&words[1..])
+            .env("PATH", path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // The script may stop reading early, which is what some cases test.
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        child.wait().unwrap();
+        let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        std::fs::remove_dir_all(&dir).unwrap();
+        calls
+    }
+
+    /// Signal characters come back on only once the raw input is all read: bytes still on
+    /// their way after a reader stopped early would be taken as Ctrl-C or Ctrl-\.
+    #[cfg(unix)]
+    #[test]
+    fn signal_characters_come_back_only_after_all_the_raw_input_was_read() {
+        // stream-bytes: `head -c "$n"`.
+        assert_eq!(stty_calls(Some(5), &[], b"hello"), "isig\n");
+        let killed_by_sigpipe = [("head", "exit 141")];
+        assert_eq!(stty_calls(Some(5), &killed_by_sigpipe, b"hello"), "");
+        // stream-chunks: a `dd` per chunk, up to the `0` chunk.
+        assert_eq!(stty_calls(None, &[], b"5\nhello0\n"), "isig\n");
+        let killed_by_sigpipe = [("dd", "exit 141")];
+        assert_eq!(stty_calls(None, &killed_by_sigpipe, b"5\nhello0\n"), "");
     }
 
     #[test]
