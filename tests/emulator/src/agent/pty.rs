@@ -5,6 +5,12 @@
 //! [`PtyMaster`] is the non-blocking master side (async read, write, resize); [`ProcessGroup`]
 //! owns the child and kills its whole process group when dropped, so no command outlives its
 //! session or the emulator. The emulator's own `AWS_*` variables never reach a command.
+//!
+//! The command's exit is seen through a pidfd without reaping it: the leader stays a zombie
+//! until its group has been killed and the group is dropped. A reaped leader frees its pid, the
+//! group's id, for the next process; a later `killpg` on it then killed whatever new session
+//! had been given that pid (here `pid_max` is 32768 and a test run starts thousands of
+//! processes).
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -54,8 +60,10 @@ pub struct PtyMaster {
 /// The command's process group; killed (SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct ProcessGroup {
-    child: tokio::process::Child,
-    pgid: Option<Pid>,
+    /// The leader's pid, which is also the group's id (the leader called setsid).
+    pid: Pid,
+    /// Readable once the leader has exited.
+    exit: AsyncFd<OwnedFd>,
     exited: bool,
     counters: Arc<Counters>,
 }
@@ -83,7 +91,8 @@ pub fn spawn(
         source: e.into_parts().1,
     })?;
 
-    let mut cmd = tokio::process::Command::new(program);
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(program);
     cmd.args(args);
     configure_environment(&mut cmd, exec);
     if let Some(dir) = &exec.working_directory {
@@ -119,6 +128,7 @@ pub fn spawn(
             Ok(())
         });
     }
+    // A std child is never reaped behind our back (tokio's would be, once dropped).
     let child = cmd.spawn().map_err(|source| SpawnError::Exec {
         program: program.clone(),
         source,
@@ -126,24 +136,48 @@ pub fn spawn(
     // The parent's copies of the slave must go, or the master never sees the end of output.
     drop(cmd);
     drop(pty.slave);
-    let pgid = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .map(Pid::from_raw);
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
     Counters::bump(&counters.processes_spawned);
     Counters::bump(&counters.processes_running);
-    Ok((
-        PtyMaster { fd: master },
-        ProcessGroup {
-            child,
-            pgid,
-            exited: false,
-            counters,
+    let group = ProcessGroup {
+        pid,
+        exit: match pidfd(pid) {
+            Ok(exit) => exit,
+            Err(source) => {
+                // Kill and reap it through the drop of a group that never saw it exit.
+                let _ = killpg(pid, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+                Counters::drop_one(&counters.processes_running);
+                return Err(SpawnError::Exec {
+                    program: program.clone(),
+                    source,
+                });
+            }
         },
-    ))
+        exited: false,
+        counters,
+    };
+    // `child` is only a pid now; the group waits for and reaps it.
+    drop(child);
+    Ok((PtyMaster { fd: master }, group))
 }
 
-fn configure_environment(cmd: &mut tokio::process::Command, exec: &ExecEnvironment) {
+/// A pidfd for `pid`, readable once it exits (Linux 5.3 or later).
+fn pidfd(pid: Pid) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
+    // SAFETY: `fd` was just returned by pidfd_open and nothing else owns it.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: the AsyncFd owns `fd` from here on; nothing else closes or replaces it.
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
+fn configure_environment(cmd: &mut std::process::Command, exec: &ExecEnvironment) {
     cmd.env_clear();
     let mut path = None;
     if exec.inherit_environment {
@@ -265,26 +299,38 @@ fn read_retrying(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 impl ProcessGroup {
-    /// Waits for the command itself to exit; returns its exit code (128+signal if killed).
+    /// Waits for the command itself to exit; returns its exit code (128+signal if killed). The
+    /// leader is left unreaped (see the module's comment).
     pub async fn wait(&mut self) -> io::Result<i32> {
-        let status = self.child.wait().await?;
-        if !self.exited {
-            self.exited = true;
-            Counters::drop_one(&self.counters.processes_running);
-            self.counters.notify();
+        use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+        loop {
+            let mut guard = self.exit.readable().await?;
+            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+            let status = match waitid(Id::PIDFd(self.exit.get_ref().as_fd()), flags) {
+                Ok(WaitStatus::StillAlive) => {
+                    guard.clear_ready();
+                    continue;
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => other.map_err(io::Error::from)?,
+            };
+            if !self.exited {
+                self.exited = true;
+                Counters::drop_one(&self.counters.processes_running);
+                self.counters.notify();
+            }
+            return Ok(match status {
+                WaitStatus::Exited(_, code) => code,
+                WaitStatus::Signaled(_, signal, _) => 128 + signal as i32,
+                _ => -1,
+            });
         }
-        use std::os::unix::process::ExitStatusExt;
-        Ok(status
-            .code()
-            .or_else(|| status.signal().map(|s| 128 + s))
-            .unwrap_or(-1))
     }
 
-    /// Sends a signal to the whole process group (ignored if it is gone).
+    /// Sends a signal to the whole process group (ignored if it is gone). Safe while the group
+    /// lives: its unreaped leader keeps the group's id from going to another process.
     pub fn signal(&self, signal: Signal) {
-        if let Some(pgid) = self.pgid {
-            let _ = killpg(pgid, signal);
-        }
+        let _ = killpg(self.pid, signal);
     }
 
     /// Whether the command has been reaped.
@@ -295,15 +341,12 @@ impl ProcessGroup {
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
-        // Kill the whole group, including anything the command left in the background.
+        // Kill the whole group, including anything the command left in the background, then
+        // reap the leader: SIGKILL cannot be caught, so this returns as soon as the kernel has
+        // torn it down, and nobody sees a command outlive its session.
         self.signal(Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(self.pid, None);
         if !self.exited {
-            let _ = self.child.start_kill();
-            // Reap the leader: SIGKILL cannot be caught, so this returns as soon as the kernel
-            // has torn it down, and nobody sees a command outlive its session.
-            if let Some(pid) = self.pgid {
-                let _ = nix::sys::wait::waitpid(pid, None);
-            }
             Counters::drop_one(&self.counters.processes_running);
             self.counters.notify();
         }
@@ -457,6 +500,32 @@ mod tests {
             Err(SpawnError::Exec { .. })
         ));
         assert_eq!(counters.snapshot().processes_running, 0);
+    }
+
+    /// The state letter of `pid` in /proc (`Z` for a zombie), `None` once it is gone.
+    fn process_state(pid: Pid) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(") ")?.1.chars().next()
+    }
+
+    #[tokio::test]
+    async fn the_leader_keeps_its_pid_until_the_group_is_dropped() {
+        let counters = Arc::new(Counters::default());
+        let (_master, mut group) = spawn("true", &env(), size(), Arc::clone(&counters)).unwrap();
+        let pid = group.pid;
+        assert_eq!(group.wait().await.unwrap(), 0);
+        assert_eq!(counters.snapshot().processes_running, 0);
+        // Exited but not reaped: its pid, the group's id, cannot go to another process, so
+        // killing the group later cannot hit a stranger.
+        assert_eq!(process_state(pid), Some('Z'));
+        group.signal(Signal::SIGKILL);
+        assert_eq!(process_state(pid), Some('Z'));
+        drop(group);
+        assert_ne!(
+            process_state(pid),
+            Some('Z'),
+            "reaped when the group is dropped"
+        );
     }
 
     #[tokio::test]
