@@ -136,29 +136,23 @@ pub fn spawn(
     // The parent's copies of the slave must go, or the master never sees the end of output.
     drop(cmd);
     drop(pty.slave);
+    // `child` is only a pid from here on: the group waits for it and reaps it.
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    let exit = pidfd(pid).map_err(|source| {
+        kill_and_reap(pid);
+        SpawnError::Exec {
+            program: program.clone(),
+            source,
+        }
+    })?;
     Counters::bump(&counters.processes_spawned);
     Counters::bump(&counters.processes_running);
     let group = ProcessGroup {
         pid,
-        exit: match pidfd(pid) {
-            Ok(exit) => exit,
-            Err(source) => {
-                // Kill and reap it through the drop of a group that never saw it exit.
-                let _ = killpg(pid, Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(pid, None);
-                Counters::drop_one(&counters.processes_running);
-                return Err(SpawnError::Exec {
-                    program: program.clone(),
-                    source,
-                });
-            }
-        },
+        exit,
         exited: false,
         counters,
     };
-    // `child` is only a pid now; the group waits for and reaps it.
-    drop(child);
     Ok((PtyMaster { fd: master }, group))
 }
 
@@ -332,20 +326,19 @@ impl ProcessGroup {
     pub fn signal(&self, signal: Signal) {
         let _ = killpg(self.pid, signal);
     }
+}
 
-    /// Whether the command has been reaped.
-    pub fn has_exited(&self) -> bool {
-        self.exited
-    }
+/// Kills the group led by `pid`, including anything the command left in the background, then
+/// reaps the leader: SIGKILL cannot be caught, so this returns as soon as the kernel has torn it
+/// down, and nobody sees a command outlive its session.
+fn kill_and_reap(pid: Pid) {
+    let _ = killpg(pid, Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(pid, None);
 }
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
-        // Kill the whole group, including anything the command left in the background, then
-        // reap the leader: SIGKILL cannot be caught, so this returns as soon as the kernel has
-        // torn it down, and nobody sees a command outlive its session.
-        self.signal(Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(self.pid, None);
+        kill_and_reap(self.pid);
         if !self.exited {
             Counters::drop_one(&self.counters.processes_running);
             self.counters.notify();
