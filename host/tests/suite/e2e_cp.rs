@@ -3,7 +3,7 @@
 //! half-written on either side.
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,6 +14,14 @@ use crate::e2e_support::{
 };
 
 const LIMIT: Duration = Duration::from_secs(300);
+
+/// `data` in the file `data.bin` of a fresh local directory, which lives as long as the TempDir.
+fn local_file(data: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let local = tempfile::tempdir().unwrap();
+    let path = local.path().join("data.bin");
+    std::fs::write(&path, data).unwrap();
+    (local, path)
+}
 
 fn cp(world: &World, source: &Path, destination: &str) -> Outcome {
     cp_words(world, &[source.to_str().unwrap(), destination])
@@ -43,12 +51,10 @@ fn leftovers(dir: &Path) -> Vec<String> {
 #[test]
 fn a_file_goes_in_and_comes_back_byte_exact_with_its_mode() {
     let world = World::start();
-    let local = tempfile::tempdir().unwrap();
     let remote_dir = world.workdir.path().join("uploads");
     std::fs::create_dir(&remote_dir).unwrap();
     let data = pseudo_random_bytes(3 * 1024 * 1024 + 17);
-    let source = local.path().join("data.bin");
-    std::fs::write(&source, &data).unwrap();
+    let (_local, source) = local_file(&data);
     std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o741)).unwrap();
 
     let remote = remote_dir.join("data.bin");
@@ -98,10 +104,8 @@ fn a_file_goes_in_and_comes_back_byte_exact_with_its_mode() {
 #[test]
 fn awkward_names_and_every_byte_value_survive() {
     let world = World::start();
-    let local = tempfile::tempdir().unwrap();
     let data: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
-    let source = local.path().join("plain");
-    std::fs::write(&source, &data).unwrap();
+    let (local, source) = local_file(&data);
     let remote = world.workdir.path().join("it's a $(name) `x`;&.bin");
     let outcome = cp(&world, &source, &format!(":{}", remote.display()));
     assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
@@ -128,10 +132,8 @@ fn awkward_names_and_every_byte_value_survive() {
 #[test]
 fn a_copy_survives_loss_reordering_and_a_cut_websocket() {
     let world = World::start_with(|config| hostile_network(config, 0xc0ffee, Some(30)));
-    let local = tempfile::tempdir().unwrap();
     let data = pseudo_random_bytes(1024 * 1024 + 5);
-    let source = local.path().join("data.bin");
-    std::fs::write(&source, &data).unwrap();
+    let (local, source) = local_file(&data);
     let remote = world.workdir.path().join("data.bin");
     let outcome = cp(&world, &source, &format!(":{}", remote.display()));
     assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
@@ -435,10 +437,8 @@ fn a_busybox_userland_copies_files_and_directories_the_same() {
         return;
     }
     let (world, _bin) = busybox_world(&[]);
-    let local = tempfile::tempdir().unwrap();
     let data = pseudo_random_bytes(512 * 1024 + 1);
-    let source = local.path().join("data.bin");
-    std::fs::write(&source, &data).unwrap();
+    let (local, source) = local_file(&data);
     std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o604)).unwrap();
     let remote = world.workdir.path().join("data.bin");
     let outcome = cp(&world, &source, &format!(":{}", remote.display()));
@@ -526,10 +526,8 @@ fn a_container_without_a_dd_that_counts_bytes_gets_the_file_as_base64_with_one_n
         busybox_world(&["dd"]),
         busybox_world_with_a_dd_that_cannot_count_bytes(),
     ] {
-        let local = tempfile::tempdir().unwrap();
         let data = pseudo_random_bytes(300 * 1024 + 7);
-        let source = local.path().join("data.bin");
-        std::fs::write(&source, &data).unwrap();
+        let (_local, source) = local_file(&data);
         let remote = world.workdir.path().join("data.bin");
         let outcome = cp(&world, &source, &format!(":{}", remote.display()));
         assert_eq!(outcome.code(), 0, "{}", outcome.stderr);

@@ -133,6 +133,21 @@ fn a_program_that_reads_none_of_its_raw_input_still_reports_its_status() {
     }
 }
 
+/// Sends `input` (from a pipe, or from a file when `from_file`) through a remote `cat` and checks
+/// that exactly it comes back; the outcome is left for the caller's checks of stderr.
+fn through_cat(world: &World, input: &[u8], from_file: bool) -> Outcome {
+    let mut command = world.ecs_exec();
+    command.args(["--pipe", "cat"]);
+    let outcome = if from_file {
+        world.run_from_file(command, input)
+    } else {
+        world.run(command, input)
+    };
+    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
+    assert!(outcome.stdout == input, "output differs from input");
+    outcome
+}
+
 #[test]
 fn a_container_without_dd_takes_base64_for_a_pipe_and_says_so_once() {
     if !ecs_exec_emulator::require_tool("busybox") {
@@ -140,11 +155,7 @@ fn a_container_without_dd_takes_base64_for_a_pipe_and_says_so_once() {
     }
     let (world, _guard) = busybox_world(&["dd"]);
     let input = pseudo_random_bytes(200 * 1024);
-    let mut command = world.ecs_exec();
-    command.args(["--pipe", "cat"]);
-    let outcome = world.run(command, &input);
-    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
-    assert!(outcome.stdout == input, "output differs from input");
+    let outcome = through_cat(&world, &input, false);
     let notes = notes(&outcome);
     assert_eq!(notes.len(), 1, "{}", outcome.stderr);
     assert!(
@@ -155,11 +166,7 @@ fn a_container_without_dd_takes_base64_for_a_pipe_and_says_so_once() {
     assert_eq!(outcome.stderr.lines().count(), 1, "{}", outcome.stderr);
 
     // A known length needs no dd: head reads exactly that many bytes.
-    let mut command = world.ecs_exec();
-    command.args(["--pipe", "cat"]);
-    let outcome = world.run_from_file(command, &input);
-    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
-    assert!(outcome.stdout == input, "output differs from input");
+    let outcome = through_cat(&world, &input, true);
     assert_eq!(outcome.stderr, "", "no fallback, no notice");
 }
 
@@ -171,11 +178,7 @@ fn a_dd_that_cannot_count_bytes_still_takes_raw_chunks_of_a_pipe() {
     let (world, _guard) = busybox_world_with_a_dd_that_cannot_count_bytes();
     // Several chunks of the largest size, and a short last one.
     let input = pseudo_random_bytes(3 * 1024 * 1024 + 5);
-    let mut command = world.ecs_exec();
-    command.args(["--pipe", "cat"]);
-    let outcome = world.run(command, &input);
-    assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
-    assert!(outcome.stdout == input, "output differs from input");
+    let outcome = through_cat(&world, &input, false);
     assert_eq!(outcome.stderr, "", "the raw way needs no notice");
 }
 

@@ -533,7 +533,9 @@ fn spawn_in_thread_serves_non_async_tests() {
     // meanwhile, and one may be handed the port just freed: that is only a failure when it
     // happens to three emulators in a row, which a listener left open would always do.
     let mut still_listening = vec![addr];
-    while std::net::TcpStream::connect(still_listening[still_listening.len() - 1]).is_ok() {
+    while let Some(&last) = still_listening.last()
+        && std::net::TcpStream::connect(last).is_ok()
+    {
         assert!(
             still_listening.len() < 3,
             "dropped emulators still listened at {still_listening:?}"
