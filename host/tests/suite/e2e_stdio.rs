@@ -29,6 +29,20 @@ fn notes(outcome: &Outcome) -> Vec<&str> {
         .collect()
 }
 
+/// Runs `command` with `input` on stdin: a file (its length known) when `from_file`, else a pipe.
+fn run_fed(
+    world: &World,
+    command: std::process::Command,
+    input: &[u8],
+    from_file: bool,
+) -> Outcome {
+    if from_file {
+        world.run_from_file(command, input)
+    } else {
+        world.run(command, input)
+    }
+}
+
 fn sha256_line(data: &[u8]) -> String {
     format!("{}  -\n", hex::encode(Sha256::digest(data)))
 }
@@ -40,11 +54,7 @@ fn raw_input_of_every_byte_value_arrives_exactly_from_a_file_and_from_a_pipe() {
         for from_file in [true, false] {
             let mut command = world.ecs_exec();
             command.args(["-v", "--pipe", "sha256sum"]);
-            let outcome = if from_file {
-                world.run_from_file(command, &input)
-            } else {
-                world.run(command, &input)
-            };
+            let outcome = run_fed(&world, command, &input, from_file);
             let case = format!("{userland}, from a file: {from_file}");
             assert_eq!(outcome.code(), 0, "{case}: {}", outcome.stderr);
             assert_eq!(outcome.stdout_text(), sha256_line(&input), "{case}");
@@ -118,11 +128,7 @@ fn a_program_that_reads_none_of_its_raw_input_still_reports_its_status() {
         for from_file in [true, false] {
             let mut command = world.ecs_exec();
             command.args(["--pipe", "sh -c 'exit 6'"]);
-            let outcome = if from_file {
-                world.run_from_file(command, input)
-            } else {
-                world.run(command, input)
-            };
+            let outcome = run_fed(&world, command, input, from_file);
             assert_eq!(
                 outcome.code(),
                 6,
@@ -138,11 +144,7 @@ fn a_program_that_reads_none_of_its_raw_input_still_reports_its_status() {
 fn through_cat(world: &World, input: &[u8], from_file: bool) -> Outcome {
     let mut command = world.ecs_exec();
     command.args(["--pipe", "cat"]);
-    let outcome = if from_file {
-        world.run_from_file(command, input)
-    } else {
-        world.run(command, input)
-    };
+    let outcome = run_fed(world, command, input, from_file);
     assert_eq!(outcome.code(), 0, "{}", outcome.stderr);
     assert!(outcome.stdout == input, "output differs from input");
     outcome
