@@ -1,7 +1,7 @@
 //! The process's one TLS client configuration: the system's root certificates, read once, and
 //! aws-lc-rs. Every client uses it: the AWS calls (`signed_http`) and the data channel's
 //! websocket (`channel::transport`). Reading the roots parses the bundle and every file of
-//! `SSL_CERT_DIR`, which took 2.7 to 5.4 ms here (README, "Performance"), and a one-off makes up
+//! `SSL_CERT_DIR`, which took 2.7 to 5.4 ms here (README, "The data channel"), and a one-off makes up
 //! to four clients.
 
 use std::sync::{Arc, OnceLock};
